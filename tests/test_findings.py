@@ -1,0 +1,87 @@
+"""The judges decide from numbers: each gets evidence that meets and misses its bar."""
+import pytest
+
+from threatlab import findings
+from threatlab.errors import ConfigError
+from threatlab.findings import NOT_RUN, NOT_SUPPORTED, SUPPORTED
+
+GOOD = {
+    "F01": {"lr_agreement": 1.0, "lr_queries": 785, "lr_d": 784, "mlp_solver_agreement": 0.5, "mlp_substitute_agreement": 0.9},
+    "F02": {"budgets": [100, 1000], "agreement": {"probs": [0.5, 0.9], "rounded": [0.4, 0.85], "label": [0.3, 0.8]}},
+    "F03": {"target": 0.8, "queries_to_target": {"noise": None, "jacobian": 800, "knockoff": 400}},
+    "F04": {"transfer_success": [0.2, 0.6], "noise_success": 0.05},
+    "F05": {"gap": [0.0, 0.1, 0.2, 0.3, 0.4], "auc": [0.5, 0.55, 0.6, 0.7, 0.8]},
+    "F06": {"auc": {"loss": 0.60, "shadow": 0.61, "lira": 0.65}, "tpr_at_0.1%": {"loss": 0.002, "shadow": 0.003, "lira": 0.02}},
+    "F07": {"accuracy": {"confidences/shallow": 0.9, "label/shallow": 0.3, "confidences/deep": 0.5}},
+    "F08": {"psnr_batch1": 40.0, "psnr_vs_noise": [40, 20, 10]},
+    "F09": {"acc_clean": 0.98, "acc_random_20": 0.96, "target_class_acc_targeted": 0.7, "target_class_acc_random": 0.95},
+    "F10": {"rates": [0.001, 0.01, 0.1], "success": [0.5, 0.95, 1.0], "clean_acc": [0.98, 0.975, 0.96], "clean_acc_unpoisoned": 0.98},
+    "F11": {"counts": [1, 5], "success_transfer": [0.3, 0.7], "success_end2end": [0.1, 0.2]},
+    "F12": {"recall": 0.9, "success_before": 0.99, "success_after": 0.05},
+    "F13": {"n_pixels": 784, "median": {"jsma": {"l0": 20, "linf": 1.0}, "pgd_linf": {"l0": 600, "linf": 0.3}}},
+    "F14": {"eps": [0.1, 0.2, 0.3], "success": {"pgd_linf": [0.5, 0.95, 1.0], "fgsm": [0.3, 0.6, 0.8]},
+            "median_l2": {"cw_l2": 1.2, "deepfool": 1.4, "pgd_l2": 1.9}},
+    "F15": {"median_queries": {"score": {"square": 200}, "decision": {"hsja": 2000, "boundary": 5000}}},
+    "F16": {"untargeted_at_0.3": 0.6, "targeted_at_0.3": 0.1},
+    "F17": {"success_eot": 0.9, "success_plain": 0.3},
+    "F18": {"robust_at": 0.8, "robust_undefended": 0.0, "masked_plain_robust": 0.9, "masked_adaptive_robust": 0.1},
+}
+
+BAD = {  # one number pushed across each bar
+    "F01": {**GOOD["F01"], "lr_queries": 2000},
+    "F02": {**GOOD["F02"], "agreement": {"probs": [0.5, 0.7], "label": [0.3, 0.8]}},
+    "F03": {"target": 0.8, "queries_to_target": {"noise": 1000, "jacobian": 800}},
+    "F04": {"transfer_success": [0.2, 0.25], "noise_success": 0.05},
+    "F05": {"gap": [0.0, 0.1, 0.2, 0.3, 0.4], "auc": [0.8, 0.7, 0.6, 0.55, 0.5]},
+    "F06": {**GOOD["F06"], "auc": {"loss": 0.6, "shadow": 0.7}},
+    "F07": {"accuracy": {"confidences/shallow": 0.7, "label/shallow": 0.3}},
+    "F08": {"psnr_batch1": 40.0, "psnr_vs_noise": [40, 45, 10]},
+    "F09": {**GOOD["F09"], "acc_random_20": 0.90},
+    "F10": {**GOOD["F10"], "clean_acc": [0.98, 0.95, 0.96]},
+    "F11": {"counts": [1, 5], "success_transfer": [0.3, 0.7], "success_end2end": [0.1, 0.5]},
+    "F12": {**GOOD["F12"], "success_after": 0.5},
+    "F13": {"n_pixels": 784, "median": {"jsma": {"l0": 100, "linf": 1.0}, "pgd_linf": {"l0": 600, "linf": 0.3}}},
+    "F14": {**GOOD["F14"], "median_l2": {"cw_l2": 1.5, "deepfool": 1.4, "pgd_l2": 1.9}},
+    "F15": {"median_queries": {"score": {"square": 900}, "decision": {"hsja": 2000}}},
+    "F16": {"untargeted_at_0.3": 0.2, "targeted_at_0.3": 0.1},
+    "F17": {"success_eot": 0.5, "success_plain": 0.3},
+    "F18": {**GOOD["F18"], "robust_at": 0.4},
+}
+
+
+def results_with(evidence):
+    docs = {}
+    for fid, ev in evidence.items():
+        nb = findings.get(fid).notebook
+        docs.setdefault(nb, {"evidence": {}})["evidence"][fid] = ev
+    return docs
+
+
+def test_eighteen_findings_in_order():
+    assert [f.id for f in findings.FINDINGS] == [f"F{i:02d}" for i in range(1, 19)]
+    assert {f.family for f in findings.FINDINGS} == {"extraction", "inversion", "poisoning", "adversarial"}
+
+
+@pytest.mark.parametrize("fid", sorted(GOOD))
+def test_judge_supported_and_not_supported(fid):
+    f = findings.get(fid)
+    assert f.judge(results_with({fid: GOOD[fid]})).status == SUPPORTED
+    assert f.judge(results_with({fid: BAD[fid]})).status == NOT_SUPPORTED
+
+
+def test_not_run_without_results_or_evidence():
+    assert findings.get("F13").judge({}).status == NOT_RUN
+    v = findings.get("F13").judge({"04_adversarial": {"evidence": {}}})
+    assert v.status == NOT_RUN and "no evidence" in v.note
+    v = findings.get("F13").judge(results_with({"F13": {"n_pixels": 784}}))
+    assert v.status == NOT_RUN and "incomplete" in v.note
+
+
+def test_unknown_finding():
+    with pytest.raises(ConfigError, match="F99"):
+        findings.get("F99")
+
+
+def test_table_rows_have_every_finding():
+    rows = findings.table_rows(results_with(GOOD))
+    assert len(rows) == 18 and all(r["verdict"] == SUPPORTED for r in rows)

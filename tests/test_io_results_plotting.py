@@ -1,0 +1,74 @@
+import json
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from threatlab import io as tio
+from threatlab.plotting import save_figure, save_table
+from threatlab.results import Recorder, jsonable, load_all
+
+
+def test_atomic_write_interrupted_keeps_previous(tmp_path, monkeypatch):
+    p = tmp_path / "r.json"
+    tio.atomic_write(p, "good\n")
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        tio.atomic_write(p, "half")
+    assert p.read_text() == "good\n"
+    assert [f.name for f in tmp_path.iterdir()] == ["r.json"]  # no temp file left
+
+
+def test_interrupted_figure_save_keeps_previous(tmp_path, monkeypatch):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    save_figure(fig, "01_line", tmp_path, close=False)
+    before = (tmp_path / "01_line.png").read_bytes()
+    ax.plot([0, 1], [1, 0])
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_figure(fig, "01_line", tmp_path)
+    assert (tmp_path / "01_line.png").read_bytes() == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["01_line.png", "01_line.svg"]
+
+
+def test_figure_bytes_are_deterministic(tmp_path):
+    out = []
+    for d in ("a", "b"):
+        fig, ax = plt.subplots()
+        ax.plot(np.arange(5), np.arange(5) ** 2, label="x")
+        ax.legend()
+        save_figure(fig, "04_demo", tmp_path / d)
+        out.append([(tmp_path / d / f"04_demo.{e}").read_bytes() for e in ("png", "svg")])
+    assert out[0] == out[1]
+    assert b"<dc:date>" not in out[0][1]
+
+
+def test_recorder_writes_deterministic_results_and_separate_timings(tmp_path):
+    for d in ("a", "b"):
+        rec = Recorder("04_adversarial", tmp_path / d, params={"seed": 0, "eps": 0.3})
+        rec.evidence("F13", {"x": torch.tensor([1.0, float("nan")]), "n": np.int64(3)})
+        rec.metric("acc", 0.123456789)
+        rec.timing("pgd_s", 0.01 if d == "a" else 0.02)
+        rec.save()
+    a = (tmp_path / "a/results/04_adversarial.json").read_bytes()
+    assert a == (tmp_path / "b/results/04_adversarial.json").read_bytes()
+    doc = load_all(tmp_path / "a")["04_adversarial"]
+    assert doc["evidence"]["F13"] == {"x": [1.0, None], "n": 3}
+    assert doc["metrics"]["acc"] == 0.123457
+    assert doc["provenance"]["seed"] == 0 and "torch" in doc["provenance"]["versions"]
+    run = json.loads((tmp_path / "a/results/04_adversarial.run.json").read_text())
+    assert run["timings"]["pgd_s"] == 0.01 and "wall_time_s" in run
+
+
+def test_jsonable_and_tables(tmp_path):
+    assert jsonable({"a": (1, 2.0, float("inf"))}) == {"a": [1, 2.0, None]}
+    save_table([{"attack": "pgd", "l2": 1.23456}], "04_norms", tmp_path)
+    assert (tmp_path / "tables/04_norms.csv").read_text() == "attack,l2\npgd,1.235\n"
+    assert "| pgd | 1.235 |" in (tmp_path / "tables/04_norms.md").read_text()

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from threatlab.errors import ConfigError, QueryBudgetExceeded
+from threatlab.oracle import BlackBox
+
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 5))
+
+
+def test_counts_are_exact_per_example_and_total():
+    bb = BlackBox(model(), mode="probs")
+    x = torch.rand(6, 4)
+    bb(x)                                    # ids 0..5 once
+    bb(x[:2], ids=torch.tensor([4, 5]))      # 4 and 5 again
+    bb(x[:3], ids=np.array([5, 5, 9]))      # 5 twice more, 9 once (grows the counter)
+    assert bb.total == 6 + 2 + 3
+    assert bb.queries.tolist() == [1, 1, 1, 1, 2, 4, 0, 0, 0, 1]
+    assert int(bb.count().sum()) == bb.total
+    assert bb.count(torch.tensor([5, 9])).tolist() == [4, 1]
+
+
+@pytest.mark.parametrize("mode", ["probs", "topk", "label", "rounded"])
+def test_output_modes(mode):
+    m = model()
+    bb = BlackBox(m, mode=mode, k=2, decimals=1)
+    x = torch.rand(8, 4)
+    out = bb(x)
+    p = torch.softmax(m(x), 1).detach()
+    if mode == "label":
+        assert out.dtype == torch.long and torch.equal(out, p.argmax(1))
+    elif mode == "probs":
+        assert torch.allclose(out, p)
+    elif mode == "topk":
+        assert ((out > 0).sum(1) == 2).all()
+        assert torch.equal(out.argmax(1), p.argmax(1))
+    else:
+        assert torch.allclose(out * 10, torch.round(out * 10))
+
+
+def test_per_example_budget_refuses_before_answering():
+    bb = BlackBox(model(), mode="label", budget=2)
+    x = torch.rand(3, 4)
+    bb(x)
+    bb(x)
+    with pytest.raises(QueryBudgetExceeded, match="budget=2"):
+        bb(x[:1], ids=[1])
+    assert bb.queries.tolist() == [2, 2, 2] and bb.total == 6   # nothing charged
+
+
+def test_total_budget():
+    bb = BlackBox(model(), total_budget=5)
+    bb(torch.rand(4, 4))
+    with pytest.raises(QueryBudgetExceeded, match="total_budget=5"):
+        bb(torch.rand(2, 4))
+
+
+@pytest.mark.parametrize("kw,match", [({"mode": "logits"}, "mode='logits'"), ({"budget": 0}, "budget=0"),
+                                      ({"k": -1}, "k=-1"), ({"total_budget": 1.5}, "total_budget=1.5")])
+def test_bad_arguments(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        BlackBox(model(), **kw)
