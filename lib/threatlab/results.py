@@ -84,7 +84,9 @@ class Recorder:
     def __init__(self, notebook: str, out_dir: str | Path, *, params: dict[str, Any]):
         self.notebook = notebook
         self.out_dir = Path(out_dir)
-        self.params = dict(params)
+        # Where the files go does not change the numbers; leaving it out keeps two runs
+        # into different folders byte-identical.
+        self.params = {k: v for k, v in params.items() if k != "out_dir"}
         self._t0 = time.perf_counter()
         self.data: dict[str, Any] = {"evidence": {}, "metrics": {}}
         self.timings: dict[str, Any] = {}
