@@ -302,27 +302,31 @@ def family_table(rows: list[dict[str, Any]], family: str) -> list[dict[str, Any]
 
 
 def timeline(rows: list[dict[str, Any]]):
-    """A figure: one lane per family, each attack a dot at its year with its name."""
+    """A figure: one band per family, each attack a dot at its year on its own line, named."""
     import matplotlib.pyplot as plt
 
     from .plotting import FAMILY_COLORS
 
     fams = [f for f in FAMILIES if any(r["family"] == f for r in rows)]
     years = [r["year"] for r in rows] or [2015]
-    fig, ax = plt.subplots(figsize=(9, 0.9 + 1.1 * max(len(fams), 1)))
-    for lane, fam in enumerate(fams):
-        seen: dict[int, int] = {}
-        for r in sorted((r for r in rows if r["family"] == fam), key=lambda r: (r["year"], r["attack"])):
-            k = seen.get(r["year"], 0)
-            seen[r["year"]] = k + 1
-            y = lane + 0.22 * k  # same family and year: stack the names upwards
-            filled = r["verified"] == "yes"
-            ax.scatter([r["year"]], [y], s=30, color=FAMILY_COLORS[fam],
-                       facecolors=FAMILY_COLORS[fam] if filled else "white", zorder=3)
-            ax.annotate(r["attack"], (r["year"], y), xytext=(5, 0), textcoords="offset points",
-                        fontsize=7, va="center")
-    ax.set(yticks=range(len(fams)), yticklabels=fams, ylim=(-0.5, len(fams) - 0.1),
-           xlim=(min(years) - 0.5, max(years) + 2.5), xlabel="year")
+    step = 0.32  # one text line per paper, so long names never run into each other
+    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.22 * (len(rows) + len(fams))))
+    base, ticks = 0.0, []
+    for fam in fams:
+        mine = sorted((r for r in rows if r["family"] == fam), key=lambda r: (r["year"], r["attack"]))
+        ticks.append(base + step * (len(mine) - 1) / 2)
+        for i, r in enumerate(mine):
+            y = base + step * i
+            color = FAMILY_COLORS[fam]
+            ax.scatter([r["year"]], [y], s=30, edgecolors=color,
+                       facecolors=color if r["verified"] == "yes" else "white", zorder=3)
+            ax.annotate(f"{r['attack']} ({r['authors'].split(',')[0]})", (r["year"], y), xytext=(6, 0),
+                        textcoords="offset points", fontsize=7, va="center")
+        base += step * (len(mine) + 1)
+        ax.axhline(base - step, color="#dddddd", lw=0.8)
+    ax.set(yticks=ticks, yticklabels=fams, ylim=(-step, base - step), xlabel="year",
+           xlim=(min(years) - 0.5, max(years) + 3.5))
     ax.set_xticks(range(min(years), max(years) + 1))
+    ax.grid(axis="y", visible=False)
     ax.set_title("Surveyed attacks by family and year (filled: number verified in the paper's text)")
     return fig
