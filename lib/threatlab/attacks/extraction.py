@@ -55,8 +55,9 @@ class EquationSolvingResult:
               is invariant to adding one vector to every row, so only this is identifiable.
     bias:     [k] float64, centred the same way.
     queries:  queries the oracle counted for this call (d + 1 by default).
-    residual: RMS residual of the fitted centred log-probabilities (about 0 when the
-              victim really is linear in its logits, large when it is not).
+    residual: RMS residual of the fitted centred log-probabilities. Informative only
+              with n_queries > d + 1 (a square system fits any answers exactly): then
+              about 0 when the victim is linear in its logits, large when it is not.
     model:    the recovered linear classifier (inputs [n, *in_shape] in [0, 1] -> logits).
     """
 
