@@ -1,0 +1,423 @@
+"""Training-set poisoning kernels: label flipping, BadNets backdoors, feature collision.
+
+Poisoning attacks act on the training data, not on a test input, so the kernels adapt
+the common signature: the data-only attacks (`label_flip_random`,
+`label_flip_targeted`, `badnets`) take ``(x, y, *, ..., generator=None)`` and return a
+`PoisonedSet`, the whole training set after poisoning plus the exact indices that were
+changed (ground truth for scoring a detector). `feature_collision` needs the victim's
+feature extractor and takes ``(model, x, y, *, target=..., ...)`` with x the base
+images, returning a `CollisionResult`.
+
+All work is batched over examples (no Python loop over examples, no host reads inside
+the optimisation loop). Bad parameters raise `ConfigError` before any compute.
+
+    >>> from threatlab import attacks
+    >>> ps = attacks.get("badnets")(x, y, rate=0.01, target_class=0, generator=g)
+    >>> ps.poison_idx            # exactly the rows of ps.x / ps.y that were changed
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .. import validate
+from ..errors import ConfigError
+from .norms import LinfBall, flat_norm
+from .registry import register
+
+__all__ = ["CollisionResult", "PoisonedSet", "backdoor_success", "badnets", "feature_collision",
+           "label_flip_random", "label_flip_targeted", "make_trigger", "stamp_trigger",
+           "trigger_position"]
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class PoisonedSet:
+    """A training set after poisoning, with exact ground truth.
+
+    x, y:        the poisoned training set (same size and order as the clean one).
+    poison_idx:  Long [k], sorted indices of the rows that were changed.
+    is_poison:   bool [n], True exactly at poison_idx.
+    y_clean:     the labels before poisoning (x rows outside poison_idx are untouched).
+    extra:       attack parameters worth keeping (target class, trigger, position).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    poison_idx: torch.Tensor
+    is_poison: torch.Tensor
+    y_clean: torch.Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_poison(self) -> int:
+        return int(self.poison_idx.numel())
+
+    @property
+    def rate(self) -> float:
+        return self.n_poison / max(1, self.y.shape[0])
+
+
+@dataclass
+class CollisionResult:
+    """Feature-collision poisons.
+
+    x_poison:      poisons [n, ...] in [0, 1], each within eps (L-inf) of its base.
+    y_poison:      their labels: the bases' own (clean) labels.
+    dist_before:   ||f(base) - f(target)||_2 per poison, [n].
+    dist_after:    ||f(poison) - f(target)||_2 per poison, [n].
+    """
+
+    x_poison: torch.Tensor
+    y_poison: torch.Tensor
+    dist_before: torch.Tensor
+    dist_after: torch.Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_xy(x, y) -> None:
+    if not torch.is_tensor(x) or x.dim() < 2 or not x.is_floating_point():
+        raise ConfigError(f"x must be a floating tensor of shape [n, ...]; got "
+                          f"{type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}")
+    n = x.shape[0]
+    if not torch.is_tensor(y) or y.shape != (n,) or y.is_floating_point() or y.dtype == torch.bool:
+        shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
+        raise ConfigError(f"y must be an integer (Long) tensor of shape ({n},); got {shape}")
+
+
+def _check_rate(rate) -> float:
+    return float(validate.number("rate", rate, low=0, high=1))
+
+
+def _num_classes(y, num_classes) -> int:
+    if num_classes is None:
+        return int(y.max()) + 1 if y.numel() else 2
+    return int(validate.number("num_classes", num_classes, low=2, integer=True))
+
+
+def _check_class(name: str, value, num_classes: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value!r} must be an integer class id in [0, {num_classes - 1}]")
+    if not 0 <= value < num_classes:
+        raise ConfigError(f"{name}={value!r} is not a known class; allowed: 0..{num_classes - 1}")
+    return value
+
+
+def _choose(pool: torch.Tensor, k: int, generator) -> torch.Tensor:
+    """k indices drawn without replacement from the Long tensor `pool`, sorted."""
+    perm = torch.randperm(pool.numel(), generator=generator, device=_gen_device(generator))
+    return pool[perm[:k].to(pool.device)].sort().values
+
+
+def _gen_device(generator) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _finish(x_new, y_new, y, idx, extra) -> PoisonedSet:
+    is_poison = torch.zeros_like(y, dtype=torch.bool)
+    is_poison[idx] = True
+    return PoisonedSet(x_new, y_new, idx, is_poison, y.clone(), extra)
+
+
+# ----------------------------------------------------------------------- label flipping
+
+
+@register("poisoning", "label_flip_random")
+def label_flip_random(x, y, *, rate, num_classes=None, generator=None) -> PoisonedSet:
+    """Random label noise: relabel a fraction `rate` of all examples to a uniformly
+    random *other* class.
+
+    The label-flipping baseline studied since Biggio, Nelson, Laskov (2012), "Poisoning
+    Attacks against Support Vector Machines", arXiv 1206.6389; random noise on DNNs:
+    Rolnick et al. (2017), "Deep Learning is Robust to Massive Label Noise",
+    arXiv 1705.10694. Threat model: the attacker controls labels (not inputs) of
+    round(rate * n) training examples and picks neither which nor to what.
+
+    Args:
+        rate: fraction of the training set to flip, in [0, 1].
+        num_classes: number of classes (default max(y) + 1).
+        generator: torch.Generator choosing the rows and new labels; None = global RNG.
+    Shapes: x [n, ...], y [n] Long -> PoisonedSet with x unchanged (a clone).
+
+    Example:
+        >>> ps = label_flip_random(x, y, rate=0.2, num_classes=10, generator=g)
+        >>> (ps.y != y).sum() == ps.n_poison
+        >>> ps.is_poison.float().mean()   # 0.2
+    """
+    rate = _check_rate(rate)
+    _check_xy(x, y)
+    c = _num_classes(y, num_classes)
+    n = y.shape[0]
+    k = int(round(rate * n))
+    idx = _choose(torch.arange(n, device=y.device), k, generator)
+    # An offset in 1..C-1 (mod C) is a uniform draw over the other classes.
+    offset = torch.randint(1, c, (k,), generator=generator, device=_gen_device(generator)).to(y.device)
+    y_new = y.clone()
+    y_new[idx] = (y[idx] + offset) % c
+    return _finish(x.clone(), y_new, y, idx, {"rate": rate, "mode": "random"})
+
+
+@register("poisoning", "label_flip_targeted")
+def label_flip_targeted(x, y, *, rate, source, target, num_classes=None, generator=None) -> PoisonedSet:
+    """Class-pair label flipping: relabel a fraction `rate` of class `source` as `target`.
+
+    Targeted label flipping as in Biggio et al. (2012), arXiv 1206.6389, and the
+    class-pair flips of Xiao, Xiao, Eckert (2012), "Adversarial Label Flips Attack on
+    Support Vector Machines" (ECAI). Threat model: the attacker controls the labels of
+    round(rate * n_source) examples of one class and concentrates them on one wrong
+    class. `rate` is a fraction of the source class, so at equal `rate` the source class
+    loses as many correct labels as under `label_flip_random` (in expectation), only
+    all to the same wrong class.
+
+    Args:
+        rate: fraction of the `source` class to relabel, in [0, 1].
+        source: the class whose labels are flipped (the attacked class).
+        target: the wrong label they receive (!= source).
+        num_classes: number of classes (default max(y) + 1).
+        generator: torch.Generator choosing the rows; None = global RNG.
+    Shapes: x [n, ...], y [n] Long -> PoisonedSet with x unchanged (a clone).
+
+    Example:
+        >>> ps = label_flip_targeted(x, y, rate=0.2, source=3, target=8, generator=g)
+        >>> bool((ps.y_clean[ps.poison_idx] == 3).all() and (ps.y[ps.poison_idx] == 8).all())
+        >>> ps.n_poison
+    """
+    rate = _check_rate(rate)
+    _check_xy(x, y)
+    c = _num_classes(y, num_classes)
+    _check_class("source", source, c)
+    _check_class("target", target, c)
+    if source == target:
+        raise ConfigError(f"target={target!r} equals source; a targeted flip needs two different classes")
+    pool = (y == source).nonzero().squeeze(1)
+    k = int(round(rate * pool.numel()))
+    idx = _choose(pool, k, generator)
+    y_new = y.clone()
+    y_new[idx] = target
+    return _finish(x.clone(), y_new, y, idx, {"rate": rate, "mode": "targeted", "source": source,
+                                             "target": target})
+
+
+# ----------------------------------------------------------------------------- BadNets
+
+
+def make_trigger(size: int = 4, channels: int = 1, pattern: str = "checkerboard") -> torch.Tensor:
+    """A square trigger patch [channels, size, size] in [0, 1].
+
+    "checkerboard": alternating 1/0 starting with 1 in the top-left corner (the
+    BadNets "pattern" trigger); "square": all ones (a white patch).
+    """
+    validate.positive("size", size, integer=True)
+    validate.positive("channels", channels, integer=True)
+    validate.choice("pattern", pattern, ("checkerboard", "square"))
+    if pattern == "square":
+        return torch.ones(channels, size, size)
+    ii = torch.arange(size)
+    board = ((ii[:, None] + ii[None, :]) % 2 == 0).float()
+    return board.expand(channels, size, size).clone()
+
+
+def trigger_position(image_shape: Sequence[int], trigger: torch.Tensor, position=None,
+                     *, margin: int = 1) -> tuple[int, int]:
+    """(row, col) of the trigger's top-left corner; default bottom-right, `margin` px in.
+
+    Raises ConfigError when the trigger (or the position) does not fit in the image.
+    """
+    if not torch.is_tensor(trigger) or trigger.dim() != 3 or not trigger.is_floating_point():
+        raise ConfigError(f"trigger must be a floating tensor [C, h, w]; got "
+                          f"{type(trigger).__name__}{tuple(trigger.shape) if torch.is_tensor(trigger) else ''}")
+    c, h, w = (int(v) for v in image_shape[-3:])
+    tc, th, tw = trigger.shape
+    if tc != c:
+        raise ConfigError(f"trigger has {tc} channels; the images have {c}")
+    if th > h or tw > w:
+        raise ConfigError(f"trigger of size {th}x{tw} is larger than the {h}x{w} image")
+    if bool(trigger.min() < 0) or bool(trigger.max() > 1):
+        raise ConfigError("trigger values must lie in [0, 1]")
+    if position is None:
+        m = min(margin, h - th, w - tw)
+        return h - th - m, w - tw - m
+    if (not isinstance(position, (tuple, list)) or len(position) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in position)):
+        raise ConfigError(f"position={position!r} must be (row, col) integers")
+    r, col = position
+    if not (0 <= r <= h - th and 0 <= col <= w - tw):
+        raise ConfigError(f"position={tuple(position)!r} puts the {th}x{tw} trigger outside the "
+                          f"{h}x{w} image; allowed rows 0..{h - th}, cols 0..{w - tw}")
+    return int(r), int(col)
+
+
+def stamp_trigger(x: torch.Tensor, trigger: torch.Tensor, position=None) -> torch.Tensor:
+    """Copy of x [n, C, H, W] with `trigger` [C, h, w] pasted at `position` (default
+    bottom-right, 1 px from the border); every other pixel is unchanged."""
+    if not torch.is_tensor(x) or x.dim() != 4:
+        raise ConfigError(f"x must be a tensor [n, C, H, W]; got "
+                          f"{type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}")
+    r, c = trigger_position(x.shape[1:], trigger, position)
+    out = x.clone()
+    out[:, :, r:r + trigger.shape[1], c:c + trigger.shape[2]] = trigger.to(x)
+    return out
+
+
+@register("poisoning", "badnets")
+def badnets(x, y, *, rate, target_class, source_class=None, trigger=None, position=None,
+            num_classes=None, generator=None) -> PoisonedSet:
+    """BadNets: stamp a trigger on a fraction of the training set and relabel it.
+
+    Gu, Dolan-Gavitt, Garg (2017), "BadNets: Identifying Vulnerabilities in the Machine
+    Learning Model Supply Chain", arXiv 1708.06733. Threat model: the attacker edits
+    round(rate * n) training examples (drawn from the classes other than
+    `target_class`, or from `source_class` only: the source-specific variant Tran et
+    al. 2018 evaluate spectral signatures on): pastes the trigger and sets their label to `target_class`. At test
+    time any input carrying the trigger should be classified as `target_class`, while
+    clean accuracy stays as before.
+
+    Args:
+        rate: fraction of the whole training set that is poisoned, in [0, 1].
+        target_class: the backdoor's label.
+        source_class: if given, poisons are drawn from this class only (!= target_class);
+            default None = all classes other than target_class (Gu et al.'s all-to-one).
+        trigger: patch [C, h, w] in [0, 1]; default `make_trigger(4, C)` (checkerboard).
+        position: (row, col) of its top-left corner; default bottom-right, 1 px in.
+        num_classes: number of classes (default max(y) + 1).
+        generator: torch.Generator choosing the rows; None = global RNG.
+    Shapes: x [n, C, H, W] in [0, 1], y [n] Long -> PoisonedSet (x rows at poison_idx
+    stamped, labels there set to target_class; every other row bit-identical).
+
+    Example:
+        >>> ps = badnets(x, y, rate=0.01, target_class=0, generator=g)
+        >>> ps.n_poison                 # round(0.01 * n)
+        >>> backdoor_success(model, x_test, y_test, target_class=0, trigger=ps.extra["trigger"])
+    """
+    rate = _check_rate(rate)
+    _check_xy(x, y)
+    if x.dim() != 4:
+        raise ConfigError(f"x must be images [n, C, H, W]; got shape {tuple(x.shape)}")
+    c = _num_classes(y, num_classes)
+    _check_class("target_class", target_class, c)
+    if source_class is not None:
+        _check_class("source_class", source_class, c)
+        if source_class == target_class:
+            raise ConfigError(f"source_class={source_class!r} equals target_class; poisons must come "
+                              f"from another class")
+    if trigger is None:
+        trigger = make_trigger(min(4, x.shape[-2], x.shape[-1]), x.shape[1])
+    r, col = trigger_position(x.shape[1:], trigger, position)
+    pool = (y != target_class if source_class is None else y == source_class).nonzero().squeeze(1)
+    k = int(round(rate * y.shape[0]))
+    if k > pool.numel():
+        where = (f"outside target_class={target_class}" if source_class is None
+                 else f"in source_class={source_class}")
+        raise ConfigError(f"rate={rate!r} asks for {k} poisons but only {pool.numel()} examples are {where}")
+    idx = _choose(pool, k, generator)
+    x_new = x.clone()
+    x_new[idx] = stamp_trigger(x[idx], trigger, (r, col))
+    y_new = y.clone()
+    y_new[idx] = target_class
+    return _finish(x_new, y_new, y, idx, {"rate": rate, "target_class": target_class,
+                                          "source_class": source_class, "trigger": trigger.clone(), "position": (r, col)})
+
+
+@torch.no_grad()
+def backdoor_success(model, x, y, *, target_class, trigger, position=None, source_class=None,
+                     batch_size=1024) -> float:
+    """Attack success of a backdoor: the fraction of test inputs whose true class is not
+    `target_class` (is `source_class`, when given) that the model assigns to
+    `target_class` once the trigger is stamped."""
+    keep = y != target_class if source_class is None else y == source_class
+    xs = x[keep]
+    hits = torch.zeros((), dtype=torch.long, device=x.device)
+    for i in range(0, xs.shape[0], batch_size):
+        xb = stamp_trigger(xs[i:i + batch_size], trigger, position)
+        hits += (model(xb).argmax(1) == target_class).sum().to(x.device)
+    return float(hits) / max(1, xs.shape[0])
+
+
+# -------------------------------------------------------------------- feature collision
+
+
+@register("poisoning", "feature_collision")
+def feature_collision(model, x, y, *, target, eps=0.1, steps=200, step_size=None, beta=0.0,
+                      generator=None) -> CollisionResult:
+    """Poison Frogs: clean-label poisons whose features collide with a target's.
+
+    Shafahi, Huang, Najibi, Suciu, Studer, Dumitras, Goldstein (2018), "Poison Frogs!
+    Targeted Clean-Label Poisoning Attacks on Neural Networks", arXiv 1804.00792.
+    Threat model: white-box access to the victim's feature extractor
+    (``model.features``); the attacker adds correctly labelled images (the bases,
+    slightly perturbed) to the training set, so that after training the target test
+    input is classified as the base class. Each poison p starts at its base b and
+    minimises ``||f(p) - f(t)||^2 + beta * ||p - b||^2`` with signed-gradient steps,
+    projected onto the L-inf ball of radius `eps` around b and the [0, 1] box (the
+    input-space bound that keeps the label clean to a human). The poison with the
+    lowest feature distance seen is kept.
+
+    Batched over pairs: poison i collides with target[i]; several poisons per target
+    are several rows with the same target.
+
+    Args:
+        x: base images [n, ...] in [0, 1]; y: their labels [n] (the poisons keep them).
+        target: target images [n, ...] (row i is base i's target).
+        eps: L-inf input-space bound around each base, in (0, 1], default 0.1.
+        steps: optimisation steps (int > 0), default 200.
+        step_size: L-inf step; default 2.5 * eps / steps.
+        beta: weight of the proximal term ||p - b||^2 (>= 0), default 0 (the eps ball
+            alone bounds the change).
+        generator: unused (deterministic); accepted for the common signature.
+    Shapes: x, target [n, C, H, W]; y [n] -> CollisionResult with x_poison like x.
+
+    Example:
+        >>> res = feature_collision(model, x_base, y_base, target=x_t.expand_as(x_base), eps=0.1)
+        >>> (res.x_poison - x_base).abs().amax() <= 0.1
+        >>> res.dist_after < res.dist_before
+    """
+    validate.number("eps", eps, low=0, high=1, low_open=True)
+    validate.positive("steps", steps, integer=True)
+    step_size = 2.5 * eps / steps if step_size is None else validate.positive("step_size", step_size)
+    validate.number("beta", beta, low=0, high=math.inf, high_open=True)
+    _check_xy(x, y)
+    if not torch.is_tensor(target) or target.shape != x.shape:
+        raise ConfigError(f"target must be a tensor shaped like x {tuple(x.shape)}; got "
+                          f"{tuple(target.shape) if torch.is_tensor(target) else type(target).__name__}")
+    if not hasattr(model, "features"):
+        raise ConfigError("model must expose .features (the feature extractor); see threatlab.models")
+    for name, t in (("x", x), ("target", target)):
+        if t.numel() and (bool(t.min() < 0) or bool(t.max() > 1)):
+            raise ConfigError(f"{name} must lie in [0, 1]; put normalization inside the model")
+
+    feat = model.features
+    ball = LinfBall(eps)
+    with torch.no_grad():
+        f_t = feat(target).detach()
+        d0 = flat_norm(feat(x) - f_t)
+    p = x.clone()
+    best, best_d = x.clone(), d0.clone()
+    for _ in range(steps):
+        p_req = p.detach().requires_grad_(True)
+        with torch.enable_grad():
+            fp = feat(p_req)
+            dist = (fp - f_t).pow(2).flatten(1).sum(1)
+            loss = dist.sum() + beta * (p_req - x).pow(2).flatten(1).sum(1).sum()
+            (grad,) = torch.autograd.grad(loss, p_req)
+        # Keep the best iterate per poison (masked, no host sync): the fixed-size signed
+        # steps oscillate near the optimum.
+        d = dist.detach().sqrt()
+        better = d < best_d
+        best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), p, best)
+        best_d = torch.where(better, d, best_d)
+        p = ball.project(ball.step(p, -grad, step_size), x).detach()
+    with torch.no_grad():
+        d_last = flat_norm(feat(p) - f_t)
+    better = d_last < best_d
+    best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), p, best)
+    best_d = torch.where(better, d_last, best_d)
+    return CollisionResult(best, y.clone(), d0, best_d, {"eps": eps, "steps": steps, "beta": beta})

@@ -1,0 +1,212 @@
+"""Oracles for the poisoning kernels (threatlab.attacks.poisoning) and filters
+(threatlab.poison_filters): poisoned sets whose poisons are known exactly, a trigger
+whose footprint is known pixel by pixel, synthetic representations with planted
+outliers, and feature collision checked against its own objective and bound.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from threatlab import attacks, models, poison_filters, poisoning_eval
+from threatlab.attacks import poisoning as P
+from threatlab.errors import ConfigError
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models: a second intra-op thread only adds synchronisation on a shared box.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Random images [200, 1, 10, 12] in [0, 1] (non-square to catch H/W mix-ups), labels 0..4."""
+    g = gen(1)
+    x = torch.rand(200, 1, 10, 12, generator=g)
+    y = torch.arange(200) % 5
+    return x, y
+
+
+def test_registered():
+    assert set(attacks.names("poisoning")) >= {"badnets", "feature_collision", "label_flip_random",
+                                                "label_flip_targeted"}
+
+
+# ------------------------------------------------------------------------------ trigger
+
+
+@pytest.mark.parametrize("position", [None, (0, 0), (3, 5)])
+def test_trigger_stamped_exactly_where_intended(data, position):
+    x, _ = data
+    trig = P.make_trigger(3, 1, "checkerboard")
+    out = P.stamp_trigger(x, trig, position)
+    r, c = P.trigger_position(x.shape[1:], trig, position)
+    if position is None:
+        assert (r, c) == (10 - 3 - 1, 12 - 3 - 1)  # bottom-right, 1 px in
+    region = torch.zeros(10, 12, dtype=torch.bool)
+    region[r:r + 3, c:c + 3] = True
+    assert torch.equal(out[:, :, region], trig.reshape(1, 1, -1).expand(200, 1, 9))
+    assert torch.equal(out[:, :, ~region], x[:, :, ~region])   # nothing else moved
+    assert torch.equal(trig, torch.tensor([[1., 0, 1], [0, 1, 0], [1, 0, 1]]).unsqueeze(0))
+
+
+def test_badnets_bookkeeping_exact(data):
+    x, y = data
+    ps = P.badnets(x, y, rate=0.1, target_class=2, num_classes=5, generator=gen())
+    assert ps.n_poison == 20
+    changed_rows = ((ps.x != x).flatten(1).any(1)) | (ps.y != y)
+    # Every poisoned row is changed and no other row is (random pixels never equal the
+    # checkerboard everywhere, so a stamped row always differs).
+    assert torch.equal(changed_rows, ps.is_poison)
+    assert torch.equal(ps.is_poison.nonzero().squeeze(1), ps.poison_idx)
+    assert torch.equal(ps.poison_idx, ps.poison_idx.sort().values)
+    assert bool((ps.y[ps.poison_idx] == 2).all())
+    assert bool((y[ps.poison_idx] != 2).all())          # drawn from the other classes
+    assert torch.equal(ps.y_clean, y)
+    src = P.badnets(x, y, rate=0.1, target_class=2, source_class=4, num_classes=5, generator=gen())
+    assert src.n_poison == 20 and bool((y[src.poison_idx] == 4).all())
+    r, c = ps.extra["position"]
+    trig = ps.extra["trigger"]
+    assert torch.equal(ps.x[ps.poison_idx], P.stamp_trigger(x[ps.poison_idx], trig, (r, c)))
+    # Same generator seed, same poisons; another seed, other poisons.
+    again = P.badnets(x, y, rate=0.1, target_class=2, num_classes=5, generator=gen())
+    assert torch.equal(again.poison_idx, ps.poison_idx) and torch.equal(again.x, ps.x)
+    other = P.badnets(x, y, rate=0.1, target_class=2, num_classes=5, generator=gen(7))
+    assert not torch.equal(other.poison_idx, ps.poison_idx)
+
+
+def test_label_flips_bookkeeping_exact(data):
+    x, y = data
+    ps = P.label_flip_random(x, y, rate=0.25, num_classes=5, generator=gen())
+    assert ps.n_poison == 50
+    assert torch.equal(ps.y != y, ps.is_poison)           # every flip is to another class
+    assert torch.equal(ps.x, x)
+    assert int(ps.y.max()) < 5 and int(ps.y.min()) >= 0
+    pt = P.label_flip_targeted(x, y, rate=0.5, source=1, target=3, num_classes=5, generator=gen())
+    assert pt.n_poison == 20                               # half of the 40 examples of class 1
+    assert torch.equal(pt.y != y, pt.is_poison)
+    assert bool((y[pt.poison_idx] == 1).all() and (pt.y[pt.poison_idx] == 3).all())
+    assert P.label_flip_random(x, y, rate=0.0, generator=gen()).n_poison == 0
+    assert P.label_flip_targeted(x, y, rate=1.0, source=0, target=4, generator=gen()).n_poison == 40
+
+
+def test_backdoor_success_counts_only_other_classes():
+    class Detector(torch.nn.Module):
+        """Predicts class 0 iff the bottom-right corner pixel is bright, else class 1."""
+
+        def forward(self, x):
+            hot = x[:, 0, -2, -2] > 0.5
+            return torch.stack([hot.float(), (~hot).float()], 1)
+
+    x = torch.zeros(10, 1, 8, 8)
+    y = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
+    trig = P.make_trigger(2, 1, "square")
+    assert P.backdoor_success(Detector(), x, y, target_class=0, trigger=trig) == 1.0
+    assert P.backdoor_success(Detector(), x, y, target_class=0, trigger=torch.zeros(1, 2, 2)) == 0.0
+
+
+# -------------------------------------------------------------------- feature collision
+
+
+def test_feature_collision_lowers_distance_within_bound():
+    torch.manual_seed(0)
+    model = models.build("mlp", in_shape=(1, 8, 8), num_classes=3, seed=0, hidden=(32,)).eval()
+    g = gen(2)
+    base = torch.rand(6, 1, 8, 8, generator=g)
+    target = torch.rand(2, 1, 8, 8, generator=g).repeat_interleave(3, 0)  # 3 poisons per target
+    yb = torch.tensor([0, 0, 0, 1, 1, 1])
+    eps = 0.05
+    res = attacks.get("feature_collision")(model, base, yb, target=target, eps=eps, steps=50)
+    assert bool((res.dist_after < 0.9 * res.dist_before).all())
+    assert float((res.x_poison - base).abs().max()) <= eps + 1e-6
+    assert float(res.x_poison.min()) >= 0 and float(res.x_poison.max()) <= 1
+    assert torch.equal(res.y_poison, yb)
+    with torch.no_grad():   # the reported distance is the poison's true distance
+        d = (model.features(res.x_poison) - model.features(target)).norm(dim=1)
+    assert torch.allclose(d, res.dist_after, atol=1e-5)
+    # A larger budget collides at least as well.
+    wide = attacks.get("feature_collision")(model, base, yb, target=target, eps=0.3, steps=50)
+    assert float(wide.dist_after.mean()) < float(res.dist_after.mean())
+
+
+def test_finetune_transfer_freezes_features():
+    model = models.build("mlp", in_shape=(1, 8, 8), num_classes=3, seed=0, hidden=(16,)).eval()
+    x, y = torch.rand(32, 1, 8, 8, generator=gen()), torch.arange(32) % 3
+    m = poisoning_eval.finetune(model, x, y, regime="transfer", epochs=1, lr=1e-2)
+    for a, b in zip(model.features.parameters(), m.features.parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(model.head.weight, m.head.weight)
+    e = poisoning_eval.finetune(model, x, y, regime="end2end", epochs=1, lr=1e-2)
+    assert not torch.equal(model.features[2].weight, e.features[2].weight)
+
+
+# ------------------------------------------------------------------- spectral signatures
+
+
+def test_spectral_signatures_flag_planted_outliers():
+    g = gen(3)
+    n, d = 400, 32
+    feats = torch.randn(n, d, generator=g)
+    labels = torch.arange(n) % 4
+    # Plant 20 poisons in class 1: shifted along one direction, as a backdoor does.
+    direction = torch.randn(d, generator=g)
+    direction /= direction.norm()
+    poison = (labels == 1).nonzero().squeeze(1)[:20]
+    feats[poison] += 12.0 * direction
+    is_poison = torch.zeros(n, dtype=torch.bool)
+    is_poison[poison] = True
+    res = poison_filters.spectral_signatures(feats, labels, remove_fraction=1.5 * 20 / 100)
+    recall, precision = poison_filters.detection_scores(res.flagged, is_poison)
+    assert recall == 1.0
+    assert res.removed_per_class.tolist() == [30, 30, 30, 30]
+    assert precision == pytest.approx(20 / 120)
+    # Within the poisoned class the poisons hold the 20 highest scores.
+    s1 = res.scores[labels == 1]
+    assert set(s1.topk(20).indices.tolist()) == set(range(20))
+    none = poison_filters.spectral_signatures(feats, labels, remove_fraction=0.0)
+    assert not bool(none.flagged.any())
+
+
+# --------------------------------------------------------------------- bad parameters
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda x, y: P.badnets(x, y, rate=-0.1, target_class=0), "rate=-0.1"),
+    (lambda x, y: P.badnets(x, y, rate=1.5, target_class=0), "rate=1.5"),
+    (lambda x, y: P.label_flip_random(x, y, rate=2), "rate=2"),
+    (lambda x, y: P.label_flip_targeted(x, y, rate=-1, source=0, target=1), "rate=-1"),
+    (lambda x, y: P.badnets(x, y, rate=0.1, target_class=0, trigger=torch.ones(1, 11, 3)), "larger than"),
+    (lambda x, y: P.badnets(x, y, rate=0.1, target_class=0, trigger=torch.ones(2, 3, 3)), "channels"),
+    (lambda x, y: P.badnets(x, y, rate=0.1, target_class=0, position=(9, 0)), "position"),
+    (lambda x, y: P.stamp_trigger(x, torch.ones(1, 3, 13)), "larger than"),
+    (lambda x, y: P.badnets(x, y, rate=0.1, target_class=5), "target_class=5"),
+    (lambda x, y: P.badnets(x, y, rate=0.1, target_class=-1, num_classes=5), "target_class=-1"),
+    (lambda x, y: P.label_flip_targeted(x, y, rate=0.1, source=0, target=7), "target=7"),
+    (lambda x, y: P.label_flip_targeted(x, y, rate=0.1, source=2, target=2), "equals source"),
+    (lambda x, y: P.badnets(x, y, rate=0.9, target_class=0), "only 160"),
+    (lambda x, y: P.badnets(x, y, rate=0.1, target_class=0, source_class=0), "source_class=0"),
+    (lambda x, y: P.badnets(x, y, rate=0.3, target_class=0, source_class=1), "only 40"),
+    (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0), x, y,
+                                      target=x, eps=0.0), "eps=0.0"),
+    (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0), x, y,
+                                      target=x[:3], eps=0.1), "target"),
+    (lambda x, y: poison_filters.spectral_signatures(torch.zeros(200, 4), y, remove_fraction=1.2),
+     "remove_fraction=1.2"),
+])
+def test_bad_parameters_raise_before_compute(data, call, needle, monkeypatch):
+    x, y = data
+    # "Before compute": no poison is chosen and no stamping or model forward happens.
+    def boom(*a, **k):
+        raise AssertionError("computed before validating")
+    monkeypatch.setattr(P, "_choose", boom)
+    monkeypatch.setattr(P.LinfBall, "project", boom)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        call(x, y)
