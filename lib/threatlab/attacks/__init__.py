@@ -7,5 +7,6 @@
 from .registry import FAMILIES, get, names, register
 from .result import AttackResult
 from . import adversarial  # noqa: F401  (registers the kernels)
+from . import inversion  # noqa: F401
 
 __all__ = ["FAMILIES", "AttackResult", "get", "names", "register"]
