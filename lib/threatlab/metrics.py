@@ -78,3 +78,10 @@ def spearman(a, b) -> float:
 
     rho = spearmanr(np.asarray(a, float), np.asarray(b, float)).statistic
     return float(rho) if not math.isnan(rho) else float("nan")
+
+
+def balanced_accuracy(scores, labels) -> float:
+    """Best balanced accuracy (TPR + TNR) / 2 over all thresholds of the exact ROC curve
+    (membership inference's threshold-optimal accuracy on a balanced set)."""
+    fpr, tpr = roc_curve(scores, labels)
+    return float(((tpr + 1.0 - fpr) / 2).max())

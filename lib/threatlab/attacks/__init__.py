@@ -9,5 +9,6 @@ from .result import AttackResult
 from . import adversarial  # noqa: F401  (registers the kernels)
 from . import extraction  # noqa: F401  (registers the extraction kernels)
 from . import poisoning  # noqa: F401  (registers the kernels)
+from . import inversion  # noqa: F401
 
 __all__ = ["FAMILIES", "AttackResult", "get", "names", "register"]
