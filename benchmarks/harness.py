@@ -126,6 +126,23 @@ def evaluate_evasion(model, x, y, out: Outcome, *, threat: str, eps: float | Non
         if worst > eps * (1 + 1e-4) + 1e-6:
             problems.append(f"max {threat} {worst:.4g} > eps {eps}")
     res["valid"] = "; ".join(problems) or "yes"
+    if threat == "min_l2":
+        # Diagnostics for disagreements between minimal-perturbation attacks: does the
+        # attack ever move a pixel that starts at the box edge (0 or 1; C&W's tanh
+        # parametrisation can freeze them), and how close to the decision boundary are
+        # the examples it failed on (logit of y minus the best other; ~0 = stalled there)?
+        edge = (x == 0) | (x == 1)
+        res["edge_pixels_moved"] = float(((x_adv - x).abs() > 1e-6)[edge].float().mean()) if edge.any() else float("nan")
+        with torch.no_grad():
+            z = model(x_adv)
+        margin = z.gather(1, y[:, None]).squeeze(1) - z.scatter(1, y[:, None], -math.inf).amax(1)
+        res["unfooled_median_margin"] = metrics.median(margin.cpu()[~fooled])
+        # foolbox's C&W starts its "best adversarial" buffer at zeros, so an example it
+        # never fooled comes back as a blank image (misclassified, L2 = ||x||) rather
+        # than as x: count those, and the robust accuracy that counts them as failures.
+        blank = ((x_adv.flatten(1).abs().amax(1) == 0) & (x.flatten(1).abs().amax(1) > 0)).cpu()
+        res["blank_outputs"] = int(blank.sum())
+        res["robust_acc_blank_as_failed"] = float((~fooled | blank).float().mean())
     if out.queries is not None:
         q = out.queries.detach().to(torch.float64).cpu()
         res["median_queries"] = float(q.median())

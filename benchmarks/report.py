@@ -114,6 +114,20 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
                 if "median_queries" in row:
                     L.append(f"- {r['case']}, {lib}: {row['median_queries']:.0f}")
 
+    diag = [(r, lib, row) for r in results for lib, row in r["rows"].items() if "edge_pixels_moved" in row]
+    if diag:
+        L += ["", "Diagnostics (minimal-perturbation attacks): share of input pixels at exactly 0 or 1 "
+              "that the attack moved, and the median logit margin (y minus best other) of the "
+              "examples it did not fool (~0: stalled on the boundary).", "",
+              "Blank outputs: examples returned as an all-zero image (not an attack result; foolbox's "
+              "C&W does this for examples it never fooled), and the robust accuracy counting them as "
+              "failures.", "",
+              "| attack | library | edge pixels moved | unfooled median margin | blank outputs "
+              "| robust acc, blank = failed |", "| --- | --- | --- | --- | --- | --- |"]
+        L += [f"| {r['case']} | {lib} | {_f(row['edge_pixels_moved'], '.3f')} | "
+              f"{_f(row['unfooled_median_margin'], '.3g')} | {row['blank_outputs']} | "
+              f"{_f(row['robust_acc_blank_as_failed'], '.3f')} |" for r, lib, row in diag]
+
     L += ["", "## Targets", "", "| attack | agreement (max |Δ| pts) | threatlab / fastest peer | "
           "threatlab x bound |", "| --- | --- | --- | --- |"]
     for r in results:
