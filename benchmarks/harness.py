@@ -63,6 +63,7 @@ class Case:
     grad_evals: int | None = None
     evaluate: Callable[..., dict[str, Any]] | None = None
     note: str = ""
+    max_n: int | None = None  # cap on examples for every library of this case (slow peers)
 
 
 class Unavailable(Exception):
@@ -152,6 +153,9 @@ def evaluate_evasion(model, x, y, out: Outcome, *, threat: str, eps: float | Non
 def run_case(case: Case, ctx: dict[str, Any], *, repeats: int, seed: int,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Warm up and time every available implementation of `case`; evaluate each once."""
+    if case.max_n is not None and len(ctx["x"]) > case.max_n:
+        # Same (smaller) batch for every library of this case: the first max_n examples.
+        ctx = {**ctx, "x": ctx["x"][:case.max_n], "y": ctx["y"][:case.max_n]}
     model, x, y, device = ctx["model"], ctx["x"], ctx["y"], ctx["device"]
     runners: dict[str, Callable[..., Outcome]] = {}
     skipped: dict[str, str] = {}
@@ -207,6 +211,6 @@ def run_case(case: Case, ctx: dict[str, Any], *, repeats: int, seed: int,
     for lib, row in rows.items():
         log(f"  {case.name:24s} {lib:12s} median {row['time']['median']:8.3f} s  "
             f"robust acc {row.get('robust_acc', float('nan')):.3f}  valid {row.get('valid', '-')}")
-    return {"case": case.name, "threat": case.threat, "eps": case.eps, "settings": case.settings,
+    return {"case": case.name, "threat": case.threat, "eps": case.eps, "n": len(x), "settings": case.settings,
             "args": {lib: case.impls[lib][0] for lib in case.impls}, "rows": rows, "bound": bound,
             "skipped": skipped, "note": case.note}

@@ -147,7 +147,7 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
 
     L += ["", "## Settings, written out per library", ""]
     for r in results:
-        L += [f"### {r['case']}", "", "Shared: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        L += [f"### {r['case']}", "", f"n = {r['n']}. Shared: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items())
               + (f"; eps={r['eps']}" if r["eps"] is not None and "eps" not in r["settings"] else ""), ""]
         if r["bound"]:
             b = r["bound"]

@@ -36,8 +36,8 @@ from threatlab.io import atomic_write  # noqa: E402
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="n=100, 3 repeats (the defaults of a check run)")
-    p.add_argument("--n", type=int, default=None, help="examples attacked (default 500; --quick 100)")
+    p.add_argument("--quick", action="store_true", help="n=50, 3 repeats (a check run)")
+    p.add_argument("--n", type=int, default=None, help="examples attacked (default 500; --quick 50; C&W at most 50)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per library (default 5; --quick 3)")
     p.add_argument("--only", default="", help="comma-separated case names (default: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -45,7 +45,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results.md"), help="markdown report (a .json goes beside it)")
     a = p.parse_args(argv)
-    a.n = a.n or (100 if a.quick else 500)
+    a.n = a.n or (50 if a.quick else 500)
     a.repeats = a.repeats or (3 if a.quick else 5)
     if a.n < 1 or a.repeats < 1:
         p.error("--n and --repeats must be positive")
