@@ -256,6 +256,19 @@ def test_deepfool_with_two_classes_only_tries_the_runner_up():
     torch.testing.assert_close(flat_norm(res.x_adv - x), dist_runner_up, rtol=2e-3, atol=1e-5)
 
 
+def test_deepfool_stops_once_every_example_has_flipped():
+    # An affine model flips in one step, so steps=50 must not cost 50 steps: the clean
+    # logits, step 1, the check that ends the loop, and the final re-evaluation.
+    model, x, y, dist_l2, _ = affine_problem(5)
+    calls = []
+    counted = lambda inp: (calls.append(1), model(inp))[1]  # noqa: E731
+    res = attacks.get("deepfool")(counted, x, y, steps=50, overshoot=0.02)
+    assert len(calls) == 4
+    assert res.success.all()
+    # Same answer as a single step: stopping early changed nothing.
+    torch.testing.assert_close(flat_norm(res.x_adv - x), 1.02 * dist_l2, rtol=2e-3, atol=1e-5)
+
+
 def test_deepfool_leaves_already_wrong_examples_alone():
     model, x, y, _, _ = affine_problem(5)
     wrong = torch.arange(len(y)) % 2 == 0

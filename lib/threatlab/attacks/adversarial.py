@@ -353,7 +353,8 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
         targeted, target: must be False / None (ConfigError otherwise).
         generator: unused (deterministic); accepted for the common signature.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
-        Examples already misclassified (or flipped) stop moving.
+        Examples already misclassified (or flipped) stop moving; the loop ends early
+        once every example is misclassified.
 
     Example:
         >>> res = deepfool(model, x, y, steps=50)
@@ -382,6 +383,15 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
         xa = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xa)
+        # Done examples are masked, so the batch keeps its shape. Stop once every
+        # example has flipped: DeepFool usually converges in a few steps, and each
+        # further step costs (num_classes - 1) backward passes that change nothing
+        # (done examples take zero steps). This one host read per step is the
+        # exception to "no sync in the loop": it is tiny next to those passes.
+        active = logits.detach().argmax(1) == y
+        if not bool(active.any()):
+            break
+        with torch.enable_grad():
             z_y = logits.gather(1, y[:, None]).squeeze(1)
             best_dist = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
             best_f = torch.zeros(n, device=x.device, dtype=x.dtype)
@@ -397,8 +407,6 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
                 best_dist = torch.where(closer, dist, best_dist)
                 best_f = torch.where(closer, f_k, best_f)
                 best_w = torch.where(_per_example(closer, x), w_k, best_w)
-        # Done examples are masked, so the batch keeps its shape and nothing syncs.
-        active = logits.detach().argmax(1) == y
         # 1e-4 as in the reference code: land just past the linearized boundary.
         coef = (best_f.abs() + 1e-4) / flat_norm(best_w).clamp_min(_TINY).pow(2)
         r = best_w * _per_example(torch.where(active, coef, torch.zeros_like(coef)), x)

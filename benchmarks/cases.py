@@ -1,0 +1,137 @@
+"""The benchmark table: one `Case` per shared attack, every hyper-parameter written out
+for every library. Adding an attack (or a peer) is one entry here.
+
+Mapping of names between libraries (same quantity, different argument names):
+step size = threatlab `step_size` = torchattacks `alpha` = ART `eps_step` = foolbox
+`abs_stepsize`; iterations = `steps` = ART `max_iter`; C&W constant = `initial_const`
+= torchattacks `c`; C&W Adam rate = `lr` = ART `learning_rate` = foolbox `stepsize`;
+DeepFool overshoot = `overshoot` = ART `epsilon`; DeepFool classes considered =
+`num_classes` = ART `nb_grads` = foolbox `candidates`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import peers
+from harness import Case
+
+
+def _entry(adapter, target: str, **kw: Any):
+    shown = {k: v for k, v in kw.items()}
+    args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+    return (f"{target}({args})", adapter(target, **kw))
+
+
+def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int = 40,
+          cw_steps: int = 100, cw_lr: float = 0.1, cw_const: float = 1.0, cw_search: int = 5,
+          deepfool_steps: int = 50, overshoot: float = 0.02, num_classes: int = 10,
+          cw_max_n: int = 50) -> list[Case]:
+    """The table, sized by the shared hyper-parameters (defaults = results.md's).
+
+    C&W runs on the first `cw_max_n` examples for every library: ART's NumPy C&W takes
+    about 2 s per example per binary-search step on a 2-core CPU.
+    """
+    n_cw = min(n, cw_max_n)
+    linf_alpha = 2.5 * eps_linf / pgd_steps  # Madry's rule, written out for every library
+    l2_alpha = 2.5 * eps_l2 / pgd_steps
+    out: list[Case] = []
+
+    out.append(Case(
+        "FGSM", "linf", eps=eps_linf, grad_evals=1,
+        settings={"eps": eps_linf, "random_start": False},
+        impls={
+            "threatlab": _entry(peers.threatlab, "fgsm", eps=eps_linf),
+            "torchattacks": _entry(peers.torchattacks, "FGSM", eps=eps_linf),
+            "ART": _entry(peers.art, "FastGradientMethod", norm=float("inf"), eps=eps_linf,
+                          eps_step=eps_linf, targeted=False, num_random_init=0, batch_size=n,
+                          minimal=False),
+            "foolbox": _entry(peers.foolbox, "LinfFastGradientAttack", epsilon=eps_linf,
+                              random_start=False),
+        }))
+
+    out.append(Case(
+        "PGD-Linf", "linf", eps=eps_linf, grad_evals=pgd_steps,
+        settings={"eps": eps_linf, "steps": pgd_steps, "step_size": linf_alpha,
+                  "random_start": True, "restarts": 1},
+        impls={
+            "threatlab": _entry(peers.threatlab, "pgd_linf", eps=eps_linf, steps=pgd_steps,
+                                step_size=linf_alpha, random_start=True),
+            "torchattacks": _entry(peers.torchattacks, "PGD", eps=eps_linf, alpha=linf_alpha,
+                                   steps=pgd_steps, random_start=True),
+            "ART": _entry(peers.art, "ProjectedGradientDescent", norm=float("inf"), eps=eps_linf,
+                          eps_step=linf_alpha, max_iter=pgd_steps, num_random_init=1,
+                          batch_size=n, verbose=False),
+            "foolbox": _entry(peers.foolbox, "LinfPGD", epsilon=eps_linf, abs_stepsize=linf_alpha,
+                              steps=pgd_steps, random_start=True),
+        }))
+
+    out.append(Case(
+        "PGD-L2", "l2", eps=eps_l2, grad_evals=pgd_steps,
+        settings={"eps": eps_l2, "steps": pgd_steps, "step_size": l2_alpha,
+                  "random_start": True, "restarts": 1},
+        impls={
+            "threatlab": _entry(peers.threatlab, "pgd_l2", eps=eps_l2, steps=pgd_steps,
+                                step_size=l2_alpha, random_start=True),
+            "torchattacks": _entry(peers.torchattacks, "PGDL2", eps=eps_l2, alpha=l2_alpha,
+                                   steps=pgd_steps, random_start=True),
+            "ART": _entry(peers.art, "ProjectedGradientDescent", norm=2, eps=eps_l2,
+                          eps_step=l2_alpha, max_iter=pgd_steps, num_random_init=1,
+                          batch_size=n, verbose=False),
+            "foolbox": _entry(peers.foolbox, "L2PGD", epsilon=eps_l2, abs_stepsize=l2_alpha,
+                              steps=pgd_steps, random_start=True),
+        }))
+
+    # torchattacks' C&W has no binary search (one fixed c): this row is the setting all
+    # four libraries share. The next row is the paper's search, without torchattacks.
+    out.append(Case(
+        "C&W-L2 (fixed c)", "min_l2", grad_evals=cw_steps, max_n=n_cw,
+        settings={"steps": cw_steps, "lr": cw_lr, "const": cw_const, "binary_search_steps": 1,
+                  "confidence": 0.0, "abort_early": False},
+        note="torchattacks' CW stops early when its loss rises (every steps/10 steps; not "
+             "configurable); ART's CW is a different optimizer (gradient descent with "
+             "halving/doubling line search, max_halving=max_doubling=5), not Adam.",
+        impls={
+            "threatlab": _entry(peers.threatlab, "cw_l2", steps=cw_steps, lr=cw_lr,
+                                confidence=0.0, binary_search_steps=1, initial_const=cw_const),
+            "torchattacks": _entry(peers.torchattacks, "CW", c=cw_const, kappa=0.0,
+                                   steps=cw_steps, lr=cw_lr),
+            "ART": _entry(peers.art, "CarliniL2Method", confidence=0.0, learning_rate=cw_lr,
+                          binary_search_steps=1, max_iter=cw_steps, initial_const=cw_const,
+                          batch_size=n_cw, verbose=False),
+            "foolbox": _entry(peers.foolbox, "L2CarliniWagnerAttack", epsilon=None,
+                              binary_search_steps=1, steps=cw_steps, stepsize=cw_lr,
+                              confidence=0.0, initial_const=cw_const, abort_early=False),
+        }))
+
+    out.append(Case(
+        f"C&W-L2 (search {cw_search})", "min_l2", grad_evals=cw_steps * cw_search, max_n=n_cw,
+        settings={"steps": cw_steps, "lr": cw_lr, "initial_const": cw_const,
+                  "binary_search_steps": cw_search, "confidence": 0.0, "abort_early": False},
+        note="ART is compared in the fixed-c row only: its C&W (a different optimizer, see "
+             "above) would take ~binary_search_steps x longer, ~2 s per example per step here.",
+        impls={
+            "threatlab": _entry(peers.threatlab, "cw_l2", steps=cw_steps, lr=cw_lr,
+                                confidence=0.0, binary_search_steps=cw_search,
+                                initial_const=cw_const),
+            "foolbox": _entry(peers.foolbox, "L2CarliniWagnerAttack", epsilon=None,
+                              binary_search_steps=cw_search, steps=cw_steps, stepsize=cw_lr,
+                              confidence=0.0, initial_const=cw_const, abort_early=False),
+        }))
+
+    out.append(Case(
+        "DeepFool", "min_l2", grad_evals=deepfool_steps,
+        settings={"steps": deepfool_steps, "overshoot": overshoot, "num_classes": num_classes},
+        note="grad_evals counts one forward+backward per step; DeepFool needs one backward "
+             "per candidate class per step. Peers stop when every example has flipped.",
+        impls={
+            "threatlab": _entry(peers.threatlab, "deepfool", steps=deepfool_steps,
+                                overshoot=overshoot, num_classes=num_classes),
+            "torchattacks": _entry(peers.torchattacks, "DeepFool", steps=deepfool_steps,
+                                   overshoot=overshoot),
+            "ART": _entry(peers.art, "DeepFool", max_iter=deepfool_steps, epsilon=overshoot,
+                          nb_grads=num_classes, batch_size=n, verbose=False),
+            "foolbox": _entry(peers.foolbox, "L2DeepFoolAttack", epsilon=None,
+                              steps=deepfool_steps, candidates=num_classes, overshoot=overshoot,
+                              loss="logits"),
+        }))
+    return out

@@ -1,0 +1,109 @@
+"""Thin adapters: each library's attack object -> `run(x, y) -> Outcome`.
+
+Peers are imported lazily, so a missing one is a skipped column, not a crash. The
+wrappers are the ordinary way each library is used: ART through its
+`PyTorchClassifier` (NumPy in, NumPy out), foolbox through `PyTorchModel`,
+torchattacks on the module itself. Conversions between NumPy and torch are part of
+the peer's time, as they are for its users.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness import Outcome, Unavailable
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise Unavailable(f"{name} not installed ({e})") from None
+
+
+def version(module: str) -> str:
+    try:
+        return importlib.import_module(module).__version__
+    except ImportError:
+        return "not installed"
+
+
+# ------------------------------------------------------------------------ threatlab
+
+def threatlab(name: str, **kw: Any):
+    """A registered threatlab kernel with an explicit generator seeded per call."""
+    def factory(ctx):
+        from threatlab import attacks
+        from threatlab.errors import ConfigError
+        try:
+            fn = attacks.get(name)
+        except ConfigError as e:
+            raise Unavailable(str(e)) from None
+
+        def run(x, y):
+            gen = torch.Generator(device=x.device).manual_seed(ctx["seed"])
+            return Outcome(x_adv=fn(ctx["model"], x, y, generator=gen, **kw).x_adv)
+        return run
+    return factory
+
+
+# ---------------------------------------------------------------------- torchattacks
+
+def torchattacks(cls: str, **kw: Any):
+    def factory(ctx):
+        ta = _import("torchattacks")
+        atk = getattr(ta, cls)(ctx["model"], **kw)
+
+        def run(x, y):
+            return Outcome(x_adv=atk(x, y))
+        return run
+    return factory
+
+
+# ------------------------------------------------------------------------------- ART
+
+def art_classifier(ctx):
+    """One PyTorchClassifier per run: clip values (0, 1), cross-entropy, no preprocessing
+    (normalization lives inside the model, as for threatlab)."""
+    if "art_classifier" not in ctx:
+        _import("art")
+        from art.estimators.classification import PyTorchClassifier
+
+        ctx["art_classifier"] = PyTorchClassifier(
+            model=ctx["model"], loss=torch.nn.CrossEntropyLoss(), input_shape=ctx["input_shape"],
+            nb_classes=ctx["num_classes"], clip_values=(0.0, 1.0),
+            device_type="gpu" if ctx["device"].type == "cuda" else "cpu")
+    return ctx["art_classifier"]
+
+
+def art(cls: str, module: str = "art.attacks.evasion", **kw: Any):
+    def factory(ctx):
+        mod = _import(module)
+        atk = getattr(mod, cls)(art_classifier(ctx), **kw)
+
+        def run(x, y):
+            x_np = x.detach().cpu().numpy()
+            adv = atk.generate(x_np, y=y.detach().cpu().numpy())
+            return Outcome(x_adv=torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(x.device))
+        return run
+    return factory
+
+
+# --------------------------------------------------------------------------- foolbox
+
+def foolbox(cls: str, *, epsilon: float | None, **kw: Any):
+    """`epsilon=None` for minimal-norm attacks (their raw output is returned)."""
+    def factory(ctx):
+        fb = _import("foolbox")
+        if "fb_model" not in ctx:
+            ctx["fb_model"] = fb.PyTorchModel(ctx["model"], bounds=(0.0, 1.0), device=ctx["device"])
+        atk = getattr(fb.attacks, cls)(**kw)
+
+        def run(x, y):
+            _, clipped, _ = atk(ctx["fb_model"], x, y, epsilons=epsilon)
+            return Outcome(x_adv=clipped)
+        return run
+    return factory

@@ -1,0 +1,160 @@
+"""results.md: machine, versions, every setting, the table, and the targets checked."""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from peers import version
+from threatlab.results import git_sha
+
+#: The issue's targets: agreement within 2 points, threatlab no slower than the fastest
+#: peer, PGD within 1.15x of steps x (forward + backward).
+AGREE_PTS, PEER_RATIO, PGD_BOUND = 2.0, 1.0, 1.15
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "machine": f"{platform.system()} {platform.machine()}, {_cpu_model()}, {os.cpu_count()} logical CPUs",
+        "load_average_at_end": " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "torch_threads": torch.get_num_threads(),
+        "git": git_sha(),
+        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+    }
+    for label, mod in (("threatlab", "threatlab"), ("torchattacks", "torchattacks"),
+                       ("adversarial-robustness-toolbox", "art"), ("foolbox", "foolbox"),
+                       ("eagerpy", "eagerpy")):
+        env[label] = version(mod)
+    return env
+
+
+def _f(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return format(v, fmt)
+
+
+def _time(t: dict[str, float]) -> str:
+    return f"{t['median']:.3f} ({t['min']:.3f}–{t['max']:.3f})"
+
+
+def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    env = run["environment"]
+    L: list[str] = []
+    L += ["# Benchmarks: threatlab vs torchattacks, ART, foolbox", "",
+          "Written by `python benchmarks/run.py" + (" --quick" if run["quick"] else "") + "` "
+          f"on {env['date_utc']} UTC. Regenerate with `make bench`. Benchmarks are not tests: "
+          "nothing here is asserted by `make test`.", ""]
+    if run["quick"]:
+        L += ["> **Quick run** (small n, few repeats): a check that the harness works, not the "
+              "numbers to quote.", ""]
+    L += ["## Machine and versions", "", "| | |", "| --- | --- |"]
+    L += [f"| {k} | {v} |" for k, v in env.items()]
+    m = run["model"]
+    L += ["", "## Protocol", "",
+          f"- Model: threatlab `cnn` on MNIST (notebook 04's), trained with epochs={m['epochs']}, "
+          f"batch_size={m['batch_size']}, lr={m['lr']} on the first {m['n_train']} training images, "
+          f"seed {run['seed']} (checkpoint {m['checkpoint_key']}); clean test accuracy "
+          f"{run['clean_test_accuracy']:.4f}. Parameters frozen (`requires_grad=False`) for every library.",
+          f"- Inputs: the first n = {run['n']} correctly classified MNIST test images, the same tensor for "
+          "every library, in [0, 1]; normalization is inside the model.",
+          "- Robust accuracy = fraction of those n still classified correctly by the same model on the "
+          "adversarials each library returned (no library's own success flag is read). Median L2 / "
+          "L-inf over the fooled examples only. `valid` checks the output lies in [0, 1] and inside "
+          "the eps-ball (relative slack 1e-4).",
+          f"- Time: one warm-up call, then {run['repeats']} timed calls per library, interleaved across "
+          "libraries (the order rotates each round); every random source (torch, NumPy, random) "
+          f"re-seeded with {run['seed']} before each call; the device is synchronized before each clock "
+          "read. Shown as median (min–max) seconds for the whole batch. ART's NumPy conversions count "
+          "in its time, as for its users.",
+          "- Bound: grad_evals x the median time of one forward + backward (input gradient of the summed "
+          "cross-entropy) on the same batch, measured 5 times per round in the same rounds. "
+          "`x bound` = time / bound.",
+          f"- Targets (from the issue): |Δ robust acc| <= {AGREE_PTS:g} points vs each peer; threatlab / "
+          f"fastest peer <= {PEER_RATIO:g} on CPU; PGD <= {PGD_BOUND:g} x bound.",
+          f"- torch threads: {run['threads']}; device {run['device']}; total benchmark wall time "
+          f"{run['wall_s']:.0f} s.", ""]
+
+    L += ["## Results", "",
+          "| attack | library | robust acc | Δ pts (threatlab − peer) | median L2 | median L-inf "
+          "| valid | time s, median (min–max) | x bound | threatlab / fastest peer |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        for lib, row in r["rows"].items():
+            ratio = (f"**{row['ratio_to_fastest_peer']:.2f}** (vs {row['fastest_peer']})"
+                     if "ratio_to_fastest_peer" in row else "")
+            L.append(f"| {r['case']} | {lib} | {_f(row.get('robust_acc'), '.3f')} | "
+                     f"{_f(row.get('delta_robust_acc_pts'), '+.1f')} | {_f(row.get('median_l2'), '.3f')} | "
+                     f"{_f(row.get('median_linf'), '.3f')} | {row.get('valid', '–')} | {_time(row['time'])} | "
+                     f"{_f(row.get('ratio_to_bound'), '.2f')} | {ratio} |")
+        for lib, why in r["skipped"].items():
+            L.append(f"| {r['case']} | {lib} | not run: {why} | | | | | | | |")
+    if any("median_queries" in row for r in results for row in r["rows"].values()):
+        L += ["", "Median queries per example (black-box):", ""]
+        for r in results:
+            for lib, row in r["rows"].items():
+                if "median_queries" in row:
+                    L.append(f"- {r['case']}, {lib}: {row['median_queries']:.0f}")
+
+    diag = [(r, lib, row) for r in results for lib, row in r["rows"].items() if "edge_pixels_moved" in row]
+    if diag:
+        L += ["", "Diagnostics (minimal-perturbation attacks): share of input pixels at exactly 0 or 1 "
+              "that the attack moved, and the median logit margin (y minus best other) of the "
+              "examples it did not fool (~0: stalled on the boundary).", "",
+              "Blank outputs: examples returned as an all-zero image (not an attack result; foolbox's "
+              "C&W does this for examples it never fooled), and the robust accuracy counting them as "
+              "failures.", "",
+              "| attack | library | edge pixels moved | unfooled median margin | blank outputs "
+              "| robust acc, blank = failed |", "| --- | --- | --- | --- | --- | --- |"]
+        L += [f"| {r['case']} | {lib} | {_f(row['edge_pixels_moved'], '.3f')} | "
+              f"{_f(row['unfooled_median_margin'], '.3g')} | {row['blank_outputs']} | "
+              f"{_f(row['robust_acc_blank_as_failed'], '.3f')} |" for r, lib, row in diag]
+
+    L += ["", "## Targets", "", "| attack | agreement (max |Δ| pts) | threatlab / fastest peer | "
+          "threatlab x bound |", "| --- | --- | --- | --- |"]
+    for r in results:
+        tl = r["rows"].get("threatlab", {})
+        deltas = [abs(row["delta_robust_acc_pts"]) for row in r["rows"].values() if "delta_robust_acc_pts" in row]
+        agree = (f"{max(deltas):.1f} {'ok' if max(deltas) <= AGREE_PTS else 'MISSED'}" if deltas else "–")
+        ratio = tl.get("ratio_to_fastest_peer")
+        speed = f"{ratio:.2f} {'ok' if ratio <= PEER_RATIO else 'MISSED'}" if ratio is not None else "–"
+        b = tl.get("ratio_to_bound")
+        if b is None:
+            bound = "–"
+        elif r["case"].startswith("PGD"):
+            bound = f"{b:.2f} {'ok' if b <= PGD_BOUND else 'MISSED'}"
+        else:
+            bound = f"{b:.2f}"
+        L.append(f"| {r['case']} | {agree} | {speed} | {bound} |")
+
+    L += ["", "## Settings, written out per library", ""]
+    for r in results:
+        L += [f"### {r['case']}", "", f"n = {r['n']}. Shared: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+              + (f"; eps={r['eps']}" if r["eps"] is not None and "eps" not in r["settings"] else ""), ""]
+        if r["bound"]:
+            b = r["bound"]
+            L.append(f"Bound: {b['grad_evals']} x {b['fwd_bwd_s'] * 1e3:.2f} ms = {b['bound_s']:.3f} s.")
+            L.append("")
+        L += [f"- {lib}: `{args}`" for lib, args in r["args"].items()]
+        if r["note"]:
+            L += ["", f"Note: {r['note']}"]
+        L.append("")
+    return "\n".join(L).rstrip() + "\n"
