@@ -34,9 +34,13 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest tests -m "not notebooks"
 
+# BENCH_ARGS: e.g. --quick, --threads 1, --only "PGD-Linf,FGSM" (benchmarks/run.py --help)
+BENCH_ARGS ?=
 bench: setup
-	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) benchmarks/run.py
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e '.[bench]'
+	# torchattacks declares torchvision and requests~=2.25.1 but imports neither
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r benchmarks/requirements-nodeps.txt
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -47,3 +47,14 @@ def describe(device: torch.device | str, seed: int) -> dict[str, str]:
         "device": str(device),
         "seed": str(seed),
     }
+
+
+def set_threads(threads: int) -> None:
+    """Set torch's intra-op CPU threads; 0 keeps torch's default.
+
+    The family notebooks train many tiny models: there a second thread only adds
+    synchronisation, and on a loaded CPU a descheduled worker stalls every op, so they
+    default to 1.
+    """
+    if threads:
+        torch.set_num_threads(threads)
