@@ -6,6 +6,6 @@
 """
 from .registry import FAMILIES, get, names, register
 from .result import AttackResult
-from . import adversarial  # noqa: F401  (registers the kernels)
+from . import adversarial, blackbox, eot  # noqa: F401  (registers the kernels)
 
 __all__ = ["FAMILIES", "AttackResult", "get", "names", "register"]
