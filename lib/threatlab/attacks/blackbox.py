@@ -31,6 +31,7 @@ into queries-to-success at a chosen distortion.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -222,8 +223,11 @@ def _pseudo_gaussian(a: int, b: int, device, dtype) -> torch.Tensor:
     return d / d.norm().clamp_min(_TINY)
 
 
+@functools.lru_cache(maxsize=64)
 def _meta_bump(s: int, device, dtype) -> torch.Tensor:
-    """Two opposite-sign pseudo-Gaussian halves (the paper's "meta" perturbation)."""
+    """Two opposite-sign pseudo-Gaussian halves (the paper's "meta" perturbation).
+    Cached per size: it is rebuilt by Python loops otherwise, every iteration. Callers
+    never modify it in place."""
     d = torch.zeros(s, s, device=device, dtype=dtype)
     if s // 2:
         d[: s // 2] = _pseudo_gaussian(s // 2, s, device, dtype)
