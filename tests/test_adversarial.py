@@ -122,7 +122,8 @@ class ExplodingModel(nn.Module):
 
 
 def test_registry_lists_every_kernel():
-    assert attacks.names("adversarial") == ALL
+    # black-box and EOT kernels (tests/test_blackbox.py) share the family
+    assert set(ALL) <= set(attacks.names("adversarial"))
     for name in ALL:
         assert attacks.get(name).attack_name == name
 

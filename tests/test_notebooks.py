@@ -10,7 +10,8 @@ from threatlab import findings, results, run
 pytestmark = pytest.mark.notebooks
 
 #: Findings each family notebook judges so far (grows as families land).
-JUDGED = {"01_model_extraction": ["F01", "F02", "F03", "F04"], "02_model_inversion": ["F05", "F06", "F07", "F08"], "03_poisoning": ["F09", "F10", "F11", "F12"], "04_adversarial": ["F13", "F14"]}
+JUDGED = {"01_model_extraction": ["F01", "F02", "F03", "F04"], "02_model_inversion": ["F05", "F06", "F07", "F08"],
+          "03_poisoning": ["F09", "F10", "F11", "F12"], "04_adversarial": [f"F{i}" for i in range(13, 19)]}
 
 
 @pytest.fixture(scope="module")

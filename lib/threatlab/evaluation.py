@@ -81,3 +81,58 @@ def run_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
         if on_result is not None:
             on_result(name, res)
     return norms, seconds
+
+
+# ----------------------------------------------------------- black-box, transfer, EOT
+
+
+def queries_to_success(trace: dict[str, torch.Tensor], *, norm: str = "l2",
+                       eps: float = float("inf")) -> torch.Tensor:
+    """Per example, the oracle's query count when the attack first held an adversarial
+    within `eps` in `norm` ("l2" or "linf"); inf where it never did.
+
+    `trace` is a black-box kernel's `extra["trace"]` (see attacks.blackbox). This is the
+    matched-distortion measure: every attack is scored by when it reached the same ball.
+    """
+    if norm not in ("l2", "linf"):
+        from .errors import ConfigError
+        raise ConfigError(f"norm={norm!r} is not allowed; choose one of ['l2', 'linf']")
+    hit = trace["adversarial"] & (trace[norm] <= eps * (1 + 1e-6))
+    first = hit.float().argmax(0)
+    q = trace["queries"].gather(0, first[None]).squeeze(0).to(torch.float64)
+    return torch.where(hit.any(0), q, torch.full_like(q, float("inf")))
+
+
+def success_vs_queries(q2s: torch.Tensor, grid) -> list[float]:
+    """Fraction of examples with queries-to-success <= each budget of `grid`."""
+    return [float((q2s <= g).double().mean()) for g in grid]
+
+
+def transfer_matrix(sources: dict[str, torch.nn.Module], targets: dict[str, torch.nn.Module],
+                    x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 40,
+                    target: torch.Tensor | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
+    """PGD-L-inf adversarials crafted white-box on each source, replayed on each target.
+
+    Entry [source][target] is the fraction of the crafted examples that fool the target:
+    prediction != y (untargeted) or == `target` (targeted). x must be classified
+    correctly by every model, so a diagonal entry is the white-box success.
+    """
+    targeted = target is not None
+    out: dict[str, dict[str, float]] = {}
+    for s_name, s_model in sources.items():
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        res = attacks.get("pgd_linf")(s_model, x, y, eps=eps, steps=steps, targeted=targeted,
+                                      target=target, generator=gen)
+        row = {}
+        with torch.no_grad():
+            for t_name, t_model in targets.items():
+                pred = t_model(res.x_adv).argmax(1)
+                row[t_name] = float((pred == target).float().mean() if targeted else (pred != y).float().mean())
+        out[s_name] = row
+    return out
+
+
+def mean_off_diagonal(matrix: dict[str, dict[str, float]]) -> float:
+    """Mean of the entries whose source and target differ."""
+    vals = [v for s, row in matrix.items() for t, v in row.items() if s != t]
+    return sum(vals) / len(vals) if vals else float("nan")

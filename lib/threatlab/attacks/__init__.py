@@ -6,9 +6,6 @@
 """
 from .registry import FAMILIES, get, names, register
 from .result import AttackResult
-from . import adversarial  # noqa: F401  (registers the kernels)
-from . import extraction  # noqa: F401  (registers the extraction kernels)
-from . import poisoning  # noqa: F401  (registers the kernels)
-from . import inversion  # noqa: F401
+from . import adversarial, blackbox, eot, extraction, inversion, poisoning  # noqa: F401  (registers the kernels)
 
 __all__ = ["FAMILIES", "AttackResult", "get", "names", "register"]

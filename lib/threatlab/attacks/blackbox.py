@@ -1,0 +1,649 @@
+"""Query-based black-box evasion kernels: score-based and decision-based.
+
+Signature (differs from the white-box kernels in its first argument):
+
+    fn(oracle, x, y, *, max_queries, <hyper-parameters>, generator=None) -> AttackResult
+
+`oracle` is a `threatlab.oracle.BlackBox`; the kernel sees the model only through it.
+Score-based kernels (Square, SimBA) need an oracle that returns scores (mode "probs",
+"topk" or "rounded"); decision-based kernels (Boundary, HopSkipJump) use only the
+predicted label, whatever the mode ("label" is the realistic one). Example i of the
+batch is charged to oracle id i; `result.queries` is the increase of the oracle's own
+counter for ids 0..n-1 during the call, so it counts every query, never an estimate.
+`max_queries` is a per-example budget the kernel never exceeds (nor the oracle's own
+`budget`, counting queries charged before the call).
+
+`success` is re-evaluated at the end by the experimenter, not the attacker: from
+`oracle.model(x_adv).argmax(1)` without charging a query (untargeted: != y).
+
+Batched without a Python loop over examples. Unlike the white-box kernels, each
+iteration reads one mask back to the host: the oracle charges per row, so only the
+examples still running are sent, and finished examples are never charged.
+
+`extra["trace"]` records, after every iteration, the per-example state of the attack's
+current point: "queries" [T, n] int64 (oracle counts), "adversarial" [T, n] bool,
+"l2" / "linf" [T, n] distances to x. `threatlab.evaluation.queries_to_success` turns it
+into queries-to-success at a chosen distortion.
+
+    >>> bb = BlackBox(model, mode="probs")
+    >>> res = attacks.get("square_linf")(bb, x, y, eps=0.3, max_queries=1000, generator=g)
+    >>> res.queries.median(), res.success_rate
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from .. import validate
+from ..errors import ConfigError
+from ..oracle import BlackBox
+from .adversarial import _check_batch, _positive
+from .norms import _TINY, _per_example, _rand, flat_norm
+from .registry import register
+from .result import AttackResult
+
+SCORE_MODES = ("probs", "topk", "rounded")
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _check_oracle(oracle, attack: str, modes=None) -> None:
+    if not isinstance(oracle, BlackBox):
+        raise ConfigError(f"oracle must be a threatlab.oracle.BlackBox for {attack}; got "
+                          f"{type(oracle).__name__} (wrap the model: BlackBox(model, mode=...))")
+    if modes is not None and oracle.mode not in modes:
+        raise ConfigError(f"oracle.mode={oracle.mode!r} is not allowed for {attack} (score-based); "
+                          f"choose one of {list(modes)}")
+
+
+class _Ledger:
+    """Per-example query accounting against the kernel's and the oracle's budgets."""
+
+    def __init__(self, oracle: BlackBox, n: int, max_queries: int):
+        self.oracle = oracle
+        self.n = n
+        q = oracle.queries
+        self.start = np.zeros(n, np.int64)
+        m = min(n, q.shape[0])
+        self.start[:m] = q[:m]
+        limit = np.full(n, max_queries, np.int64)
+        if oracle.budget is not None:
+            limit = np.minimum(limit, oracle.budget - self.start)
+        self.limit = limit
+        self.steps: list[torch.Tensor] = []
+
+    def used(self) -> np.ndarray:
+        q = self.oracle.queries
+        out = np.zeros(self.n, np.int64)
+        m = min(self.n, q.shape[0])
+        out[:m] = q[:m]
+        return out - self.start
+
+    def can_afford(self, cost: int) -> torch.Tensor:
+        """Bool [n] (host): examples whose budget leaves room for `cost` more queries."""
+        return torch.from_numpy(self.used() + cost <= self.limit)
+
+    def ask(self, x_rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.oracle(x_rows, ids=ids)
+
+    def queries(self) -> torch.Tensor:
+        return torch.from_numpy(self.used())
+
+
+class _Trace:
+    def __init__(self):
+        self.q, self.adv, self.l2, self.linf = [], [], [], []
+
+    def add(self, ledger: _Ledger, x_cur, x, adv) -> None:
+        d = (x_cur - x).flatten(1)
+        self.q.append(ledger.queries())
+        self.adv.append(adv.detach().cpu())
+        self.l2.append(d.norm(dim=1).detach().cpu())
+        self.linf.append(d.abs().amax(1).detach().cpu())
+
+    def done(self) -> dict[str, torch.Tensor]:
+        return {"queries": torch.stack(self.q), "adversarial": torch.stack(self.adv),
+                "l2": torch.stack(self.l2), "linf": torch.stack(self.linf)}
+
+
+def _margin(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log p_y - max_{j != y} log p_j (= the logit margin for full probabilities); < 0: fooled."""
+    logp = scores.clamp_min(1e-30).log()
+    own = logp.gather(1, y[:, None]).squeeze(1)
+    other = logp.scatter(1, y[:, None], -math.inf).amax(1)
+    return own - other
+
+
+def _labels(out: torch.Tensor) -> torch.Tensor:
+    return out if out.dim() == 1 else out.argmax(1)
+
+
+@torch.no_grad()
+def _final(oracle: BlackBox, x_adv, y, ledger, trace, extra=None) -> AttackResult:
+    # The experimenter's check, not the attacker's: uncharged.
+    success = oracle.model(x_adv).argmax(1) != y
+    out = {"trace": trace.done()}
+    out.update(extra or {})
+    return AttackResult(x_adv.detach(), success, ledger.queries(), out)
+
+
+def _randint(high: int, n: int, generator, device) -> torch.Tensor:
+    """n integers in [0, high), drawn on the generator's device, moved to `device`."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    return torch.randint(0, max(high, 1), (n,), generator=generator, device=gdev).to(device)
+
+
+def _window(r, c, s, h, w):
+    """Bool [n, 1, h, w]: the s x s square with top-left corner (r, c), per example."""
+    rows = torch.arange(h, device=r.device)
+    cols = torch.arange(w, device=r.device)
+    in_r = (rows[None] >= r[:, None]) & (rows[None] < r[:, None] + s)
+    in_c = (cols[None] >= c[:, None]) & (cols[None] < c[:, None] + s)
+    return (in_r[:, :, None] & in_c[:, None, :])[:, None]
+
+
+def _common(oracle, x, y, max_queries, attack, modes=None):
+    _check_oracle(oracle, attack, modes)
+    _positive("max_queries", max_queries, integer=True)
+    _check_batch(x, y, False, None, attack=attack)
+    if x.dim() != 4:
+        raise ConfigError(f"x must be images [n, C, H, W] for {attack}; got shape {tuple(x.shape)}")
+
+
+def _p_schedule(p_init: float, it: int, n_iters: int) -> float:
+    """Square's fraction of pixels per window, halved at fixed points of the run
+    (reference code of Andriushchenko et al., rescaled to 10000 iterations)."""
+    it = int(it / n_iters * 10000)
+    for k, bound in enumerate((10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)):
+        if it <= bound:
+            return p_init / 2 ** k
+    return p_init / 512
+
+
+# ------------------------------------------------------------------------- Square
+
+
+def _square(oracle, x, y, *, eps, norm, max_queries, p_init, generator):
+    n, c, h, w = x.shape
+    dev = x.device
+    ledger, trace = _Ledger(oracle, n, max_queries), _Trace()
+    ids_all = torch.arange(n, device=dev)
+    if norm == "linf":
+        # Vertical stripes of +-eps: the paper's initialisation.
+        signs = torch.where(_rand("uniform", x, generator, (n, c, 1, w)) < 0.5, -1.0, 1.0)
+        delta = eps * signs.expand(n, c, h, w)
+    else:
+        delta = eps * _rand("normal", x, generator) / math.sqrt(c * h * w)
+        delta = delta * _per_example(eps / flat_norm(delta).clamp_min(_TINY), x)
+    x_cur = torch.clamp(x + delta, 0, 1)
+    go = ledger.can_afford(1)
+    margin = torch.full((n,), math.inf, device=dev, dtype=x.dtype)
+    idx = go.nonzero().squeeze(1).to(dev)
+    if idx.numel():
+        margin[idx] = _margin(ledger.ask(x_cur[idx], idx), y[idx])
+    trace.add(ledger, x_cur, x, margin < 0)
+    n_iters = max_queries - 1
+    for it in range(n_iters):
+        active = (margin >= 0).cpu() & ledger.can_afford(1)
+        if not bool(active.any()):
+            break
+        p = _p_schedule(p_init, it, n_iters)
+        s = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1))
+        r = _randint(h - s + 1, n, generator, dev)
+        col = _randint(w - s + 1, n, generator, dev)
+        win = _window(r, col, s, h, w)
+        delta = x_cur - x
+        if norm == "linf":
+            new = eps * torch.where(_rand("uniform", x, generator, (n, c, 1, 1)) < 0.5, -1.0, 1.0)
+            cand_delta = torch.where(win, new.expand(n, c, h, w), delta)
+        else:
+            cand_delta = _square_l2_update(delta, win, r, col, s, eps, generator)
+        cand = torch.clamp(x + cand_delta, 0, 1)
+        idx = active.nonzero().squeeze(1).to(dev)
+        m_new = _margin(ledger.ask(cand[idx], idx), y[idx])
+        better = torch.zeros(n, dtype=torch.bool, device=dev)
+        better[idx] = m_new < margin[idx]
+        margin = torch.where(better, torch.zeros_like(margin).index_put((idx,), m_new), margin)
+        x_cur = torch.where(_per_example(better, x), cand, x_cur)
+        trace.add(ledger, x_cur, x, margin < 0)
+    return _final(oracle, x_cur, y, ledger, trace)
+
+
+def _pseudo_gaussian(a: int, b: int, device, dtype) -> torch.Tensor:
+    """Square-L2's a x b bump: nested rectangles weighted 1/(k+1)^2, unit L2 norm."""
+    d = torch.zeros(a, b, device=device, dtype=dtype)
+    xc, yc = a // 2 + 1, b // 2 + 1
+    r0, c0 = xc - 1, yc - 1
+    for k in range(max(xc, yc)):
+        d[max(r0, 0):min(r0 + 2 * k + 1, a), max(c0, 0):min(c0 + 2 * k + 1, b)] += 1.0 / (k + 1) ** 2
+        r0, c0 = r0 - 1, c0 - 1
+    return d / d.norm().clamp_min(_TINY)
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_bump(s: int, device, dtype) -> torch.Tensor:
+    """Two opposite-sign pseudo-Gaussian halves (the paper's "meta" perturbation).
+    Cached per size: it is rebuilt by Python loops otherwise, every iteration. Callers
+    never modify it in place."""
+    d = torch.zeros(s, s, device=device, dtype=dtype)
+    if s // 2:
+        d[: s // 2] = _pseudo_gaussian(s // 2, s, device, dtype)
+    d[s // 2:] = -_pseudo_gaussian(s - s // 2, s, device, dtype)
+    return d / d.norm().clamp_min(_TINY)
+
+
+def _square_l2_update(delta, win, r, col, s, eps, generator):
+    """One Square-L2 proposal (Andriushchenko et al., Alg. 3): move the energy of a
+    second window into the first one with a fresh signed bump, keep ||delta||_2 = eps."""
+    n, c, h, w = delta.shape
+    dev = delta.device
+    r2 = _randint(h - s + 1, n, generator, dev)
+    c2 = _randint(w - s + 1, n, generator, dev)
+    win2 = _window(r2, c2, s, h, w)
+    both = win | win2
+    bump = _meta_bump(s, dev, delta.dtype)
+    transpose = _rand("uniform", delta, generator, (n,)) < 0.5
+    bumps = torch.where(transpose[:, None, None], bump.t()[None], bump[None])  # [n, s, s]
+    rows = (torch.arange(h, device=dev)[None] - r[:, None]).clamp(0, s - 1)  # [n, h]
+    cols = (torch.arange(w, device=dev)[None] - col[:, None]).clamp(0, s - 1)
+    placed = bumps[torch.arange(n, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    sign = torch.where(_rand("uniform", delta, generator, (n, c, 1, 1)) < 0.5, -1.0, 1.0)
+    new = torch.where(win, placed[:, None] * sign, torch.zeros_like(delta))
+    # Norms per channel over the image plane, as in the reference code.
+    ch = lambda t: t.flatten(2).norm(dim=2)[:, :, None, None]  # noqa: E731
+    norm_img = flat_norm(delta)
+    old = delta * win / ch(delta * win).clamp_min(1e-10)
+    new = torch.where(win, new + old, new)
+    target = torch.sqrt((eps ** 2 - norm_img ** 2).clamp_min(0)[:, None, None, None] / c
+                        + ch(delta * both) ** 2)
+    new = new / ch(new).clamp_min(_TINY) * target
+    out = torch.where(both, torch.zeros_like(delta), delta)
+    out = torch.where(win, new, out)
+    # Keep exactly on the eps-sphere (the reference rescales the same way).
+    return out * _per_example(eps / flat_norm(out).clamp_min(_TINY), out)
+
+
+@register("adversarial", "square_linf")
+def square_linf(oracle, x, y, *, eps, max_queries=1000, p_init=0.05, generator=None) -> AttackResult:
+    """Square attack, L-inf: random square updates of +-eps accepted when the margin drops.
+
+    Andriushchenko, Croce, Flammarion, Hein (2020), "Square Attack: a query-efficient
+    black-box adversarial attack via random search", arXiv 1912.00049. Threat model:
+    score-based black box (probabilities), untargeted, L-inf ball of radius eps; the
+    loss is the margin log p_y - max_{j != y} log p_j (equal to the logit margin).
+
+    Args:
+        oracle: BlackBox in mode "probs", "topk" or "rounded".
+        eps: L-inf budget in input units, > 0. Required.
+        max_queries: per-example query budget (int > 0), default 1000; one query for the
+            start, one per iteration while the example is not yet fooled.
+        p_init: initial fraction of pixels per square window, in (0, 1], default 0.05.
+        generator: torch.Generator for every random choice.
+    Shapes: x [n, C, H, W] in [0, 1], y [n] Long -> x_adv like x with
+        ||x_adv - x||_inf <= eps, success [n] bool, queries [n] int64, extra["trace"].
+
+    Example:
+        >>> bb = BlackBox(model, mode="probs")
+        >>> res = square_linf(bb, x, y, eps=0.3, max_queries=1000, generator=g)
+        >>> res.queries[res.success].median()
+    """
+    _positive("eps", eps)
+    validate.number("p_init", p_init, low=0, high=1, low_open=True)
+    _common(oracle, x, y, max_queries, "square_linf", SCORE_MODES)
+    return _square(oracle, x, y, eps=float(eps), norm="linf", max_queries=max_queries,
+                   p_init=p_init, generator=generator)
+
+
+@register("adversarial", "square_l2")
+def square_l2(oracle, x, y, *, eps, max_queries=1000, p_init=0.1, generator=None) -> AttackResult:
+    """Square attack, L2: windows of signed pseudo-Gaussian bumps on the eps-sphere.
+
+    Andriushchenko, Croce, Flammarion, Hein (2020), "Square Attack: a query-efficient
+    black-box adversarial attack via random search", arXiv 1912.00049 (Algorithm 3).
+    Threat model: score-based black box, untargeted, L2 ball of radius eps. Each proposal
+    moves the perturbation's energy from a second window into the first one with a fresh
+    bump, then rescales to ||delta||_2 = eps (before clipping to [0, 1], which only
+    shrinks it).
+
+    Args:
+        oracle: BlackBox in mode "probs", "topk" or "rounded".
+        eps: L2 budget in input units, > 0. Required.
+        max_queries: per-example query budget (int > 0), default 1000.
+        p_init: initial fraction of pixels per window, in (0, 1], default 0.1.
+        generator: torch.Generator for every random choice.
+    Shapes: as `square_linf`, with ||x_adv - x||_2 <= eps.
+
+    Example:
+        >>> res = square_l2(BlackBox(model), x, y, eps=3.0, max_queries=1000, generator=g)
+        >>> (res.x_adv - x).flatten(1).norm(dim=1).max() <= 3.0
+        >>> res.success_rate
+    """
+    _positive("eps", eps)
+    validate.number("p_init", p_init, low=0, high=1, low_open=True)
+    _common(oracle, x, y, max_queries, "square_l2", SCORE_MODES)
+    return _square(oracle, x, y, eps=float(eps), norm="l2", max_queries=max_queries,
+                   p_init=p_init, generator=generator)
+
+
+# -------------------------------------------------------------------------- SimBA
+
+
+@register("adversarial", "simba")
+def simba(oracle, x, y, *, eps=3.0, step=0.2, max_queries=1000, generator=None) -> AttackResult:
+    """SimBA (pixel basis): try +-step along random coordinates, keep what lowers p_y.
+
+    Guo, Gardner, You, Wilson, Weinberger (2019), "Simple Black-box Adversarial
+    Attacks", arXiv 1905.07121. Threat model: score-based black box, untargeted. Each
+    example walks its own random order of coordinates (without repetition, cycling);
+    a candidate costs one query for +step and, if that does not lower p_y, one for
+    -step. The walk is kept in the L2 ball of radius `eps` (a candidate that leaves it
+    is projected back), so distortion is comparable with Square-L2.
+
+    Args:
+        oracle: BlackBox in mode "probs", "topk" or "rounded".
+        eps: L2 budget in input units, > 0, default 3.0.
+        step: change per coordinate in input units, in (0, 1], default 0.2.
+        max_queries: per-example query budget (int > 0), default 1000.
+        generator: torch.Generator for the coordinate orders.
+    Shapes: as `square_linf`, with ||x_adv - x||_2 <= eps.
+
+    Example:
+        >>> res = simba(BlackBox(model), x, y, eps=3.0, step=0.2, max_queries=1000, generator=g)
+        >>> res.queries.max() <= 1000
+        >>> res.success_rate
+    """
+    _positive("eps", eps)
+    validate.number("step", step, low=0, high=1, low_open=True)
+    _common(oracle, x, y, max_queries, "simba", SCORE_MODES)
+    n = x.shape[0]
+    d = x[0].numel()
+    dev = x.device
+    ledger, trace = _Ledger(oracle, n, max_queries), _Trace()
+    order = torch.argsort(_rand("uniform", x, generator, (n, d)), dim=1)
+    x_cur = x.clone()
+    go = ledger.can_afford(1)
+    p_y = torch.full((n,), math.inf, device=dev, dtype=x.dtype)
+    fooled = torch.zeros(n, dtype=torch.bool, device=dev)
+    idx = go.nonzero().squeeze(1).to(dev)
+    if idx.numel():
+        out = ledger.ask(x_cur[idx], idx)
+        p_y[idx] = out.gather(1, y[idx, None]).squeeze(1)
+        fooled[idx] = out.argmax(1) != y[idx]
+    trace.add(ledger, x_cur, x, fooled)
+    rows = torch.arange(n, device=dev)
+
+    def project(cand):
+        delta = cand - x
+        scale = (eps / flat_norm(delta).clamp_min(_TINY)).clamp(max=1.0)
+        return torch.clamp(x + delta * _per_example(scale, delta), 0, 1)
+
+    for it in range(max_queries):
+        active = (~fooled).cpu() & ledger.can_afford(1)
+        if not bool(active.any()):
+            break
+        coord = order[:, it % d]
+        basis = torch.zeros(n, d, device=dev, dtype=x.dtype)
+        basis[rows, coord] = step
+        basis = basis.reshape(x.shape)
+        tried = torch.zeros(n, dtype=torch.bool, device=dev)
+        for sgn in (-1.0, 1.0):
+            cand = project(x_cur + sgn * basis)
+            if sgn > 0:  # second try only where the first did not help and budget remains
+                active = active & ~tried.cpu() & ledger.can_afford(1)
+                if not bool(active.any()):
+                    break
+            idx = active.nonzero().squeeze(1).to(dev)
+            out = ledger.ask(cand[idx], idx)
+            p_new = out.gather(1, y[idx, None]).squeeze(1)
+            better = torch.zeros(n, dtype=torch.bool, device=dev)
+            better[idx] = p_new < p_y[idx]
+            p_y = torch.where(better, torch.zeros_like(p_y).index_put((idx,), p_new), p_y)
+            f_new = torch.zeros(n, dtype=torch.bool, device=dev)
+            f_new[idx] = out.argmax(1) != y[idx]
+            fooled = fooled | (better & f_new)
+            x_cur = torch.where(_per_example(better, x), cand, x_cur)
+            tried = tried | better
+        trace.add(ledger, x_cur, x, fooled)
+    return _final(oracle, x_cur, y, ledger, trace)
+
+
+# -------------------------------------------------------------- decision-based start
+
+
+def _is_adv(ledger, rows, ids, y):
+    return _labels(ledger.ask(rows, ids)) != y[ids]
+
+
+def _init_adversarial(ledger, x, y, *, tries, generator):
+    """Uniform-noise starting points that the oracle already misclassifies (masked
+    retries); examples without one after `tries` draws stay at x, not adversarial."""
+    n, dev = x.shape[0], x.device
+    x_adv = x.clone()
+    found = torch.zeros(n, dtype=torch.bool, device=dev)
+    for _ in range(tries):
+        want = (~found).cpu() & ledger.can_afford(1)
+        if not bool(want.any()):
+            break
+        noise = _rand("uniform", x, generator)
+        idx = want.nonzero().squeeze(1).to(dev)
+        ok = torch.zeros(n, dtype=torch.bool, device=dev)
+        ok[idx] = _is_adv(ledger, noise[idx], idx, y)
+        x_adv = torch.where(_per_example(ok, x), noise, x_adv)
+        found |= ok
+    return x_adv, found
+
+
+def _binary_search(ledger, x, x_adv, y, active, *, steps):
+    """Bisect the segment x -> x_adv to the boundary (adversarial side kept), `steps`
+    queries per active example."""
+    n, dev = x.shape[0], x.device
+    lo = torch.zeros(n, device=dev, dtype=x.dtype)  # blend weight on x_adv known clean
+    hi = torch.ones(n, device=dev, dtype=x.dtype)   # known adversarial
+    for _ in range(steps):
+        act = active.cpu() & ledger.can_afford(1)
+        if not bool(act.any()):
+            break
+        mid = (lo + hi) / 2
+        cand = x + _per_example(mid, x) * (x_adv - x)
+        idx = act.nonzero().squeeze(1).to(dev)
+        adv = torch.zeros(n, dtype=torch.bool, device=dev)
+        adv[idx] = _is_adv(ledger, cand[idx], idx, y)
+        asked = torch.zeros(n, dtype=torch.bool, device=dev)
+        asked[idx] = True
+        hi = torch.where(asked & adv, mid, hi)
+        lo = torch.where(asked & ~adv, mid, lo)
+    return x + _per_example(hi, x) * (x_adv - x)
+
+
+def _far(x_adv, x, eps):
+    """Bool [n] (host): still farther than eps in L2 (all True when eps is None)."""
+    if eps is None:
+        return torch.ones(x.shape[0], dtype=torch.bool)
+    return (flat_norm(x_adv - x) > eps).cpu()
+
+
+# ------------------------------------------------------------------------ Boundary
+
+
+@register("adversarial", "boundary")
+def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, source_step=0.01,
+             step_adaptation=1.5, init_tries=10, generator=None) -> AttackResult:
+    """Boundary attack: a random walk along the decision boundary towards x.
+
+    Brendel, Rauber, Bethge (2018), "Decision-Based Adversarial Attacks: Reliable
+    Attacks Against Black-Box Machine Learning Models", arXiv 1712.04248. Threat model:
+    decision-based black box (labels only), untargeted, minimises L2. Starts from
+    uniform noise the oracle misclassifies, bisects towards x, then each iteration
+    proposes an orthogonal (spherical) step of relative size `spherical_step` followed
+    by a step of relative size `source_step` towards x, and keeps it if it is still
+    adversarial (one query). Every 10 iterations both steps grow by `step_adaptation`
+    when more than half of the proposals were kept and shrink when fewer than a fifth
+    were (a one-query variant of the paper's two-query adaptation).
+
+    Args:
+        oracle: BlackBox (any mode; only the arg-max label is used).
+        max_queries: per-example budget (int > 0), default 5000.
+        eps: optional L2 distance (> 0) at which an example stops (goal reached,
+            Foolbox's "epsilon" criterion); default None = use the whole budget.
+        spherical_step, source_step: initial relative step sizes, in (0, 1), default 0.01.
+        step_adaptation: factor (> 1) of the step-size adaptation, default 1.5.
+        init_tries: noise draws to find an adversarial start (int > 0), default 10.
+        generator: torch.Generator for the noise and the proposals.
+    Shapes: x [n, C, H, W] in [0, 1], y [n] Long -> x_adv like x (x itself where no
+        adversarial start was found), success [n] bool, queries [n] int64, extra["trace"].
+
+    Example:
+        >>> bb = BlackBox(model, mode="label")
+        >>> res = boundary(bb, x, y, max_queries=5000, generator=g)
+        >>> (res.x_adv - x).flatten(1).norm(dim=1)[res.success].median()
+    """
+    _common(oracle, x, y, max_queries, "boundary")
+    if eps is not None:
+        _positive("eps", eps)
+    validate.number("spherical_step", spherical_step, low=0, high=1, low_open=True, high_open=True)
+    validate.number("source_step", source_step, low=0, high=1, low_open=True, high_open=True)
+    validate.number("step_adaptation", step_adaptation, low=1, low_open=True, high=math.inf, high_open=True)
+    _positive("init_tries", init_tries, integer=True)
+    n, dev, dt = x.shape[0], x.device, x.dtype
+    ledger, trace = _Ledger(oracle, n, max_queries), _Trace()
+    x_adv, found = _init_adversarial(ledger, x, y, tries=init_tries, generator=generator)
+    x_adv = _binary_search(ledger, x, x_adv, y, found, steps=10)
+    trace.add(ledger, x_adv, x, found)
+    sph = torch.full((n,), float(spherical_step), device=dev, dtype=dt)
+    src = torch.full((n,), float(source_step), device=dev, dtype=dt)
+    kept = torch.zeros(n, device=dev, dtype=dt)
+    it = 0
+    while True:
+        active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(1)
+        if not bool(active.any()):
+            break
+        diff = x - x_adv
+        dist = flat_norm(diff).clamp_min(_TINY)
+        unit = diff / _per_example(dist, x)
+        eta = _rand("normal", x, generator)
+        eta = eta - unit * _per_example((eta * unit).flatten(1).sum(1), x)
+        eta = eta / _per_example(flat_norm(eta).clamp_min(_TINY), x) * _per_example(sph * dist, x)
+        # Back onto the sphere of radius dist around x, then towards x.
+        cand = x_adv + eta
+        to_x = cand - x
+        cand = x + to_x * _per_example(dist / flat_norm(to_x).clamp_min(_TINY), x)
+        cand = torch.clamp(cand + _per_example(src, x) * (x - cand), 0, 1)
+        idx = active.nonzero().squeeze(1).to(dev)
+        ok = torch.zeros(n, dtype=torch.bool, device=dev)
+        ok[idx] = _is_adv(ledger, cand[idx], idx, y)
+        x_adv = torch.where(_per_example(ok, x), cand, x_adv)
+        kept += ok.to(dt)
+        it += 1
+        if it % 10 == 0:
+            grow = kept > 5
+            shrink = kept < 2
+            factor = torch.where(grow, torch.full_like(sph, step_adaptation),
+                                 torch.where(shrink, torch.full_like(sph, 1 / step_adaptation),
+                                             torch.ones_like(sph)))
+            sph = (sph * factor).clamp(1e-6, 0.5)
+            src = (src * factor).clamp(1e-6, 0.5)
+            kept.zero_()
+        trace.add(ledger, x_adv, x, found)
+    return _final(oracle, x_adv, y, ledger, trace)
+
+
+# --------------------------------------------------------------------- HopSkipJump
+
+
+@register("adversarial", "hopskipjump")
+def hopskipjump(oracle, x, y, *, max_queries=5000, eps=None, init_evals=100, max_evals=1000, gamma=1.0,
+                binary_steps=12, init_tries=10, generator=None) -> AttackResult:
+    """HopSkipJump (L2): boundary gradient estimation from labels, geometric steps, bisection.
+
+    Chen, Jordan, Wainwright (2020), "HopSkipJumpAttack: A Query-Efficient
+    Decision-Based Attack", arXiv 1904.02144. Threat model: decision-based black box
+    (labels only), untargeted, minimises L2. Iteration t: estimate the boundary's
+    normal at the current point from B_t = min(init_evals * sqrt(t), max_evals)
+    labelled random perturbations (a Monte-Carlo sign estimate with the mean as
+    baseline), step along it with size ||x_t - x|| / sqrt(t) halved until adversarial
+    (at most 10 halvings), then bisect back to the boundary (`binary_steps` queries).
+    An iteration runs for an example only if its budget covers its worst case.
+
+    Args:
+        oracle: BlackBox (any mode; only the arg-max label is used).
+        max_queries: per-example budget (int > 0), default 5000.
+        eps: optional L2 distance (> 0) at which an example stops; default None.
+        init_evals, max_evals: gradient-estimation samples (ints > 0), defaults 100, 1000.
+        gamma: sets the estimation radius delta = sqrt(d) * gamma / d^(3/2) * ||x_t - x||
+            as in the paper (> 0), default 1.0.
+        binary_steps: bisection queries per iteration (int > 0), default 12.
+        init_tries: noise draws to find an adversarial start (int > 0), default 10.
+        generator: torch.Generator for the noise and the probes.
+    Shapes: as `boundary`.
+
+    Example:
+        >>> res = hopskipjump(BlackBox(model, mode="label"), x, y, max_queries=5000, generator=g)
+        >>> res.queries.max() <= 5000
+        >>> res.success_rate
+    """
+    _common(oracle, x, y, max_queries, "hopskipjump")
+    if eps is not None:
+        _positive("eps", eps)
+    _positive("init_evals", init_evals, integer=True)
+    _positive("max_evals", max_evals, integer=True)
+    _positive("gamma", gamma)
+    _positive("binary_steps", binary_steps, integer=True)
+    _positive("init_tries", init_tries, integer=True)
+    n, dev, dt = x.shape[0], x.device, x.dtype
+    d = x[0].numel()
+    ledger, trace = _Ledger(oracle, n, max_queries), _Trace()
+    x_adv, found = _init_adversarial(ledger, x, y, tries=init_tries, generator=generator)
+    x_adv = _binary_search(ledger, x, x_adv, y, found, steps=binary_steps)
+    trace.add(ledger, x_adv, x, found)
+    halvings = 10
+    t = 0
+    while True:
+        t += 1
+        b = int(min(init_evals * math.sqrt(t), max_evals))
+        active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(b + halvings + binary_steps)
+        if not bool(active.any()):
+            break
+        idx = active.nonzero().squeeze(1).to(dev)
+        m = idx.numel()
+        xa, x0, y0 = x_adv[idx], x[idx], y[idx]
+        dist = flat_norm(xa - x0)
+        delta = math.sqrt(d) * (gamma / d ** 1.5) * dist
+        u = _rand("normal", x, generator, (m, b, *x.shape[1:]))
+        u = u / flat_norm(u.reshape(m * b, -1)).reshape(m, b, *([1] * (x.dim() - 1))).clamp_min(_TINY)
+        probes = torch.clamp(xa[:, None] + delta.reshape(m, 1, *([1] * (x.dim() - 1))) * u, 0, 1)
+        # The effective direction after clipping, as in the reference code.
+        u = (probes - xa[:, None]) / delta.reshape(m, 1, *([1] * (x.dim() - 1))).clamp_min(_TINY)
+        phi = _is_adv(ledger, probes.reshape(m * b, *x.shape[1:]), idx.repeat_interleave(b), y)
+        phi = phi.to(dt).reshape(m, b) * 2 - 1
+        mean = phi.mean(1, keepdim=True)
+        # Baseline only when the probes disagree (otherwise the estimate would vanish).
+        centred = torch.where(mean.abs() == 1, phi, phi - mean)
+        grad = (centred.reshape(m, b, *([1] * (x.dim() - 1))) * u).mean(1)
+        grad = grad / _per_example(flat_norm(grad).clamp_min(_TINY), grad)
+        # Geometric step search: halve until the step lands on the adversarial side.
+        xi = dist / math.sqrt(t)
+        done = torch.zeros(m, dtype=torch.bool, device=dev)
+        step_pt = xa.clone()
+        for _ in range(halvings):
+            cand = torch.clamp(xa + _per_example(xi, xa) * grad, 0, 1)
+            pending = (~done).nonzero().squeeze(1)
+            if pending.numel() == 0:
+                break
+            ok = torch.zeros(m, dtype=torch.bool, device=dev)
+            ok[pending] = _is_adv(ledger, cand[pending], idx[pending], y)
+            step_pt = torch.where(_per_example(ok, xa), cand, step_pt)
+            done |= ok
+            xi = torch.where(done, xi, xi / 2)
+        full = torch.zeros(n, dtype=torch.bool, device=dev)
+        full[idx] = True
+        moved = x_adv.clone()
+        moved[idx] = step_pt
+        x_new = _binary_search(ledger, x, moved, y, full, steps=binary_steps)
+        # Bisection from a point that did not move keeps the old one (it is adversarial).
+        x_adv = torch.where(_per_example(full, x), x_new, x_adv)
+        trace.add(ledger, x_adv, x, found)
+        del y0
+    return _final(oracle, x_adv, y, ledger, trace)

@@ -1,0 +1,71 @@
+"""Expectation over transformation (EOT): PGD on the average loss over random transformations.
+
+    >>> t = RandomTransform(max_shift=3, max_angle=20)
+    >>> res = attacks.get("eot_pgd")(model, x, y, eps=0.2, transform=t, samples=8, generator=g)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import validate
+from ..errors import ConfigError
+from ..transforms import RandomTransform
+from .adversarial import _check_batch, _positive, _step_size, _success
+from .norms import LinfBall
+from .registry import register
+from .result import AttackResult
+
+
+@register("adversarial", "eot_pgd")
+def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=None,
+            random_start=True, targeted=False, target=None, generator=None) -> AttackResult:
+    """L-inf PGD whose gradient is the mean over `samples` random transformations.
+
+    Athalye, Engstrom, Ilyas, Kwok (2018), "Synthesizing Robust Adversarial Examples",
+    arXiv 1707.07397 (EOT), on top of Madry et al. (2018) PGD, arXiv 1706.06083.
+    Threat model: white-box, L-inf ball of radius eps; the input then goes through a
+    transformation drawn from `transform` before the model sees it. Each step draws
+    `samples` transformations per example (all from `generator`) and ascends the summed
+    cross-entropy of the transformed copies.
+
+    Args:
+        eps: L-inf budget in input units, > 0. Required.
+        transform: a threatlab.transforms.RandomTransform; default RandomTransform().
+        samples: transformations per example per step (int > 0), default 8.
+        steps: PGD steps (int > 0), default 40. step_size: default 2.5 * eps / steps.
+        random_start: uniform start in the ball, default True.
+        targeted, target: as for pgd_linf.
+        generator: torch.Generator for the start and every transformation.
+    Shapes: x [n, C, H, W] in [0, 1], y [n] Long -> x_adv like x, success [n] bool
+        (the model's verdict on the untransformed x_adv; use
+        transforms.success_under_transforms for the expectation).
+
+    Example:
+        >>> res = eot_pgd(model, x, y, eps=0.2, transform=RandomTransform(), generator=g)
+        >>> success_under_transforms(model, res.x_adv, y, RandomTransform(), generator=g2).mean()
+        >>> res.success_rate
+    """
+    _positive("eps", eps)
+    _positive("samples", samples, integer=True)
+    _positive("steps", steps, integer=True)
+    step_size = _step_size(step_size, eps, steps)
+    validate.of_type("random_start", random_start, bool)
+    if transform is None:
+        transform = RandomTransform()
+    if not isinstance(transform, RandomTransform):
+        raise ConfigError(f"transform must be a threatlab.transforms.RandomTransform; got {type(transform).__name__}")
+    _check_batch(x, y, targeted, target, attack="eot_pgd")
+    if x.dim() != 4:
+        raise ConfigError(f"x must be images [n, C, H, W] for eot_pgd; got shape {tuple(x.shape)}")
+    ball = LinfBall(eps)
+    labels = (target if targeted else y).repeat(samples)
+    x_adv = ball.random_init(x, generator) if random_start else x.clone()
+    for _ in range(steps):
+        xa = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            copies = transform(xa.repeat(samples, 1, 1, 1), generator)
+            loss = F.cross_entropy(model(copies), labels, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xa)
+        x_adv = ball.project(ball.step(x_adv, -grad if targeted else grad, step_size), x).detach()
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted))

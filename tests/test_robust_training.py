@@ -1,0 +1,77 @@
+"""Adversarial training raises PGD robust accuracy; quantization masks gradients and
+BPDA gets through it. All on 8x8 digits, a few seconds."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from threatlab import attacks, models, robust_training
+from threatlab.errors import ConfigError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return x[:1400], torch.tensor(d.target[:1400]), x[1400:1700], torch.tensor(d.target[1400:1700])
+
+
+def robust_acc(model, x, y, eps, attack_model=None):
+    res = attacks.get("pgd_linf")(attack_model or model, x, y, eps=eps, steps=20,
+                                  generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return float((model(res.x_adv).argmax(1) == y).float().mean())
+
+
+def test_adversarial_training_raises_robust_accuracy(data):
+    x, y, xt, yt = data
+    eps = 0.1
+    std = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
+    models.train(std, x, y, epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False)
+    rob = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
+    hist = robust_training.adversarial_train(rob, x, y, eps=eps, steps=5, epochs=15, batch_size=64,
+                                             lr=3e-3, seed=0, progress=False)
+    assert len(hist["loss"]) == 15
+    r_std, r_rob = robust_acc(std, xt, yt, eps), robust_acc(rob, xt, yt, eps)
+    assert models.accuracy(rob, xt, yt) > 0.7
+    assert r_rob >= r_std + 0.1, (r_std, r_rob)  # measured: 0.547 -> 0.693
+
+
+def test_quantization_masks_gradients_and_bpda_breaks_it(data):
+    x, y, xt, yt = data
+    base = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
+    models.train(base, x, y, epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False)
+    q = robust_training.InputQuantization(base, levels=4).eval()
+    xq = xt.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(q(xq).sum(), xq)
+    assert float(g.abs().sum()) == 0.0  # the masked gradient
+    xq = xt.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(q.bpda()(xq).sum(), xq)
+    assert float(g.abs().sum()) > 0.0
+    with torch.no_grad():
+        assert torch.equal(q(xt), q.bpda()(xt))  # same forward
+    plain, adaptive = robust_acc(q, xt, yt, 0.2), robust_acc(q, xt, yt, 0.2, q.bpda())
+    assert plain >= adaptive + 0.3, (plain, adaptive)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(eps=0.0), "eps=0.0"), (dict(eps=0.1, steps=0), "steps=0"),
+    (dict(eps=0.1, warmup=1.0), "warmup=1.0"), (dict(eps=0.1, epochs=0), "epochs=0"),
+])
+def test_bad_training_parameters(kwargs, message):
+    m = models.build("mlp", in_shape=(1, 8, 8), seed=0)
+    with pytest.raises(ConfigError) as err:
+        robust_training.adversarial_train(m, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), **kwargs)
+    assert message in str(err.value)
+    with pytest.raises(ConfigError, match="levels=1"):
+        robust_training.InputQuantization(m, levels=1)
