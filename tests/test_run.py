@@ -56,3 +56,13 @@ def test_only_matches_nothing(tmp_path):
 def test_cli_reports_config_errors(capsys):
     assert run.main(["run", "--profile", "fast"]) == 2
     assert "profile='fast'" in capsys.readouterr().err
+
+
+def test_parameters_parsed_even_with_awkward_comments(tmp_path):
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell("a: int = 1  # 0 = off (as in the paper's code)\nb: list = [1, 2]  # 'quoted'")
+    cell.metadata["tags"] = ["parameters"]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    assert run.notebook_parameters(path) == {"a": 1, "b": [1, 2]}

@@ -65,16 +65,28 @@ def load_profile(name: str) -> dict[str, Any]:
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The literal defaults of a notebook's `parameters` cell, by name."""
-    import papermill
+    """The literal defaults of a notebook's `parameters` cell, by name.
 
-    declared = papermill.inspect_notebook(str(path))
-    out = {}
-    for name, spec in declared.items():
-        try:
-            out[name] = ast.literal_eval(spec["default"])
-        except (ValueError, SyntaxError):
-            out[name] = None  # non-literal default: the audit forbids these
+    Parsed with `ast` rather than papermill's inspector, which skips any line whose
+    trailing comment it cannot parse (an '=' or a quote in the comment) and would let a
+    profile key for that parameter slip through unchecked.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ConfigError(f"notebook {path.stem} must have exactly one cell tagged 'parameters', has {len(cells)}")
+    out: dict[str, Any] = {}
+    for node in ast.parse(cells[0].source).body:
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+        value = getattr(node, "value", None)
+        for t in targets:
+            if isinstance(t, ast.Name):
+                try:
+                    out[t.id] = ast.literal_eval(value) if value is not None else None
+                except ValueError:
+                    out[t.id] = None  # non-literal default: the audit forbids these
     return out
 
 
