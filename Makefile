@@ -29,7 +29,7 @@ figures: setup
 
 test: setup
 	THREATLAB_NO_PROGRESS=1 $(PY) -m pytest tests notebooks/tutorials --nbval-lax \
-	  --sanitize-with notebooks/tutorials/sanitize.cfg -p no:cacheprovider
+	  --nbval-sanitize-with notebooks/tutorials/sanitize.cfg -p no:cacheprovider
 
 test-unit: setup
 	$(PY) -m pytest tests -m "not notebooks"

@@ -9,12 +9,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import matplotlib
+# No matplotlib.use() here: in Jupyter that would silently replace the inline backend,
+# and without a display matplotlib already falls back to Agg.
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .io import atomic_write  # noqa: E402
+from .io import atomic_write
 
 STYLE = {
     "figure.dpi": 100,
