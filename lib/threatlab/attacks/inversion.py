@@ -504,7 +504,10 @@ def dlg(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size:
     else:
         start = torch.full((k_clients, batch_size, *shape), 0.5, dtype=x.dtype, device=x.device)
     dummy = start.requires_grad_(True)
-    opt = torch.optim.LBFGS([dummy], lr=1.0, max_iter=steps, history_size=50, line_search_fn="strong_wolfe",
+    # max_eval bounds closure calls, not iterations: the strong-Wolfe line search takes
+    # several per iteration, and the default (1.25 x max_iter) ended runs after ~25 steps.
+    opt = torch.optim.LBFGS([dummy], lr=1.0, max_iter=steps, max_eval=20 * steps, history_size=50,
+                            line_search_fn="strong_wolfe",
                             tolerance_grad=1e-12, tolerance_change=1e-15)
     batched = torch.func.vmap(lambda a, b: shared(a, b))
 
