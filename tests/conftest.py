@@ -3,9 +3,11 @@ import os
 import pytest
 import torch
 
-# Tests never draw progress bars and use few threads (CI has 2 cores).
+# Tests never draw progress bars and use one intra-op thread: their models are tiny, so a
+# second thread only adds synchronisation, and on a loaded 2-core box a descheduled
+# worker thread stalls every op (measured up to 100x slower).
 os.environ.setdefault("THREATLAB_NO_PROGRESS", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -42,15 +42,6 @@ def gen(seed: int = 0) -> torch.Generator:
 # -------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronization, and on
-    a shared 2-core machine a descheduled worker thread stalls every op (seen: 100x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def digits():

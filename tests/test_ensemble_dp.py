@@ -16,13 +16,6 @@ from threatlab import defenses, ensemble, gradients, models
 from threatlab.errors import ConfigError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _pool(n=300):
     from sklearn.datasets import load_digits

@@ -19,13 +19,6 @@ from threatlab.errors import ConfigError
 from threatlab.oracle import BlackBox
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def memo():
