@@ -25,7 +25,9 @@ def _entry(adapter, target: str, **kw: Any):
 def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int = 40,
           cw_steps: int = 100, cw_lr: float = 0.1, cw_const: float = 1.0, cw_search: int = 5,
           deepfool_steps: int = 50, overshoot: float = 0.02, num_classes: int = 10,
-          cw_max_n: int = 50) -> list[Case]:
+          cw_max_n: int = 50, sq_eps: float = 0.2, sq_queries: int = 300, sq_p_init: float = 0.8,
+          hsj_queries: int = 1000, hsj_iters: int = 5, hsj_init_evals: int = 100,
+          hsj_max_evals: int = 1000, bb_max_n: int = 20) -> list[Case]:
     """The table, sized by the shared hyper-parameters (defaults = results.md's).
 
     C&W runs on the first `cw_max_n` examples for every library: ART's NumPy C&W takes
@@ -133,5 +135,53 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
             "foolbox": _entry(peers.foolbox, "L2DeepFoolAttack", epsilon=None,
                               steps=deepfool_steps, candidates=num_classes, overshoot=overshoot,
                               loss="logits"),
+        }))
+    # --------------------------------------------------------------- black box
+    # Square: threatlab charges one query for the striped start and one per iteration,
+    # so max_queries = Q is Q - 1 iterations; torchattacks' n_queries and ART's max_iter
+    # count iterations after the start. All three rescale the p schedule to the run length.
+    out.append(Case(
+        "Square-Linf", "linf", eps=sq_eps,
+        settings={"eps": sq_eps, "max_queries": sq_queries, "iterations": sq_queries - 1,
+                  "p_init": sq_p_init, "restarts": 1, "loss": "margin"},
+        note="Queries per example = model rows forwarded / n (threatlab: its oracle's counter; "
+             "peers: a counting wrapper around the model). ART re-predicts the whole batch "
+             "every iteration and draws one square (and sign) for the whole batch, not one per example.",
+        impls={
+            "threatlab": _entry(peers.threatlab_blackbox, "square_linf", mode="probs", eps=sq_eps,
+                                max_queries=sq_queries, p_init=sq_p_init),
+            "torchattacks": _entry(peers.torchattacks_counted, "Square", norm="Linf", eps=sq_eps,
+                                   n_queries=sq_queries - 1, n_restarts=1, p_init=sq_p_init,
+                                   loss="margin", resc_schedule=True, seed=0),
+            "ART": _entry(peers.art_counted, "SquareAttack", norm=float("inf"), eps=sq_eps,
+                          max_iter=sq_queries - 1, p_init=sq_p_init, nb_restarts=1,
+                          batch_size=n, verbose=False),
+        }))
+    # HopSkipJump: threatlab stops by its query budget (an iteration runs only if the
+    # budget covers its worst case); ART and foolbox stop by iteration count. Same
+    # estimation schedule (B_t = min(init * sqrt(t), max)) and gamma for all; the
+    # iteration count is the one threatlab fits into its budget, queries are measured.
+    n_bb = min(n, bb_max_n)
+    out.append(Case(
+        "HopSkipJump-L2", "min_l2", max_n=n_bb,
+        settings={"max_queries (threatlab)": hsj_queries, "iterations (peers)": hsj_iters,
+                  "init_evals": hsj_init_evals, "max_evals": hsj_max_evals, "gamma": 1.0,
+                  "stepsize_search": "geometric", "targeted": False},
+        note="threatlab's budget of max_queries fits about `iterations` HSJ iterations "
+             "(sum of B_t + at most 10 step halvings + 12 bisection queries each); ART and foolbox "
+             "have no query budget, so they run that many iterations and their queries are "
+             "counted. Compare median L2 at the measured queries per example. ART attacks one "
+             "example at a time.",
+        impls={
+            "threatlab": _entry(peers.threatlab_blackbox, "hopskipjump", mode="label",
+                                max_queries=hsj_queries, init_evals=hsj_init_evals,
+                                max_evals=hsj_max_evals, gamma=1.0),
+            "ART": _entry(peers.art_counted, "HopSkipJump", norm=2, max_iter=hsj_iters,
+                          max_eval=hsj_max_evals, init_eval=hsj_init_evals, init_size=100,
+                          batch_size=64, targeted=False, verbose=False),
+            "foolbox": _entry(peers.foolbox_counted, "HopSkipJumpAttack", epsilon=None,
+                              steps=hsj_iters, initial_gradient_eval_steps=hsj_init_evals,
+                              max_gradient_eval_steps=hsj_max_evals, gamma=1.0,
+                              stepsize_search="geometric_progression", constraint="l2"),
         }))
     return out

@@ -32,11 +32,15 @@ class Outcome:
 
     x_adv: adversarials [n, ...] (evasion). queries: per-example model queries
     (black-box attacks; taken from threatlab's oracle counter or the peer's own count).
+    total_queries: every model row the attack forwarded (threatlab: the oracle's
+    total; peers: a counting wrapper around the model), so "queries per example" =
+    total_queries / n is measured the same way for every library.
     scores/members: membership-inference scores and ground truth (membership cases).
     """
 
     x_adv: torch.Tensor | None = None
     queries: torch.Tensor | None = None
+    total_queries: int | None = None
     scores: torch.Tensor | None = None
     members: torch.Tensor | None = None
 
@@ -53,6 +57,8 @@ class Case:
     factory takes the context dict and returns `run(x, y) -> Outcome`, or raises
     `Unavailable` (library not installed or attack missing from it).
     evaluate: Outcome -> metrics dict; default `evaluate_evasion`.
+    prepare: ctx -> ctx for a case with its own model and data (membership inference:
+    a target and shadows trained on a pool), called once, outside the clock.
     """
 
     name: str
@@ -64,6 +70,7 @@ class Case:
     evaluate: Callable[..., dict[str, Any]] | None = None
     note: str = ""
     max_n: int | None = None  # cap on examples for every library of this case (slow peers)
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 class Unavailable(Exception):
@@ -147,12 +154,29 @@ def evaluate_evasion(model, x, y, out: Outcome, *, threat: str, eps: float | Non
     if out.queries is not None:
         q = out.queries.detach().to(torch.float64).cpu()
         res["median_queries"] = float(q.median())
+    if out.total_queries is not None:
+        res["queries_per_example"] = out.total_queries / len(x)
+    return res
+
+
+def evaluate_membership(model, x, y, out: Outcome) -> dict[str, Any]:
+    """AUC and threshold-optimal balanced accuracy of the membership scores, computed
+    by threatlab.metrics for every library (higher score = more likely a member)."""
+    s = out.scores.detach().to(torch.float64).cpu().reshape(-1)
+    m = out.members.detach().cpu().reshape(-1).bool()
+    res = {"auc": metrics.auc(s, m), "balanced_acc": metrics.balanced_accuracy(s, m),
+           "tpr_at_1%": metrics.tpr_at_fpr(s, m, 0.01), "n_members": int(m.sum()),
+           "n_nonmembers": int((~m).sum())}
+    if out.total_queries is not None:
+        res["queries_per_example"] = out.total_queries / len(s)
     return res
 
 
 def run_case(case: Case, ctx: dict[str, Any], *, repeats: int, seed: int,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Warm up and time every available implementation of `case`; evaluate each once."""
+    if case.prepare is not None:
+        ctx = case.prepare(dict(ctx))
     if case.max_n is not None and len(ctx["x"]) > case.max_n:
         # Same (smaller) batch for every library of this case: the first max_n examples.
         ctx = {**ctx, "x": ctx["x"][:case.max_n], "y": ctx["y"][:case.max_n]}
@@ -208,6 +232,9 @@ def run_case(case: Case, ctx: dict[str, Any], *, repeats: int, seed: int,
             a, b = rows["threatlab"].get("robust_acc"), rows[lib].get("robust_acc")
             if a is not None and b is not None and not math.isnan(a) and not math.isnan(b):
                 rows[lib]["delta_robust_acc_pts"] = 100 * (a - b)
+            a, b = rows["threatlab"].get("auc"), rows[lib].get("auc")
+            if a is not None and b is not None:
+                rows[lib]["delta_auc_pts"] = 100 * (a - b)
     for lib, row in rows.items():
         log(f"  {case.name:24s} {lib:12s} median {row['time']['median']:8.3f} s  "
             f"robust acc {row.get('robust_acc', float('nan')):.3f}  valid {row.get('valid', '-')}")

@@ -107,3 +107,104 @@ def foolbox(cls: str, *, epsilon: float | None, **kw: Any):
             return Outcome(x_adv=clipped)
         return run
     return factory
+
+
+# ------------------------------------------------------------- black-box query counts
+
+class Counting(torch.nn.Module):
+    """A model wrapper that counts the rows it forwards: the query count of a peer
+    that has none of its own (or counts differently), measured the same way for all.
+    Reset before each call by the adapter. Inputs are cast to float32: ART's
+    HopSkipJump feeds float64 NumPy draws to the classifier, which a float32 model
+    rejects."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += int(x.shape[0])
+        return self.model(x.float() if x.dtype != torch.float32 else x)
+
+
+def _counted(ctx, key: str = "counting"):
+    """One counting wrapper per case context (peers of one case share it; each run resets it)."""
+    if key not in ctx:
+        ctx[key] = Counting(ctx["model"]).eval()
+    return ctx[key]
+
+
+def threatlab_blackbox(name: str, *, mode: str, **kw: Any):
+    """A threatlab black-box kernel behind a fresh `BlackBox` oracle per call; queries
+    are the oracle's own per-example counter."""
+    def factory(ctx):
+        from threatlab import attacks
+        from threatlab.errors import ConfigError
+        from threatlab.oracle import BlackBox
+        try:
+            fn = attacks.get(name)
+        except ConfigError as e:
+            raise Unavailable(str(e)) from None
+
+        def run(x, y):
+            gen = torch.Generator(device=x.device).manual_seed(ctx["seed"])
+            oracle = BlackBox(ctx["model"], mode=mode)
+            res = fn(oracle, x, y, generator=gen, **kw)
+            return Outcome(x_adv=res.x_adv, queries=res.queries, total_queries=oracle.total)
+        return run
+    return factory
+
+
+def torchattacks_counted(cls: str, **kw: Any):
+    def factory(ctx):
+        ta = _import("torchattacks")
+        net = _counted(ctx)
+        atk = getattr(ta, cls)(net, **kw)
+
+        def run(x, y):
+            net.rows = 0
+            adv = atk(x, y)
+            return Outcome(x_adv=adv, total_queries=net.rows)
+        return run
+    return factory
+
+
+def art_counted(cls: str, module: str = "art.attacks.evasion", **kw: Any):
+    def factory(ctx):
+        mod = _import(module)
+        from art.estimators.classification import PyTorchClassifier
+
+        net = _counted(ctx)
+        if "art_counted" not in ctx:
+            ctx["art_counted"] = PyTorchClassifier(
+                model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=ctx["input_shape"],
+                nb_classes=ctx["num_classes"], clip_values=(0.0, 1.0),
+                device_type="gpu" if ctx["device"].type == "cuda" else "cpu")
+        atk = getattr(mod, cls)(ctx["art_counted"], **kw)
+
+        def run(x, y):
+            net.rows = 0
+            adv = atk.generate(x.detach().cpu().numpy(), y=y.detach().cpu().numpy())
+            return Outcome(x_adv=torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(x.device),
+                           total_queries=net.rows)
+        return run
+    return factory
+
+
+def foolbox_counted(cls: str, *, epsilon: float | None, **kw: Any):
+    def factory(ctx):
+        fb = _import("foolbox")
+        net = _counted(ctx)
+        if "fb_counted" not in ctx:
+            ctx["fb_counted"] = fb.PyTorchModel(net, bounds=(0.0, 1.0), device=ctx["device"])
+        if not hasattr(fb.attacks, cls):
+            raise Unavailable(f"foolbox {fb.__version__} has no {cls}")
+        atk = getattr(fb.attacks, cls)(**kw)
+
+        def run(x, y):
+            net.rows = 0
+            _, clipped, _ = atk(ctx["fb_counted"], x, y, epsilons=epsilon)
+            return Outcome(x_adv=clipped, total_queries=net.rows)
+        return run
+    return factory
