@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import peers
-from harness import Case
+from harness import Case, evaluate_membership
 
 
 def _entry(adapter, target: str, **kw: Any):
@@ -27,7 +27,9 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
           deepfool_steps: int = 50, overshoot: float = 0.02, num_classes: int = 10,
           cw_max_n: int = 50, sq_eps: float = 0.2, sq_queries: int = 300, sq_p_init: float = 0.8,
           hsj_queries: int = 1000, hsj_iters: int = 5, hsj_init_evals: int = 100,
-          hsj_max_evals: int = 1000, bb_max_n: int = 20) -> list[Case]:
+          hsj_max_evals: int = 1000, bb_max_n: int = 20, mi_pool: int = 1000, mi_shadows: int = 4,
+          mi_epochs: int = 20, mi_hidden: int = 128, mi_attack_epochs: int = 100,
+          seed: int = 0) -> list[Case]:
     """The table, sized by the shared hyper-parameters (defaults = results.md's).
 
     C&W runs on the first `cw_max_n` examples for every library: ART's NumPy C&W takes
@@ -183,5 +185,31 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
                               steps=hsj_iters, initial_gradient_eval_steps=hsj_init_evals,
                               max_gradient_eval_steps=hsj_max_evals, gamma=1.0,
                               stepsize_search="geometric_progression", constraint="l2"),
+        }))
+    # Shadow-model membership inference (Shokri et al.): one target and mi_shadows shadows
+    # (notebook 02's setting, smaller). Both libraries train their own attack model on the
+    # SAME shadow outputs; ART's ShadowModels would retrain the shadows one by one.
+    out.append(Case(
+        "MI shadow", "membership",
+        settings={"pool": mi_pool, "members": mi_pool // 2, "shadows": mi_shadows,
+                  "target/shadow": f"mlp hidden=[{mi_hidden}], {mi_epochs} epochs, batch 64, Adam 1e-3, "
+                                   "each on a random half of the pool", "api": "probabilities"},
+        evaluate=evaluate_membership,
+        prepare=peers.membership_context(n_pool=mi_pool, n_shadows=mi_shadows, epochs=mi_epochs,
+                                         hidden=mi_hidden, seed=seed),
+        note="Attack training data = the shadows' probabilities on the pool with their in/out "
+             "labels, identical for both libraries (threatlab.ensemble trains the shadows once, "
+             "outside the clock). The attack models differ by design: threatlab one MLP "
+             "(hidden 64) on log-probabilities + one-hot label, full-batch Adam; ART its default "
+             "two-branch 'nn' (probabilities + one-hot label, StandardScaler), minibatch Adam. "
+             "Scores: threatlab's attack logit, ART's membership probability; AUC and "
+             "threshold-optimal balanced accuracy from threatlab.metrics for both.",
+        impls={
+            "threatlab": _entry(peers.threatlab_mi, "mi_shadow", hidden=64, steps=300, lr=1e-2),
+            "ART": ("MembershipInferenceBlackBox(input_type='prediction', attack_model_type='nn', "
+                    f"nn_model_epochs={mi_attack_epochs}, nn_model_batch_size=100, "
+                    "nn_model_learning_rate=0.0001).fit(y, test_y, pred, test_pred)",
+                    peers.art_mi(attack_model_type="nn", nn_model_epochs=mi_attack_epochs,
+                                 nn_model_batch_size=100, nn_model_learning_rate=1e-4)),
         }))
     return out

@@ -236,8 +236,9 @@ def run_case(case: Case, ctx: dict[str, Any], *, repeats: int, seed: int,
             if a is not None and b is not None:
                 rows[lib]["delta_auc_pts"] = 100 * (a - b)
     for lib, row in rows.items():
-        log(f"  {case.name:24s} {lib:12s} median {row['time']['median']:8.3f} s  "
-            f"robust acc {row.get('robust_acc', float('nan')):.3f}  valid {row.get('valid', '-')}")
+        what = (f"AUC {row['auc']:.3f}  balanced acc {row['balanced_acc']:.3f}" if "auc" in row else
+                f"robust acc {row.get('robust_acc', float('nan')):.3f}  valid {row.get('valid', '-')}")
+        log(f"  {case.name:24s} {lib:12s} median {row['time']['median']:8.3f} s  {what}")
     return {"case": case.name, "threat": case.threat, "eps": case.eps, "n": len(x), "settings": case.settings,
             "args": {lib: case.impls[lib][0] for lib in case.impls}, "rows": rows, "bound": bound,
             "skipped": skipped, "note": case.note}

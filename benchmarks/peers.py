@@ -208,3 +208,78 @@ def foolbox_counted(cls: str, *, epsilon: float | None, **kw: Any):
             return Outcome(x_adv=clipped, total_queries=net.rows)
         return run
     return factory
+
+
+# ------------------------------------------------------------ membership inference
+
+def membership_context(*, n_pool: int, n_shadows: int, epochs: int, hidden: int, seed: int):
+    """`Case.prepare` for shadow-model membership inference, as notebook 02 sets it up:
+    n_shadows + 1 MLPs trained as one threatlab ensemble, each on a random half of a pool
+    of MNIST training images (the last n_pool); model 0 is the target, models 1.. are the
+    shadows. Every library gets the same target, the same pool (members = model 0's half)
+    and the same shadow outputs and in/out labels as attack training data."""
+    def prepare(ctx):
+        from threatlab import data, ensemble
+
+        x_tr, y_tr = data.load("mnist", "train")
+        x_pool, y_pool = x_tr[-n_pool:].to(ctx["device"]), y_tr[-n_pool:].to(ctx["device"])
+        mask = ensemble.half_splits(n_pool, n_shadows + 1, generator=torch.Generator().manual_seed(seed))
+        rows = torch.stack([r.nonzero().squeeze(1) for r in mask])
+        ens = ensemble.train_ensemble("mlp", x_pool, y_pool, rows.to(ctx["device"]),
+                                      seeds=[seed * 1000 + m for m in range(n_shadows + 1)],
+                                      epochs=epochs, batch_size=64, lr=1e-3, num_classes=10,
+                                      arch_params={"hidden": [hidden]}, device=ctx["device"],
+                                      progress=False)
+        target = ens.model(0).to(ctx["device"])
+        for p in target.parameters():
+            p.requires_grad_(False)
+        probs = ens.logits(x_pool).softmax(-1)
+        out = {k: v for k, v in ctx.items() if not k.startswith(("art", "fb", "counting"))}
+        out.update(model=target, x=x_pool, y=y_pool, members=mask[0].to(ctx["device"]),
+                   shadow_probs=probs[1:], shadow_in=mask[1:].to(ctx["device"]))
+        return out
+    return prepare
+
+
+def threatlab_mi(name: str, **kw: Any):
+    def factory(ctx):
+        from threatlab import attacks
+        from threatlab.oracle import BlackBox
+
+        fn = attacks.get(name)
+
+        def run(x, y):
+            oracle = BlackBox(ctx["model"], mode="probs")
+            res = fn(oracle, x, y, shadow_probs=ctx["shadow_probs"], shadow_in=ctx["shadow_in"],
+                     generator=torch.Generator().manual_seed(ctx["seed"]), **kw)
+            return Outcome(scores=res.scores, members=ctx["members"], total_queries=oracle.total)
+        return run
+    return factory
+
+
+def art_mi(**kw: Any):
+    """ART's MembershipInferenceBlackBox on a PyTorchClassifier that answers
+    probabilities (the same "probs" API threatlab's oracle gives), fitted on the shadow
+    outputs (members: shadow_in rows; non-members: the rest), then `infer` on the pool,
+    which queries the target through the counting wrapper."""
+    def factory(ctx):
+        _import("art")
+        from art.attacks.inference.membership_inference import MembershipInferenceBlackBox
+        from art.estimators.classification import PyTorchClassifier
+
+        net = Counting(torch.nn.Sequential(ctx["model"], torch.nn.Softmax(dim=1))).eval()
+        clf = PyTorchClassifier(model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=ctx["input_shape"],
+                                nb_classes=ctx["num_classes"], clip_values=(0.0, 1.0),
+                                device_type="gpu" if ctx["device"].type == "cuda" else "cpu")
+        sp, si = ctx["shadow_probs"].cpu().numpy(), ctx["shadow_in"].cpu().numpy()
+        ys = np.broadcast_to(ctx["y"].cpu().numpy(), si.shape)
+
+        def run(x, y):
+            net.rows = 0
+            atk = MembershipInferenceBlackBox(clf, input_type="prediction", **kw)
+            atk.fit(y=ys[si], test_y=ys[~si], pred=sp[si], test_pred=sp[~si])
+            s = atk.infer(x.detach().cpu().numpy(), y.detach().cpu().numpy(), probabilities=True)
+            return Outcome(scores=torch.from_numpy(np.asarray(s, dtype=np.float64)).reshape(-1),
+                           members=ctx["members"], total_queries=net.rows)
+        return run
+    return factory

@@ -107,12 +107,32 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
                      f"{_f(row.get('ratio_to_bound'), '.2f')} | {ratio} |")
         for lib, why in r["skipped"].items():
             L.append(f"| {r['case']} | {lib} | not run: {why} | | | | | | | |")
-    if any("median_queries" in row for r in results for row in r["rows"].values()):
-        L += ["", "Median queries per example (black-box):", ""]
-        for r in results:
-            for lib, row in r["rows"].items():
-                if "median_queries" in row:
-                    L.append(f"- {r['case']}, {lib}: {row['median_queries']:.0f}")
+    bb = [(r, lib, row) for r in results if r["threat"] != "membership" for lib, row in r["rows"].items()
+          if "queries_per_example" in row]
+    if bb:
+        L += ["", "Black-box attacks: queries per example = model rows forwarded during the call / n "
+              "(threatlab: its `BlackBox` oracle's counter; peers: a counting wrapper module around the "
+              "model), so every library is counted the same way; median over examples where the oracle "
+              "counts per example (threatlab). Median L2 over the fooled examples.", "",
+              "| attack | library | robust acc | median L2 | median L-inf | queries / example | "
+              "median queries (per-example counter) | time s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        L += [f"| {r['case']} | {lib} | {_f(row.get('robust_acc'), '.3f')} | {_f(row.get('median_l2'), '.3f')} | "
+              f"{_f(row.get('median_linf'), '.3f')} | {row['queries_per_example']:.1f} | "
+              f"{_f(row.get('median_queries'), '.0f')} | {row['time']['median']:.3f} |" for r, lib, row in bb]
+    mi = [(r, lib, row) for r in results if r["threat"] == "membership" for lib, row in r["rows"].items()]
+    if mi:
+        L += ["", "Membership inference: AUC and threshold-optimal balanced accuracy over the pool "
+              "(members = the target's training half), both from threatlab.metrics on each library's "
+              "scores; queries = target rows forwarded / pool size.", "",
+              "| attack | library | AUC | Δ AUC pts (threatlab − peer) | balanced acc | TPR @ 1% FPR | "
+              "queries / example | time s, median (min–max) | threatlab / fastest peer |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r, lib, row in mi:
+            ratio = (f"**{row['ratio_to_fastest_peer']:.2f}** (vs {row['fastest_peer']})"
+                     if "ratio_to_fastest_peer" in row else "")
+            L.append(f"| {r['case']} | {lib} | {row['auc']:.3f} | {_f(row.get('delta_auc_pts'), '+.1f')} | "
+                     f"{row['balanced_acc']:.3f} | {row['tpr_at_1%']:.3f} | "
+                     f"{_f(row.get('queries_per_example'), '.1f')} | {_time(row['time'])} | {ratio} |")
 
     diag = [(r, lib, row) for r in results for lib, row in r["rows"].items() if "edge_pixels_moved" in row]
     if diag:
@@ -128,11 +148,13 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
               f"{_f(row['unfooled_median_margin'], '.3g')} | {row['blank_outputs']} | "
               f"{_f(row['robust_acc_blank_as_failed'], '.3f')} |" for r, lib, row in diag]
 
-    L += ["", "## Targets", "", "| attack | agreement (max |Δ| pts) | threatlab / fastest peer | "
+    L += ["", "## Targets", "", "Agreement is robust accuracy for evasion attacks and AUC for membership "
+          "inference.", "", "| attack | agreement (max |Δ| pts) | threatlab / fastest peer | "
           "threatlab x bound |", "| --- | --- | --- | --- |"]
     for r in results:
         tl = r["rows"].get("threatlab", {})
-        deltas = [abs(row["delta_robust_acc_pts"]) for row in r["rows"].values() if "delta_robust_acc_pts" in row]
+        key = "delta_auc_pts" if r["threat"] == "membership" else "delta_robust_acc_pts"
+        deltas = [abs(row[key]) for row in r["rows"].values() if key in row]
         agree = (f"{max(deltas):.1f} {'ok' if max(deltas) <= AGREE_PTS else 'MISSED'}" if deltas else "–")
         ratio = tl.get("ratio_to_fastest_peer")
         speed = f"{ratio:.2f} {'ok' if ratio <= PEER_RATIO else 'MISSED'}" if ratio is not None else "–"

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ctx = {"model": model, "x": x, "y": y, "device": device, "seed": args.seed,
            "input_shape": tuple(x.shape[1:]), "num_classes": 10}
 
-    table = case_table.cases(n=len(x))
+    table = case_table.cases(n=len(x), seed=args.seed)
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
         unknown = [w for w in wanted if w not in {c.name for c in table}]
