@@ -22,35 +22,23 @@ import torch.nn.functional as F
 from .. import validate
 from ..errors import ConfigError
 from .norms import _TINY, L2Ball, LinfBall, _per_example, flat_norm
+from . import checks
 from .registry import register
 from .result import AttackResult
 
 # ---------------------------------------------------------------------------- helpers
 
 
-def _positive(name, value, *, integer=False):
-    # validate.positive leaves `high` open-ended and prints "(0, inf]"; infinity is
-    # never an allowed value, so say "(0, inf)".
-    return validate.number(name, value, low=0, low_open=True, high=math.inf, high_open=True,
-                           integer=integer)
-
-
-def _non_negative(name, value):
-    return validate.number(name, value, low=0, high=math.inf, high_open=True)
+_positive = validate.positive
+_non_negative = validate.non_negative
 
 
 def _check_batch(x, y, targeted, target, *, attack: str, can_target: bool = True) -> None:
     """Shapes, dtypes and the [0, 1] box, checked once before any attack compute."""
-    if not torch.is_tensor(x) or x.dim() < 2 or not x.is_floating_point():
-        raise ConfigError(f"x must be a floating tensor of shape [n, ...]; got "
-                          f"{type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}")
-    n = x.shape[0]
+    checks.images(x, unit_range=False)
     for name, t in (("y", y), ("target", target)):
-        if t is None:
-            continue
-        if not torch.is_tensor(t) or t.shape != (n,) or t.is_floating_point() or t.dtype == torch.bool:
-            shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-            raise ConfigError(f"{name} must be an integer (Long) tensor of shape ({n},); got {shape}")
+        if t is not None:
+            checks.labels(name, t, x.shape[0])
     validate.of_type("targeted", targeted, bool)
     if targeted and not can_target:
         raise ConfigError(f"targeted=True is not allowed for {attack}: it is an untargeted attack")
@@ -58,10 +46,7 @@ def _check_batch(x, y, targeted, target, *, attack: str, can_target: bool = True
         raise ConfigError("targeted=True needs target= (a Long tensor of class ids, shape [n])")
     if not targeted and target is not None:
         raise ConfigError("target= was given but targeted=False; pass targeted=True to use it")
-    # One host sync, before the loop: a batch outside [0, 1] means the caller normalized
-    # outside the model, which silently breaks every eps and the box projection.
-    if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1)):
-        raise ConfigError("x must lie in [0, 1]; put normalization inside the model")
+    checks.images(x)
 
 
 def _input_grad(model, x_adv: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:

@@ -42,6 +42,7 @@ from ..errors import ConfigError
 from ..oracle import BlackBox
 from .adversarial import _check_batch, _positive
 from .norms import _TINY, _per_example, _rand, flat_norm
+from . import checks
 from .registry import register
 from .result import AttackResult
 
@@ -51,12 +52,7 @@ SCORE_MODES = ("probs", "topk", "rounded")
 
 
 def _check_oracle(oracle, attack: str, modes=None) -> None:
-    if not isinstance(oracle, BlackBox):
-        raise ConfigError(f"oracle must be a threatlab.oracle.BlackBox for {attack}; got "
-                          f"{type(oracle).__name__} (wrap the model: BlackBox(model, mode=...))")
-    if modes is not None and oracle.mode not in modes:
-        raise ConfigError(f"oracle.mode={oracle.mode!r} is not allowed for {attack} (score-based); "
-                          f"choose one of {list(modes)}")
+    checks.oracle(oracle, modes=modes, attack=attack)
 
 
 class _Ledger:
@@ -170,7 +166,6 @@ def _square(oracle, x, y, *, eps, norm, max_queries, p_init, generator):
     n, c, h, w = x.shape
     dev = x.device
     ledger, trace = _Ledger(oracle, n, max_queries), _Trace()
-    ids_all = torch.arange(n, device=dev)
     if norm == "linf":
         # Vertical stripes of +-eps: the paper's initialisation.
         signs = torch.where(_rand("uniform", x, generator, (n, c, 1, w)) < 0.5, -1.0, 1.0)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from .. import gradients, validate
 from ..errors import ConfigError
 from ..oracle import BlackBox
+from . import checks
 from .registry import register
 
 __all__ = ["MembershipResult", "InversionResult", "LeakageResult", "mi_loss", "mi_confidence",
@@ -84,22 +85,12 @@ class LeakageResult:
 
 
 def _check_oracle(oracle, *, modes=("probs",)) -> None:
-    if not isinstance(oracle, BlackBox):
-        raise ConfigError(f"oracle must be a threatlab.oracle.BlackBox; got {type(oracle).__name__}")
-    if oracle.mode not in modes:
-        raise ConfigError(f"oracle.mode={oracle.mode!r} is not allowed for this attack; choose one of {list(modes)}")
+    checks.oracle(oracle, modes=modes)
 
 
 def _check_xy(x, y, name_y="y") -> None:
-    if not torch.is_tensor(x) or x.dim() < 2 or not x.is_floating_point() or x.shape[0] == 0:
-        raise ConfigError(f"x must be a floating tensor of shape [n, ...] with n > 0; got "
-                          f"{type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}")
-    n = x.shape[0]
-    if not torch.is_tensor(y) or y.shape != (n,) or y.is_floating_point() or y.dtype == torch.bool:
-        shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
-        raise ConfigError(f"{name_y} must be an integer (Long) tensor of shape ({n},); got {shape}")
-    if bool(x.min() < 0) or bool(x.max() > 1):
-        raise ConfigError("x must lie in [0, 1]; put normalization inside the model")
+    checks.images(x, nonempty=True)
+    checks.labels(name_y, y, x.shape[0])
 
 
 def _check_shadows(shadow_probs, shadow_in, x, y) -> None:
@@ -117,8 +108,7 @@ def _check_shadows(shadow_probs, shadow_in, x, y) -> None:
         raise ConfigError(f"y has class {int(y.max())} but shadow_probs has {shadow_probs.shape[2]} classes")
 
 
-def _positive(name, value, *, integer=False):
-    return validate.number(name, value, low=0, low_open=True, high=math.inf, high_open=True, integer=integer)
+_positive = validate.positive
 
 
 def _queries(oracle: BlackBox, n: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 from .. import validate
 from ..errors import ConfigError
 from .norms import LinfBall, flat_norm
+from . import checks
 from .registry import register
 
 __all__ = ["CollisionResult", "PoisonedSet", "backdoor_success", "badnets", "feature_collision",
@@ -85,13 +86,8 @@ class CollisionResult:
 
 
 def _check_xy(x, y) -> None:
-    if not torch.is_tensor(x) or x.dim() < 2 or not x.is_floating_point():
-        raise ConfigError(f"x must be a floating tensor of shape [n, ...]; got "
-                          f"{type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}")
-    n = x.shape[0]
-    if not torch.is_tensor(y) or y.shape != (n,) or y.is_floating_point() or y.dtype == torch.bool:
-        shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
-        raise ConfigError(f"y must be an integer (Long) tensor of shape ({n},); got {shape}")
+    checks.images(x, unit_range=False)
+    checks.labels("y", y, x.shape[0])
 
 
 def _check_rate(rate) -> float:
