@@ -59,7 +59,32 @@ def test_total_budget():
 
 
 @pytest.mark.parametrize("kw,match", [({"mode": "logits"}, "mode='logits'"), ({"budget": 0}, "budget=0"),
-                                      ({"k": -1}, "k=-1"), ({"total_budget": 1.5}, "total_budget=1.5")])
+                                      ({"k": -1}, "k=-1"), ({"total_budget": 1.5}, "total_budget=1.5"),
+                                      ({"max_batch": 0}, "max_batch=0")])
 def test_bad_arguments(kw, match):
     with pytest.raises(ConfigError, match=match):
         BlackBox(model(), **kw)
+
+
+class _RowCounter(torch.nn.Module):
+    """Records the size of every batch the oracle sends through the model."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("max_batch,sizes", [(None, [128, 128, 44]), (100, [100, 100, 100]), (1000, [300])])
+def test_large_queries_are_chunked_with_the_same_answers_and_counts(max_batch, sizes):
+    inner = model()
+    counted = _RowCounter(inner)
+    bb = BlackBox(counted, mode="probs", max_batch=max_batch)
+    x = torch.rand(300, 4)
+    out = bb(x)
+    assert counted.sizes == sizes                     # default: 128-row chunks on CPU
+    assert torch.equal(out, torch.softmax(inner(x), 1).detach())
+    assert bb.total == 300 and bb.queries.tolist() == [1] * 300

@@ -15,6 +15,8 @@ from . import validate
 from .errors import QueryBudgetExceeded
 
 MODES = ("probs", "topk", "label", "rounded")
+# Rows per forward on CPU when max_batch is not given (see BlackBox).
+CPU_CHUNK = 128
 
 
 class BlackBox:
@@ -28,6 +30,12 @@ class BlackBox:
         decimals: digits kept by "rounded".
         budget: maximum queries per example (None: unlimited).
         total_budget: maximum queries in all (None: unlimited).
+        max_batch: most rows sent through the model at once (int > 0). Default None:
+            128 rows on CPU, unlimited elsewhere. Decision-based attacks ask for
+            tens of thousands of rows in one call (HopSkipJump's gradient probes); on a
+            CPU a forward over 20,000 MNIST rows costs 2.5x more per row than in chunks
+            of 128, whose activations stay in cache (measured on the notebooks' CNN,
+            one thread: 0.29 vs 0.115 ms per row). Answers do not depend on the chunking.
 
     Counts: `queries` (numpy int64, one per example id) and `total`. A query of a batch
     without `ids` is charged to ids 0..n-1; attacks that query a subset pass `ids`.
@@ -38,7 +46,8 @@ class BlackBox:
     """
 
     def __init__(self, model: torch.nn.Module, *, mode: str = "probs", k: int = 1,
-                 decimals: int = 2, budget: int | None = None, total_budget: int | None = None):
+                 decimals: int = 2, budget: int | None = None, total_budget: int | None = None,
+                 max_batch: int | None = None):
         validate.choice("mode", mode, MODES)
         validate.positive("k", k, integer=True)
         validate.non_negative("decimals", decimals, integer=True)
@@ -46,12 +55,15 @@ class BlackBox:
             validate.positive("budget", budget, integer=True)
         if total_budget is not None:
             validate.positive("total_budget", total_budget, integer=True)
+        if max_batch is not None:
+            validate.positive("max_batch", max_batch, integer=True)
         self.model = model
         self.mode = mode
         self.k = k
         self.decimals = decimals
         self.budget = budget
         self.total_budget = total_budget
+        self.max_batch = max_batch
         self.queries = np.zeros(0, dtype=np.int64)
         self.total = 0
 
@@ -89,7 +101,7 @@ class BlackBox:
     def __call__(self, x: torch.Tensor, ids: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """Answer one query per row of `x` in this oracle's output mode."""
         self._charge(x.shape[0], ids)
-        logits = self.model(x)
+        logits = self._forward(x)
         if self.mode == "label":
             return logits.argmax(1)
         p = torch.softmax(logits, 1)
@@ -100,6 +112,12 @@ class BlackBox:
             return torch.where(p >= kth, p, torch.zeros_like(p))
         scale = 10.0 ** self.decimals
         return torch.round(p * scale) / scale
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        chunk = self.max_batch or (CPU_CHUNK if x.device.type == "cpu" else None)
+        if chunk is None or x.shape[0] <= chunk:
+            return self.model(x)
+        return torch.cat([self.model(part) for part in x.split(chunk)])
 
     def count(self, ids: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """Queries charged so far, per id (all ids when None), as an int64 tensor."""
