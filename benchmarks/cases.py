@@ -22,6 +22,12 @@ def _entry(adapter, target: str, **kw: Any):
     return (f"{target}({args})", adapter(target, **kw))
 
 
+_NO_EVAL = ("threatlab runs with evaluate=False: like torchattacks and ART it returns the "
+            "adversarials only; its default (evaluate=True, like foolbox) re-evaluates success "
+            "with one more forward. The harness evaluates every library's outputs the same way, "
+            "outside the clock.")
+
+
 def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int = 40,
           cw_steps: int = 100, cw_lr: float = 0.1, cw_const: float = 1.0, cw_search: int = 5,
           deepfool_steps: int = 50, overshoot: float = 0.02, num_classes: int = 10,
@@ -29,29 +35,37 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
           hsj_queries: int = 1000, hsj_iters: int = 5, hsj_init_evals: int = 100,
           hsj_max_evals: int = 1000, bb_max_n: int = 20, mi_pool: int = 1000, mi_shadows: int = 4,
           mi_epochs: int = 20, mi_hidden: int = 128, mi_attack_epochs: int = 100,
-          seed: int = 0) -> list[Case]:
+          seed: int = 0, row_chunk: int | None = None) -> list[Case]:
     """The table, sized by the shared hyper-parameters (defaults = results.md's).
+
+    row_chunk: rows threatlab sends through the model at once on this device
+    (`runtime.row_chunk`: 128 on CPU, None = the whole batch on a GPU). ART is the one
+    peer with the same knob (`batch_size`); it gets the same value, so both libraries
+    run the model on equal chunks. torchattacks and foolbox have no such setting and
+    forward the whole batch.
 
     C&W runs on the first `cw_max_n` examples for every library: ART's NumPy C&W takes
     about 2 s per example per binary-search step on a 2-core CPU.
     """
     n_cw = min(n, cw_max_n)
+    art_batch = min(n, row_chunk or n)
     linf_alpha = 2.5 * eps_linf / pgd_steps  # Madry's rule, written out for every library
     l2_alpha = 2.5 * eps_l2 / pgd_steps
     out: list[Case] = []
 
     out.append(Case(
-        "FGSM", "linf", eps=eps_linf, grad_evals=1,
+        "FGSM", "linf", eps=eps_linf, grad_evals=1, bound_at_clean=True,
         settings={"eps": eps_linf, "random_start": False},
         impls={
-            "threatlab": _entry(peers.threatlab, "fgsm", eps=eps_linf),
+            "threatlab": _entry(peers.threatlab, "fgsm", eps=eps_linf, evaluate=False),
             "torchattacks": _entry(peers.torchattacks, "FGSM", eps=eps_linf),
             "ART": _entry(peers.art, "FastGradientMethod", norm=float("inf"), eps=eps_linf,
-                          eps_step=eps_linf, targeted=False, num_random_init=0, batch_size=n,
+                          eps_step=eps_linf, targeted=False, num_random_init=0, batch_size=art_batch,
                           minimal=False),
             "foolbox": _entry(peers.foolbox, "LinfFastGradientAttack", epsilon=eps_linf,
                               random_start=False),
-        }))
+        },
+        note=_NO_EVAL))
 
     out.append(Case(
         "PGD-Linf", "linf", eps=eps_linf, grad_evals=pgd_steps,
@@ -59,15 +73,16 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
                   "random_start": True, "restarts": 1},
         impls={
             "threatlab": _entry(peers.threatlab, "pgd_linf", eps=eps_linf, steps=pgd_steps,
-                                step_size=linf_alpha, random_start=True),
+                                step_size=linf_alpha, random_start=True, evaluate=False),
             "torchattacks": _entry(peers.torchattacks, "PGD", eps=eps_linf, alpha=linf_alpha,
                                    steps=pgd_steps, random_start=True),
             "ART": _entry(peers.art, "ProjectedGradientDescent", norm=float("inf"), eps=eps_linf,
                           eps_step=linf_alpha, max_iter=pgd_steps, num_random_init=1,
-                          batch_size=n, verbose=False),
+                          batch_size=art_batch, verbose=False),
             "foolbox": _entry(peers.foolbox, "LinfPGD", epsilon=eps_linf, abs_stepsize=linf_alpha,
                               steps=pgd_steps, random_start=True),
-        }))
+        },
+        note=_NO_EVAL))
 
     out.append(Case(
         "PGD-L2", "l2", eps=eps_l2, grad_evals=pgd_steps,
@@ -75,12 +90,12 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
                   "random_start": True, "restarts": 1},
         impls={
             "threatlab": _entry(peers.threatlab, "pgd_l2", eps=eps_l2, steps=pgd_steps,
-                                step_size=l2_alpha, random_start=True),
+                                step_size=l2_alpha, random_start=True, evaluate=False),
             "torchattacks": _entry(peers.torchattacks, "PGDL2", eps=eps_l2, alpha=l2_alpha,
                                    steps=pgd_steps, random_start=True),
             "ART": _entry(peers.art, "ProjectedGradientDescent", norm=2, eps=eps_l2,
                           eps_step=l2_alpha, max_iter=pgd_steps, num_random_init=1,
-                          batch_size=n, verbose=False),
+                          batch_size=art_batch, verbose=False),
             "foolbox": _entry(peers.foolbox, "L2PGD", epsilon=eps_l2, abs_stepsize=l2_alpha,
                               steps=pgd_steps, random_start=True),
         }))
@@ -101,7 +116,7 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
                                    steps=cw_steps, lr=cw_lr),
             "ART": _entry(peers.art, "CarliniL2Method", confidence=0.0, learning_rate=cw_lr,
                           binary_search_steps=1, max_iter=cw_steps, initial_const=cw_const,
-                          batch_size=n_cw, verbose=False),
+                          batch_size=min(n_cw, art_batch), verbose=False),
             "foolbox": _entry(peers.foolbox, "L2CarliniWagnerAttack", epsilon=None,
                               binary_search_steps=1, steps=cw_steps, stepsize=cw_lr,
                               confidence=0.0, initial_const=cw_const, abort_early=False),
@@ -133,7 +148,7 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
             "torchattacks": _entry(peers.torchattacks, "DeepFool", steps=deepfool_steps,
                                    overshoot=overshoot),
             "ART": _entry(peers.art, "DeepFool", max_iter=deepfool_steps, epsilon=overshoot,
-                          nb_grads=num_classes, batch_size=n, verbose=False),
+                          nb_grads=num_classes, batch_size=art_batch, verbose=False),
             "foolbox": _entry(peers.foolbox, "L2DeepFoolAttack", epsilon=None,
                               steps=deepfool_steps, candidates=num_classes, overshoot=overshoot,
                               loss="logits"),
@@ -157,7 +172,7 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
                                    loss="margin", resc_schedule=True, seed=0),
             "ART": _entry(peers.art_counted, "SquareAttack", norm=float("inf"), eps=sq_eps,
                           max_iter=sq_queries - 1, p_init=sq_p_init, nb_restarts=1,
-                          batch_size=n, verbose=False),
+                          batch_size=art_batch, verbose=False),
         }))
     # HopSkipJump: threatlab stops by its query budget (an iteration runs only if the
     # budget covers its worst case); ART and foolbox stop by iteration count. Same
@@ -180,7 +195,7 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
                                 max_evals=hsj_max_evals, gamma=1.0),
             "ART": _entry(peers.art_counted, "HopSkipJump", norm=2, max_iter=hsj_iters,
                           max_eval=hsj_max_evals, init_eval=hsj_init_evals, init_size=100,
-                          batch_size=64, targeted=False, verbose=False),
+                          batch_size=art_batch, targeted=False, verbose=False),
             "foolbox": _entry(peers.foolbox_counted, "HopSkipJumpAttack", epsilon=None,
                               steps=hsj_iters, initial_gradient_eval_steps=hsj_init_evals,
                               max_gradient_eval_steps=hsj_max_evals, gamma=1.0,

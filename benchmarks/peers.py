@@ -1,4 +1,7 @@
-"""Thin adapters: each library's attack object -> `run(x, y) -> Outcome`.
+"""Thin adapters: each library's attack object -> `run(x, y, seed) -> Outcome`.
+
+`seed` is the round's seed; the harness has already re-seeded torch, NumPy and random
+with it (the peers draw from those global RNGs), threatlab takes it as a Generator.
 
 Peers are imported lazily, so a missing one is a skipped column, not a crash. The
 wrappers are the ordinary way each library is used: ART through its
@@ -43,8 +46,8 @@ def threatlab(name: str, **kw: Any):
         except ConfigError as e:
             raise Unavailable(str(e)) from None
 
-        def run(x, y):
-            gen = torch.Generator(device=x.device).manual_seed(ctx["seed"])
+        def run(x, y, seed):
+            gen = torch.Generator(device=x.device).manual_seed(seed)
             return Outcome(x_adv=fn(ctx["model"], x, y, generator=gen, **kw).x_adv)
         return run
     return factory
@@ -57,7 +60,7 @@ def torchattacks(cls: str, **kw: Any):
         ta = _import("torchattacks")
         atk = getattr(ta, cls)(ctx["model"], **kw)
 
-        def run(x, y):
+        def run(x, y, seed):
             return Outcome(x_adv=atk(x, y))
         return run
     return factory
@@ -84,7 +87,7 @@ def art(cls: str, module: str = "art.attacks.evasion", **kw: Any):
         mod = _import(module)
         atk = getattr(mod, cls)(art_classifier(ctx), **kw)
 
-        def run(x, y):
+        def run(x, y, seed):
             x_np = x.detach().cpu().numpy()
             adv = atk.generate(x_np, y=y.detach().cpu().numpy())
             return Outcome(x_adv=torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(x.device))
@@ -102,7 +105,7 @@ def foolbox(cls: str, *, epsilon: float | None, **kw: Any):
             ctx["fb_model"] = fb.PyTorchModel(ctx["model"], bounds=(0.0, 1.0), device=ctx["device"])
         atk = getattr(fb.attacks, cls)(**kw)
 
-        def run(x, y):
+        def run(x, y, seed):
             _, clipped, _ = atk(ctx["fb_model"], x, y, epsilons=epsilon)
             return Outcome(x_adv=clipped)
         return run
@@ -147,8 +150,8 @@ def threatlab_blackbox(name: str, *, mode: str, **kw: Any):
         except ConfigError as e:
             raise Unavailable(str(e)) from None
 
-        def run(x, y):
-            gen = torch.Generator(device=x.device).manual_seed(ctx["seed"])
+        def run(x, y, seed):
+            gen = torch.Generator(device=x.device).manual_seed(seed)
             oracle = BlackBox(ctx["model"], mode=mode)
             res = fn(oracle, x, y, generator=gen, **kw)
             return Outcome(x_adv=res.x_adv, queries=res.queries, total_queries=oracle.total)
@@ -162,8 +165,10 @@ def torchattacks_counted(cls: str, **kw: Any):
         net = _counted(ctx)
         atk = getattr(ta, cls)(net, **kw)
 
-        def run(x, y):
+        def run(x, y, seed):
             net.rows = 0
+            if hasattr(atk, "seed"):  # torchattacks' Square seeds itself from this field
+                atk.seed = seed
             adv = atk(x, y)
             return Outcome(x_adv=adv, total_queries=net.rows)
         return run
@@ -183,7 +188,7 @@ def art_counted(cls: str, module: str = "art.attacks.evasion", **kw: Any):
                 device_type="gpu" if ctx["device"].type == "cuda" else "cpu")
         atk = getattr(mod, cls)(ctx["art_counted"], **kw)
 
-        def run(x, y):
+        def run(x, y, seed):
             net.rows = 0
             adv = atk.generate(x.detach().cpu().numpy(), y=y.detach().cpu().numpy())
             return Outcome(x_adv=torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(x.device),
@@ -202,7 +207,7 @@ def foolbox_counted(cls: str, *, epsilon: float | None, **kw: Any):
             raise Unavailable(f"foolbox {fb.__version__} has no {cls}")
         atk = getattr(fb.attacks, cls)(**kw)
 
-        def run(x, y):
+        def run(x, y, seed):
             net.rows = 0
             _, clipped, _ = atk(ctx["fb_counted"], x, y, epsilons=epsilon)
             return Outcome(x_adv=clipped, total_queries=net.rows)
@@ -248,10 +253,10 @@ def threatlab_mi(name: str, **kw: Any):
 
         fn = attacks.get(name)
 
-        def run(x, y):
+        def run(x, y, seed):
             oracle = BlackBox(ctx["model"], mode="probs")
             res = fn(oracle, x, y, shadow_probs=ctx["shadow_probs"], shadow_in=ctx["shadow_in"],
-                     generator=torch.Generator().manual_seed(ctx["seed"]), **kw)
+                     generator=torch.Generator().manual_seed(seed), **kw)
             return Outcome(scores=res.scores, members=ctx["members"], total_queries=oracle.total)
         return run
     return factory
@@ -274,7 +279,7 @@ def art_mi(**kw: Any):
         sp, si = ctx["shadow_probs"].cpu().numpy(), ctx["shadow_in"].cpu().numpy()
         ys = np.broadcast_to(ctx["y"].cpu().numpy(), si.shape)
 
-        def run(x, y):
+        def run(x, y, seed):
             net.rows = 0
             atk = MembershipInferenceBlackBox(clf, input_type="prediction", **kw)
             atk.fit(y=ys[si], test_y=ys[~si], pred=sp[si], test_pred=sp[~si])

@@ -56,6 +56,13 @@ def _time(t: dict[str, float]) -> str:
     return f"{t['median']:.3f} ({t['min']:.3f}–{t['max']:.3f})"
 
 
+def _rounds(row) -> str:
+    vals = row.get("robust_acc_per_round") or row.get("auc_per_round")
+    if not vals:
+        return "–"
+    return " ".join(f"{v:.3f}" for v in vals) if len(set(vals)) > 1 else f"{vals[0]:.3f} (all)"
+
+
 def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
     env = run["environment"]
     L: list[str] = []
@@ -80,14 +87,27 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
           "adversarials each library returned (no library's own success flag is read). Median L2 / "
           "L-inf over the fooled examples only. `valid` checks the output lies in [0, 1] and inside "
           "the eps-ball (relative slack 1e-4).",
+          "- Row chunks: " + (f"threatlab sends at most {run['row_chunk']} rows through the model at "
+          "once on a CPU (`threatlab.runtime.row_chunk`; results are the same bits for any chunking, "
+          "tested); ART gets the same `batch_size`; torchattacks and foolbox have no such setting and "
+          "forward the whole batch. The bound is the faster of one pass over all rows and one in "
+          "chunks." if run.get("row_chunk") else "none on this device: every library forwards the "
+          "whole batch."),
+          f"- Seeds: round r of the {run['repeats']} timed rounds re-seeds every random source (torch, "
+          f"NumPy, random; threatlab's Generator) with {run['seed']} + r before each call, the same for "
+          "every library, so attacks with a random start are compared over several draws. Every "
+          "metric is the mean over the rounds; `robust acc per round` shows the spread.",
           f"- Time: one warm-up call, then {run['repeats']} timed calls per library, interleaved across "
-          "libraries (the order rotates each round); every random source (torch, NumPy, random) "
-          f"re-seeded with {run['seed']} before each call; the device is synchronized before each clock "
+          "libraries (the order rotates each round); the device is synchronized before each clock "
           "read. Shown as median (min–max) seconds for the whole batch. ART's NumPy conversions count "
           "in its time, as for its users.",
           "- Bound: grad_evals x the median time of one forward + backward (input gradient of the summed "
-          "cross-entropy) on the same batch, measured 5 times per round in the same rounds. "
-          "`x bound` = time / bound.",
+          "cross-entropy) on the same batch as the attack's iterations see it (the clean images moved "
+          "to a random point of the case's ball; L2 radius 1.5 for minimal-perturbation attacks; "
+          "FGSM's one gradient is at the clean images), "
+          "measured 5 times per round in the same rounds. `x bound` = time / bound. On clean MNIST "
+          "the pass is cheaper (blank backgrounds: see `clean fwd+bwd` under Targets), which no "
+          "iterate after the first enjoys; both are in results.json.",
           f"- Targets (from the issue): |Δ robust acc| <= {AGREE_PTS:g} points vs each peer; threatlab / "
           f"fastest peer <= {PEER_RATIO:g} on CPU; PGD <= {PGD_BOUND:g} x bound.",
           f"- torch threads: {run['threads']}; device {run['device']}; total benchmark wall time "
@@ -95,8 +115,8 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
 
     L += ["## Results", "",
           "| attack | library | robust acc | Δ pts (threatlab − peer) | median L2 | median L-inf "
-          "| valid | time s, median (min–max) | x bound | threatlab / fastest peer |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "| valid | time s, median (min–max) | x bound | threatlab / fastest peer | robust acc per round |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         for lib, row in r["rows"].items():
             ratio = (f"**{row['ratio_to_fastest_peer']:.2f}** (vs {row['fastest_peer']})"
@@ -104,9 +124,9 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
             L.append(f"| {r['case']} | {lib} | {_f(row.get('robust_acc'), '.3f')} | "
                      f"{_f(row.get('delta_robust_acc_pts'), '+.1f')} | {_f(row.get('median_l2'), '.3f')} | "
                      f"{_f(row.get('median_linf'), '.3f')} | {row.get('valid', '–')} | {_time(row['time'])} | "
-                     f"{_f(row.get('ratio_to_bound'), '.2f')} | {ratio} |")
+                     f"{_f(row.get('ratio_to_bound'), '.2f')} | {ratio} | {_rounds(row)} |")
         for lib, why in r["skipped"].items():
-            L.append(f"| {r['case']} | {lib} | not run: {why} | | | | | | | |")
+            L.append(f"| {r['case']} | {lib} | not run: {why} | | | | | | | | |")
     bb = [(r, lib, row) for r in results if r["threat"] != "membership" for lib, row in r["rows"].items()
           if "queries_per_example" in row]
     if bb:
@@ -145,12 +165,12 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
               "| attack | library | edge pixels moved | unfooled median margin | blank outputs "
               "| robust acc, blank = failed |", "| --- | --- | --- | --- | --- | --- |"]
         L += [f"| {r['case']} | {lib} | {_f(row['edge_pixels_moved'], '.3f')} | "
-              f"{_f(row['unfooled_median_margin'], '.3g')} | {row['blank_outputs']} | "
+              f"{_f(row['unfooled_median_margin'], '.3g')} | {_f(row['blank_outputs'], '.3g')} | "
               f"{_f(row['robust_acc_blank_as_failed'], '.3f')} |" for r, lib, row in diag]
 
     L += ["", "## Targets", "", "Agreement is robust accuracy for evasion attacks and AUC for membership "
           "inference.", "", "| attack | agreement (max |Δ| pts) | threatlab / fastest peer | "
-          "threatlab x bound |", "| --- | --- | --- | --- |"]
+          "threatlab x bound | fwd+bwd ms: bound's batch / clean batch |", "| --- | --- | --- | --- | --- |"]
     for r in results:
         tl = r["rows"].get("threatlab", {})
         key = "delta_auc_pts" if r["threat"] == "membership" else "delta_robust_acc_pts"
@@ -165,7 +185,9 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
             bound = f"{b:.2f} {'ok' if b <= PGD_BOUND else 'MISSED'}"
         else:
             bound = f"{b:.2f}"
-        L.append(f"| {r['case']} | {agree} | {speed} | {bound} |")
+        fb = (f"{r['bound']['fwd_bwd_s'] * 1e3:.2f} / {r['bound']['fwd_bwd_clean_s'] * 1e3:.2f}"
+              if r["bound"] else "–")
+        L.append(f"| {r['case']} | {agree} | {speed} | {bound} | {fb} |")
 
     L += ["", "## Settings, written out per library", ""]
     for r in results:
@@ -173,7 +195,9 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
               + (f"; eps={r['eps']}" if r["eps"] is not None and "eps" not in r["settings"] else ""), ""]
         if r["bound"]:
             b = r["bound"]
-            L.append(f"Bound: {b['grad_evals']} x {b['fwd_bwd_s'] * 1e3:.2f} ms = {b['bound_s']:.3f} s.")
+            L.append(f"Bound: {b['grad_evals']} x {b['fwd_bwd_s'] * 1e3:.2f} ms = {b['bound_s']:.3f} s "
+                     f"({b['batch']}; on the clean batch {b['grad_evals']} x "
+                     f"{b['fwd_bwd_clean_s'] * 1e3:.2f} ms = {b['bound_clean_s']:.3f} s).")
             L.append("")
         L += [f"- {lib}: `{args}`" for lib, args in r["args"].items()]
         if r["note"]:

@@ -30,7 +30,7 @@ import cases as case_table  # noqa: E402
 import report  # noqa: E402
 from harness import run_case  # noqa: E402
 
-from threatlab import data, evaluation, models  # noqa: E402
+from threatlab import data, evaluation, models, runtime  # noqa: E402
 from threatlab.io import atomic_write  # noqa: E402
 
 
@@ -70,10 +70,10 @@ def main(argv=None) -> int:
         p.requires_grad_(False)
     clean_acc = models.accuracy(model, x_test.to(device), y_test.to(device))
     x, y = evaluation.correctly_classified(model, x_test.to(device), y_test.to(device), args.n)
-    ctx = {"model": model, "x": x, "y": y, "device": device, "seed": args.seed,
+    ctx = {"model": model, "x": x, "y": y, "device": device, "seed": args.seed, "row_chunk": runtime.row_chunk(device),
            "input_shape": tuple(x.shape[1:]), "num_classes": 10}
 
-    table = case_table.cases(n=len(x), seed=args.seed)
+    table = case_table.cases(n=len(x), seed=args.seed, row_chunk=runtime.row_chunk(device))
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
         unknown = [w for w in wanted if w not in {c.name for c in table}]
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     results = [run_case(c, ctx, repeats=args.repeats, seed=args.seed) for c in table]
     run = {"n": len(x), "repeats": args.repeats, "seed": args.seed, "device": str(device),
-           "threads": torch.get_num_threads(), "quick": args.quick, "clean_test_accuracy": clean_acc,
+           "threads": torch.get_num_threads(), "quick": args.quick, "row_chunk": runtime.row_chunk(device), "clean_test_accuracy": clean_acc,
            "model": {"arch": "cnn", "dataset": "mnist", "n_train": 20000, **train_params,
                      "checkpoint_key": info["key"][:20]},
            "wall_s": time.perf_counter() - t0, "environment": report.environment(device)}

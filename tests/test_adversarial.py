@@ -137,6 +137,7 @@ def test_unknown_name_lists_valid_names():
     ("bim", dict(eps=0.1, steps=2.5), "steps=2.5 must be an integer"),
     ("pgd_l2", dict(eps=1.0, step_size=-1.0), "step_size=-1.0 is outside"),
     ("pgd_linf", dict(eps=0.1, random_start="yes"), "random_start='yes'"),
+    ("fgsm", dict(eps=0.1, evaluate=1), "evaluate=1"),
     ("cw_l2", dict(lr=0), "lr=0 is outside"),
     ("cw_l2", dict(confidence=-1.0), "confidence=-1.0 is outside"),
     ("cw_l2", dict(binary_search_steps=0), "binary_search_steps=0 is outside"),
@@ -421,6 +422,18 @@ def test_same_seed_same_result(digits, name):
     assert not torch.equal(first.x_adv, other.x_adv)
 
 
+@pytest.mark.parametrize("name", ["fgsm", "bim", "pgd_linf", "pgd_l2"])
+def test_evaluate_false_returns_the_same_adversarials_without_success(digits, name):
+    model, x, y = digits
+    kw = QUICK.get(name, {"eps": 0.1})
+    full = attacks.get(name)(model, x, y, **kw, generator=gen(3))
+    bare = attacks.get(name)(model, x, y, **kw, generator=gen(3), evaluate=False)
+    assert torch.equal(full.x_adv, bare.x_adv)
+    assert bare.success is None
+    with pytest.raises(ValueError, match="evaluate=False"):
+        bare.success_rate
+
+
 @pytest.mark.parametrize("eps", [0.05, 0.1, 0.2])
 def test_pgd_is_at_least_as_strong_as_fgsm(digits, eps):
     model, x, y = digits
@@ -462,3 +475,37 @@ def test_cw_binary_search_bisects_the_constant_and_shrinks_distortion(digits):
     assert bool((const < 1).any())
     # Smaller constants weigh distortion more: the kept L2 must go down.
     assert float((five.extra["l2"][ok] / one.extra["l2"][ok]).median()) <= 0.95
+
+
+# ------------------------------------------------------------------ row chunks (CPU)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_chunked_batches_give_each_example_the_same_result(digits, name, monkeypatch):
+    """On a CPU large batches are attacked 128 rows at a time (runtime.CPU_ROW_CHUNK);
+    examples are independent, so chunk size must not change any output."""
+    from threatlab import runtime
+
+    model, x, y = digits
+    kw = dict(QUICK[name])
+    if name == "jsma":
+        kw["gamma"] = 0.05
+    run = lambda: attacks.get(name)(model, x, y, **kw, generator=gen(1))  # noqa: E731
+    monkeypatch.setattr(runtime, "CPU_ROW_CHUNK", 10 ** 9)
+    whole = run()
+    monkeypatch.setattr(runtime, "CPU_ROW_CHUNK", 7)   # 48 rows -> 7 chunks, the last of 6
+    chunked = run()
+    assert torch.equal(chunked.x_adv, whole.x_adv)
+    assert torch.equal(chunked.success, whole.success)
+    assert chunked.extra.keys() == whole.extra.keys()
+    for k in whole.extra:
+        torch.testing.assert_close(chunked.extra[k], whole.extra[k], rtol=0, atol=0, equal_nan=True)
+
+
+def test_chunked_kernel_checks_shapes_on_the_whole_batch(digits, monkeypatch):
+    from threatlab import runtime
+
+    model, x, y = digits
+    monkeypatch.setattr(runtime, "CPU_ROW_CHUNK", 7)
+    with pytest.raises(ConfigError, match=r"shape \(48,\)"):
+        attacks.get("fgsm")(model, x, y[:-1], eps=0.1)

@@ -433,3 +433,29 @@ def test_models_does_not_import_data_and_load_or_train_is_lazy(digits, tmp_path,
     assert calls == [("digits", "train", 600)]
     _, ref = _cached(digits, tmp_path / "other")
     assert info["key"] == ref["key"]
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "lenet5"])
+def test_rows_give_the_same_bits_in_any_batch(arch):
+    """runtime.CPU_ROW_CHUNK relies on it: a row's logits and input gradient do not
+    depend on the rows batched with it, so chunked attacks equal unchunked ones."""
+    import torch.nn.functional as F
+
+    from threatlab import runtime
+
+    model = models.build(arch, in_shape=(1, 28, 28), num_classes=10, seed=0).eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (300,), generator=gen)
+
+    def logits_and_grad(xb, yb):
+        xa = xb.clone().requires_grad_(True)
+        z = model(xa)
+        (g,) = torch.autograd.grad(F.cross_entropy(z, yb, reduction="sum"), xa)
+        return z.detach(), g
+
+    z_all, g_all = logits_and_grad(x, y)
+    chunk = runtime.row_chunk("cpu")
+    parts = [logits_and_grad(xb, yb) for xb, yb in zip(x.split(chunk), y.split(chunk))]
+    assert torch.equal(torch.cat([p[0] for p in parts]), z_all)
+    assert torch.equal(torch.cat([p[1] for p in parts]), g_all)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import validate
+from . import runtime, validate
 from .errors import QueryBudgetExceeded
 
 MODES = ("probs", "topk", "label", "rounded")
-# Rows per forward on CPU when max_batch is not given (see BlackBox).
-CPU_CHUNK = 128
 
 
 class BlackBox:
@@ -31,11 +29,10 @@ class BlackBox:
         budget: maximum queries per example (None: unlimited).
         total_budget: maximum queries in all (None: unlimited).
         max_batch: most rows sent through the model at once (int > 0). Default None:
-            128 rows on CPU, unlimited elsewhere. Decision-based attacks ask for
-            tens of thousands of rows in one call (HopSkipJump's gradient probes); on a
-            CPU a forward over 20,000 MNIST rows costs 2.5x more per row than in chunks
-            of 128, whose activations stay in cache (measured on the notebooks' CNN,
-            one thread: 0.29 vs 0.115 ms per row). Answers do not depend on the chunking.
+            `runtime.row_chunk` (128 rows on CPU, unlimited elsewhere). Decision-based
+            attacks ask for tens of thousands of rows in one call (HopSkipJump's
+            gradient probes); on a CPU that costs 2.5x more per row than chunks of 128
+            whose activations stay in cache. Answers do not depend on the chunking.
 
     Counts: `queries` (numpy int64, one per example id) and `total`. A query of a batch
     without `ids` is charged to ids 0..n-1; attacks that query a subset pass `ids`.
@@ -114,10 +111,13 @@ class BlackBox:
         return torch.round(p * scale) / scale
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        chunk = self.max_batch or (CPU_CHUNK if x.device.type == "cpu" else None)
-        if chunk is None or x.shape[0] <= chunk:
+        if self.max_batch is not None:
+            parts = [x[i:i + self.max_batch] for i in range(0, x.shape[0], self.max_batch)]
+        else:
+            parts = [x[rows] for rows in runtime.row_slices(x.shape[0], x.device)]
+        if len(parts) <= 1:
             return self.model(x)
-        return torch.cat([self.model(part) for part in x.split(chunk)])
+        return torch.cat([self.model(part) for part in parts])
 
     def count(self, ids: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """Queries charged so far, per id (all ids when None), as an int64 tensor."""

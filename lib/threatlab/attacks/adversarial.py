@@ -6,7 +6,9 @@ logits [n, classes] and is put in eval mode by the caller; kernels never touch i
 parameters or their `.grad`. Work is batched over the first dimension with fixed
 iteration counts: examples that are done are masked, not removed, so no Python loop
 runs over examples and nothing is read back to the host inside an iteration loop.
-`success` is always re-evaluated from `model(x_adv).argmax(1)` at the end.
+`success` is always re-evaluated from `model(x_adv).argmax(1)` at the end; FGSM, BIM
+and PGD take `evaluate=False` to skip that forward when only the adversarials are
+wanted (adversarial training; a third of FGSM's cost), and then return success=None.
 
     >>> from threatlab import attacks
     >>> res = attacks.get("pgd_linf")(model, x, y, eps=0.3, steps=40, generator=g)
@@ -23,6 +25,7 @@ from .. import validate
 from ..errors import ConfigError
 from .norms import _TINY, L2Ball, LinfBall, _per_example, flat_norm
 from . import checks
+from .chunks import in_row_chunks, row_slices
 from .registry import register
 from .result import AttackResult
 
@@ -64,8 +67,10 @@ def _input_grad(model, x_adv: torch.Tensor, labels: torch.Tensor, targeted: bool
 
 
 @torch.no_grad()
-def _success(model, x_adv, y, target, targeted) -> torch.Tensor:
-    pred = model(x_adv).argmax(1)
+def _success(model, x_adv, y, target, targeted, evaluate=True) -> torch.Tensor | None:
+    if not evaluate:
+        return None
+    pred = torch.cat([model(x_adv[rows]).argmax(1) for rows in row_slices(x_adv)])
     return pred == target if targeted else pred != y
 
 
@@ -76,20 +81,29 @@ def _step_size(step_size, eps, steps):
     return _positive("step_size", step_size)
 
 
-def _pgd(model, x, y, ball, *, steps, step_size, random_start, targeted, target, generator):
+def _pgd(model, x, y, ball, *, steps, step_size, random_start, targeted, target, generator,
+         evaluate):
     labels = target if targeted else y
-    x_adv = ball.random_init(x, generator) if random_start else x.clone()
-    for _ in range(steps):
-        grad = _input_grad(model, x_adv, labels, targeted)
-        x_adv = ball.project(ball.step(x_adv, grad, step_size), x).detach()
-    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted))
+    # The start is drawn for the whole batch, so it does not depend on the chunking.
+    start = ball.random_init(x, generator) if random_start else x.clone()
+    chunks = []
+    for rows in row_slices(x):  # one chunk off the CPU; see attacks/chunks.py
+        x0, x_adv, lab = x[rows], start[rows], labels[rows]
+        for _ in range(steps):
+            grad = _input_grad(model, x_adv, lab, targeted)
+            x_adv = ball.project(ball.step(x_adv, grad, step_size), x0).detach()
+        chunks.append(x_adv)
+    x_adv = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted, evaluate))
 
 
 # ---------------------------------------------------------------------- gradient sign
 
 
 @register("adversarial", "fgsm")
-def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None) -> AttackResult:
+@in_row_chunks
+def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None,
+         evaluate=True) -> AttackResult:
     """Fast gradient sign method: one L-inf step of size eps along sign(grad loss).
 
     Goodfellow, Shlens, Szegedy (2015), "Explaining and Harnessing Adversarial
@@ -99,6 +113,8 @@ def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None) -> At
         eps: L-inf budget in input units ([0, 1] scale), > 0. Required.
         targeted, target: if True, step down the cross-entropy of `target` ([n] Long).
         generator: unused (deterministic); accepted for the common signature.
+        evaluate: re-evaluate success from model(x_adv) (one forward), default True;
+            False returns success=None.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
 
     Example:
@@ -107,16 +123,17 @@ def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None) -> At
         >>> res.success_rate
     """
     _positive("eps", eps)
+    validate.of_type("evaluate", evaluate, bool)
     _check_batch(x, y, targeted, target, attack="fgsm")
     ball = LinfBall(eps)
     grad = _input_grad(model, x, target if targeted else y, targeted)
     x_adv = ball.project(ball.step(x, grad, eps), x).detach()
-    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted))
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted, evaluate))
 
 
 @register("adversarial", "bim")
 def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=None,
-        generator=None) -> AttackResult:
+        generator=None, evaluate=True) -> AttackResult:
     """Basic iterative method: FGSM repeated with small steps, projected to the L-inf ball.
 
     Kurakin, Goodfellow, Bengio (2016), "Adversarial Examples in the Physical World",
@@ -129,6 +146,8 @@ def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=No
         step_size: L-inf step per iteration in input units; default 2.5 * eps / steps.
         targeted, target: if True, descend the cross-entropy of `target` ([n] Long).
         generator: unused (deterministic); accepted for the common signature.
+        evaluate: re-evaluate success from model(x_adv) (one forward), default True;
+            False returns success=None.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
 
     Example:
@@ -139,9 +158,11 @@ def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=No
     _positive("eps", eps)
     _positive("steps", steps, integer=True)
     step_size = _step_size(step_size, eps, steps)
+    validate.of_type("evaluate", evaluate, bool)
     _check_batch(x, y, targeted, target, attack="bim")
     return _pgd(model, x, y, LinfBall(eps), steps=steps, step_size=step_size,
-                random_start=False, targeted=targeted, target=target, generator=generator)
+                random_start=False, targeted=targeted, target=target, generator=generator,
+                evaluate=evaluate)
 
 
 # ------------------------------------------------------------------------------- PGD
@@ -149,7 +170,7 @@ def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=No
 
 @register("adversarial", "pgd_linf")
 def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
-             targeted=False, target=None, generator=None) -> AttackResult:
+             targeted=False, target=None, generator=None, evaluate=True) -> AttackResult:
     """Projected gradient descent in the L-inf ball, from a random start.
 
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018), "Towards Deep Learning Models
@@ -163,6 +184,8 @@ def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
         random_start: start uniformly in the ball (drawn from `generator`), default True.
         targeted, target: if True, descend the cross-entropy of `target` ([n] Long).
         generator: torch.Generator for the random start (any device); None = global RNG.
+        evaluate: re-evaluate success from model(x_adv) (one forward), default True;
+            False returns success=None.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
 
     Example:
@@ -174,15 +197,16 @@ def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
     _positive("steps", steps, integer=True)
     step_size = _step_size(step_size, eps, steps)
     validate.of_type("random_start", random_start, bool)
+    validate.of_type("evaluate", evaluate, bool)
     _check_batch(x, y, targeted, target, attack="pgd_linf")
     return _pgd(model, x, y, LinfBall(eps), steps=steps, step_size=step_size,
                 random_start=random_start, targeted=targeted, target=target,
-                generator=generator)
+                generator=generator, evaluate=evaluate)
 
 
 @register("adversarial", "pgd_l2")
 def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
-           targeted=False, target=None, generator=None) -> AttackResult:
+           targeted=False, target=None, generator=None, evaluate=True) -> AttackResult:
     """Projected gradient descent in the L2 ball (normalized-gradient steps).
 
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018), "Towards Deep Learning Models
@@ -196,6 +220,8 @@ def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
         random_start: start uniformly in the ball (drawn from `generator`), default True.
         targeted, target: if True, descend the cross-entropy of `target` ([n] Long).
         generator: torch.Generator for the random start (any device); None = global RNG.
+        evaluate: re-evaluate success from model(x_adv) (one forward), default True;
+            False returns success=None.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
 
     Example:
@@ -207,16 +233,18 @@ def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
     _positive("steps", steps, integer=True)
     step_size = _step_size(step_size, eps, steps)
     validate.of_type("random_start", random_start, bool)
+    validate.of_type("evaluate", evaluate, bool)
     _check_batch(x, y, targeted, target, attack="pgd_l2")
     return _pgd(model, x, y, L2Ball(eps), steps=steps, step_size=step_size,
                 random_start=random_start, targeted=targeted, target=target,
-                generator=generator)
+                generator=generator, evaluate=evaluate)
 
 
 # ------------------------------------------------------------------- Carlini-Wagner
 
 
 @register("adversarial", "cw_l2")
+@in_row_chunks
 def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_steps=9,
           initial_const=1e-3, targeted=False, target=None, generator=None) -> AttackResult:
     """Carlini-Wagner L2: minimize ||delta||^2 + c * margin loss, c found by binary search.
@@ -320,6 +348,7 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
 
 
 @register("adversarial", "deepfool")
+@in_row_chunks
 def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targeted=False,
              target=None, generator=None) -> AttackResult:
     """DeepFool: walk to the nearest linearized class boundary, repeat until it flips.
@@ -406,6 +435,7 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
 
 
 @register("adversarial", "jsma")
+@in_row_chunks
 def jsma(model, x, y, *, theta=1.0, gamma=0.1, targeted=False, target=None,
          generator=None) -> AttackResult:
     """Jacobian-based saliency map attack: change the most salient pixel pairs (L0).
