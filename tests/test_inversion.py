@@ -106,11 +106,14 @@ def test_lira_beats_loss_at_low_fpr_on_easy_vs_hard_examples():
     phi_t = base + member.float() + 0.1 * torch.randn(n, generator=g)
     to_probs = lambda phi: torch.stack([torch.sigmoid(phi), torch.sigmoid(-phi)], -1)
 
-    x = torch.zeros(n, 1, 1, 1)  # the stand-in target below ignores its input
+    # Each candidate's input holds its id (scaled into [0, 1]); the stand-in target
+    # answers by id, so it works on any chunk of rows the oracle sends it.
+    x = (torch.arange(n, dtype=torch.float64) / n).float().reshape(n, 1, 1, 1)
 
     class ById(nn.Module):
-        def forward(self, xx):  # answers for all n candidates, in order
-            return to_probs(phi_t).log()
+        def forward(self, xx):
+            ids = torch.round(xx.reshape(-1).double() * n).long()
+            return to_probs(phi_t[ids]).log()
 
     y = torch.zeros(n, dtype=torch.long)
     lira = inversion.mi_lira(BlackBox(ById()), x, y, shadow_probs=to_probs(phi_s), shadow_in=inside)

@@ -31,9 +31,15 @@ def profile_names() -> list[str]:
     return sorted(p.stem for p in PROFILES.glob("*.yaml"))
 
 
+# Notebooks that read the family notebooks' results files: they run after them, so
+# one run from an empty output folder gives the same tables as a second run.
+READS_RESULTS = ("00_literature", "05_findings")
+
+
 def notebook_paths() -> list[Path]:
-    """Family and findings notebooks in execution order (tutorials are nbval's)."""
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    """Family, literature and findings notebooks in execution order: the families
+    (01-04) first, then 00 and 05, which read their results (tutorials are nbval's)."""
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"), key=lambda p: (p.stem in READS_RESULTS, p.name))
 
 
 def profile_path(name: str) -> Path:
