@@ -41,6 +41,8 @@ class Outcome:
     total; peers: a counting wrapper around the model), so "queries per example" =
     total_queries / n is measured the same way for every library.
     scores/members: membership-inference scores and ground truth (membership cases).
+    forward_rows: white-box attacks: rows every library's model forwarded during the
+    call (one shared counting wrapper), i.e. forward passes x examples done.
     """
 
     x_adv: torch.Tensor | None = None
@@ -48,6 +50,7 @@ class Outcome:
     total_queries: int | None = None
     scores: torch.Tensor | None = None
     members: torch.Tensor | None = None
+    forward_rows: int | None = None  # white-box: model rows forwarded during the call
 
 
 @dataclass
@@ -208,6 +211,8 @@ def evaluate_evasion(model, x, y, out: Outcome, *, threat: str, eps: float | Non
         res["median_queries"] = float(q.median())
     if out.total_queries is not None:
         res["queries_per_example"] = out.total_queries / len(x)
+    if out.forward_rows is not None:
+        res["forward_rows_per_example"] = out.forward_rows / len(x)
     return res
 
 

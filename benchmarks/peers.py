@@ -46,9 +46,13 @@ def threatlab(name: str, **kw: Any):
         except ConfigError as e:
             raise Unavailable(str(e)) from None
 
+        net = _wb_counted(ctx)
+
         def run(x, y, seed):
             gen = torch.Generator(device=x.device).manual_seed(seed)
-            return Outcome(x_adv=fn(ctx["model"], x, y, generator=gen, **kw).x_adv)
+            net.rows = 0
+            x_adv = fn(net, x, y, generator=gen, **kw).x_adv
+            return Outcome(x_adv=x_adv, forward_rows=net.rows)
         return run
     return factory
 
@@ -58,10 +62,13 @@ def threatlab(name: str, **kw: Any):
 def torchattacks(cls: str, **kw: Any):
     def factory(ctx):
         ta = _import("torchattacks")
-        atk = getattr(ta, cls)(ctx["model"], **kw)
+        net = _wb_counted(ctx)
+        atk = getattr(ta, cls)(net, **kw)
 
         def run(x, y, seed):
-            return Outcome(x_adv=atk(x, y))
+            net.rows = 0
+            x_adv = atk(x, y)
+            return Outcome(x_adv=x_adv, forward_rows=net.rows)
         return run
     return factory
 
@@ -76,7 +83,7 @@ def art_classifier(ctx):
         from art.estimators.classification import PyTorchClassifier
 
         ctx["art_classifier"] = PyTorchClassifier(
-            model=ctx["model"], loss=torch.nn.CrossEntropyLoss(), input_shape=ctx["input_shape"],
+            model=_wb_counted(ctx), loss=torch.nn.CrossEntropyLoss(), input_shape=ctx["input_shape"],
             nb_classes=ctx["num_classes"], clip_values=(0.0, 1.0),
             device_type="gpu" if ctx["device"].type == "cuda" else "cpu")
     return ctx["art_classifier"]
@@ -87,10 +94,14 @@ def art(cls: str, module: str = "art.attacks.evasion", **kw: Any):
         mod = _import(module)
         atk = getattr(mod, cls)(art_classifier(ctx), **kw)
 
+        net = _wb_counted(ctx)
+
         def run(x, y, seed):
+            net.rows = 0
             x_np = x.detach().cpu().numpy()
             adv = atk.generate(x_np, y=y.detach().cpu().numpy())
-            return Outcome(x_adv=torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(x.device))
+            return Outcome(x_adv=torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(x.device),
+                           forward_rows=net.rows)
         return run
     return factory
 
@@ -101,13 +112,15 @@ def foolbox(cls: str, *, epsilon: float | None, **kw: Any):
     """`epsilon=None` for minimal-norm attacks (their raw output is returned)."""
     def factory(ctx):
         fb = _import("foolbox")
+        net = _wb_counted(ctx)
         if "fb_model" not in ctx:
-            ctx["fb_model"] = fb.PyTorchModel(ctx["model"], bounds=(0.0, 1.0), device=ctx["device"])
+            ctx["fb_model"] = fb.PyTorchModel(net, bounds=(0.0, 1.0), device=ctx["device"])
         atk = getattr(fb.attacks, cls)(**kw)
 
         def run(x, y, seed):
+            net.rows = 0
             _, clipped, _ = atk(ctx["fb_model"], x, y, epsilons=epsilon)
-            return Outcome(x_adv=clipped)
+            return Outcome(x_adv=clipped, forward_rows=net.rows)
         return run
     return factory
 
@@ -136,6 +149,13 @@ def _counted(ctx, key: str = "counting"):
     if key not in ctx:
         ctx[key] = Counting(ctx["model"]).eval()
     return ctx[key]
+
+
+def _wb_counted(ctx):
+    """The model every white-box implementation gets (threatlab included): the same
+    counting wrapper, so `forward rows per example` shows the work each one did (early
+    stops, skipped steps) at the same per-call cost for all."""
+    return _counted(ctx, "wb_counting")
 
 
 def threatlab_blackbox(name: str, *, mode: str, **kw: Any):
@@ -239,7 +259,7 @@ def membership_context(*, n_pool: int, n_shadows: int, epochs: int, hidden: int,
         for p in target.parameters():
             p.requires_grad_(False)
         probs = ens.logits(x_pool).softmax(-1)
-        out = {k: v for k, v in ctx.items() if not k.startswith(("art", "fb", "counting"))}
+        out = {k: v for k, v in ctx.items() if not k.startswith(("art", "fb", "counting", "wb_"))}
         out.update(model=target, x=x_pool, y=y_pool, members=mask[0].to(ctx["device"]),
                    shadow_probs=probs[1:], shadow_in=mask[1:].to(ctx["device"]))
         return out

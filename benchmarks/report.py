@@ -67,7 +67,7 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
     env = run["environment"]
     L: list[str] = []
     L += ["# Benchmarks: threatlab vs torchattacks, ART, foolbox", "",
-          "Written by `python benchmarks/run.py" + (" --quick" if run["quick"] else "") + "` "
+          "Written by `" + run.get("command", "python benchmarks/run.py" + (" --quick" if run["quick"] else "")) + "` "
           f"on {env['date_utc']} UTC. Regenerate with `make bench`. Benchmarks are not tests: "
           "nothing here is asserted by `make test`.", ""]
     if run["quick"]:
@@ -93,6 +93,10 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
           "forward the whole batch. The bound is the faster of one pass over all rows and one in "
           "chunks." if run.get("row_chunk") else "none on this device: every library forwards the "
           "whole batch."),
+          "- Forward rows / example (white-box attacks): rows the model forwarded during one call, over n, "
+          "counted by one wrapper module that every library's model goes through (threatlab's too): "
+          "forward passes per example, so early stops and extra evaluations show. Black-box queries "
+          "are counted in their own table.",
           f"- Seeds: round r of the {run['repeats']} timed rounds re-seeds every random source (torch, "
           f"NumPy, random; threatlab's Generator) with {run['seed']} + r before each call, the same for "
           "every library, so attacks with a random start are compared over several draws. Every "
@@ -115,18 +119,20 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
 
     L += ["## Results", "",
           "| attack | library | robust acc | Δ pts (threatlab − peer) | median L2 | median L-inf "
-          "| valid | time s, median (min–max) | x bound | threatlab / fastest peer | robust acc per round |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "| valid | forward rows / example | time s, median (min–max) | x bound | threatlab / fastest peer "
+          "| robust acc per round |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         for lib, row in r["rows"].items():
             ratio = (f"**{row['ratio_to_fastest_peer']:.2f}** (vs {row['fastest_peer']})"
                      if "ratio_to_fastest_peer" in row else "")
             L.append(f"| {r['case']} | {lib} | {_f(row.get('robust_acc'), '.3f')} | "
                      f"{_f(row.get('delta_robust_acc_pts'), '+.1f')} | {_f(row.get('median_l2'), '.3f')} | "
-                     f"{_f(row.get('median_linf'), '.3f')} | {row.get('valid', '–')} | {_time(row['time'])} | "
+                     f"{_f(row.get('median_linf'), '.3f')} | {row.get('valid', '–')} | "
+                     f"{_f(row.get('forward_rows_per_example'), '.1f')} | {_time(row['time'])} | "
                      f"{_f(row.get('ratio_to_bound'), '.2f')} | {ratio} | {_rounds(row)} |")
         for lib, why in r["skipped"].items():
-            L.append(f"| {r['case']} | {lib} | not run: {why} | | | | | | | | |")
+            L.append(f"| {r['case']} | {lib} | not run: {why} | | | | | | | | | |")
     bb = [(r, lib, row) for r in results if r["threat"] != "membership" for lib, row in r["rows"].items()
           if "queries_per_example" in row]
     if bb:

@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     print(f"{len(x)} examples on {device}, {torch.get_num_threads()} threads, {args.repeats} repeats")
     t0 = time.perf_counter()
     results = [run_case(c, ctx, repeats=args.repeats, seed=args.seed) for c in table]
-    run = {"n": len(x), "repeats": args.repeats, "seed": args.seed, "device": str(device),
+    run = {"command": " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
+           "n": len(x), "repeats": args.repeats, "seed": args.seed, "device": str(device),
            "threads": torch.get_num_threads(), "quick": args.quick, "row_chunk": runtime.row_chunk(device), "clean_test_accuracy": clean_acc,
            "model": {"arch": "cnn", "dataset": "mnist", "n_train": 20000, **train_params,
                      "checkpoint_key": info["key"][:20]},

@@ -310,7 +310,7 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
                 x_new = (torch.tanh(w) + 1) / 2
                 logits = model(x_new)
                 l2sq = (x_new - x).reshape(n, -1).pow(2).sum(1)
-                real = logits[onehot]
+                real = logits.gather(1, labels[:, None]).squeeze(1)  # no mask indexing: no sync
                 other = logits.masked_fill(onehot, -math.inf).amax(1)
                 margin = other - real if targeted else real - other  # < 0 means success
                 hinge = torch.clamp(margin + confidence, min=0)
