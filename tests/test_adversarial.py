@@ -509,3 +509,14 @@ def test_chunked_kernel_checks_shapes_on_the_whole_batch(digits, monkeypatch):
     monkeypatch.setattr(runtime, "CPU_ROW_CHUNK", 7)
     with pytest.raises(ConfigError, match=r"shape \(48,\)"):
         attacks.get("fgsm")(model, x, y[:-1], eps=0.1)
+
+
+def test_chunked_kernel_rejects_a_bad_row_in_the_last_chunk_before_any_compute(digits, monkeypatch):
+    from threatlab import runtime
+
+    _, x, y = digits
+    monkeypatch.setattr(runtime, "CPU_ROW_CHUNK", 7)
+    x = x.clone()
+    x[-1, 0] = 1.5
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        attacks.get("cw_l2")(ExplodingModel(), x, y, steps=2)

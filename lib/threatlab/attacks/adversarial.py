@@ -6,6 +6,8 @@ logits [n, classes] and is put in eval mode by the caller; kernels never touch i
 parameters or their `.grad`. Work is batched over the first dimension with fixed
 iteration counts: examples that are done are masked, not removed, so no Python loop
 runs over examples and nothing is read back to the host inside an iteration loop.
+On a CPU a batch of more than 128 rows is attacked in even row chunks, one after the
+other (attacks/chunks.py: the same result for every example, several times faster).
 `success` is always re-evaluated from `model(x_adv).argmax(1)` at the end; FGSM, BIM
 and PGD take `evaluate=False` to skip that forward when only the adversarials are
 wanted (adversarial training; a third of FGSM's cost), and then return success=None.

@@ -45,8 +45,8 @@ def in_row_chunks(kernel: Callable[..., AttackResult]) -> Callable[..., AttackRe
     """Wrap a deterministic white-box kernel `kernel(model, x, y, **kw)` so that a batch
     larger than one chunk is attacked chunk by chunk and the results joined.
 
-    Shapes are checked on the whole batch first, so a mismatch names the caller's
-    shapes, not a chunk's. Kernels that draw random numbers must not use this (the
+    The batch (shapes, [0, 1]) is checked whole first; hyper-parameters are checked by
+    the kernel on the first chunk, before it computes anything. Kernels that draw random numbers must not use this (the
     draws would depend on the chunking); PGD draws its start for the whole batch and
     chunks its iterations itself.
     """
@@ -57,7 +57,9 @@ def in_row_chunks(kernel: Callable[..., AttackResult]) -> Callable[..., AttackRe
         slices = row_slices(x)
         if len(slices) <= 1:
             return kernel(model, x, y, **kw)
-        checks.images(x, unit_range=False)
+        # Whole-batch checks before the first chunk runs: a bad row in the last chunk
+        # must fail before any compute, and a shape error must name the caller's shapes.
+        checks.images(x)
         checks.labels("y", y, x.shape[0])
         target = kw.pop("target", None)
         if target is not None:
