@@ -69,7 +69,8 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
     L += ["# Benchmarks: threatlab vs torchattacks, ART, foolbox", "",
           "Written by `" + run.get("command", "python benchmarks/run.py" + (" --quick" if run["quick"] else "")) + "` "
           f"on {env['date_utc']} UTC. Regenerate with `make bench`. Benchmarks are not tests: "
-          "nothing here is asserted by `make test`.", ""]
+          "nothing here is asserted by `make test`. Why each kernel is as fast as it is, what was "
+          "changed after profiling, and how to read the misses: [PROFILING.md](PROFILING.md).", ""]
     if run["quick"]:
         L += ["> **Quick run** (small n, few repeats): a check that the harness works, not the "
               "numbers to quote.", ""]
@@ -110,7 +111,7 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
           "to a random point of the case's ball; L2 radius 1.5 for minimal-perturbation attacks; "
           "FGSM's one gradient is at the clean images), "
           "measured 5 times per round in the same rounds. `x bound` = time / bound. On clean MNIST "
-          "the pass is cheaper (blank backgrounds: see `clean fwd+bwd` under Targets), which no "
+          "the pass is cheaper (blank backgrounds: the last column under Targets), which no "
           "iterate after the first enjoys; both are in results.json.",
           f"- Targets (from the issue): |Δ robust acc| <= {AGREE_PTS:g} points vs each peer; threatlab / "
           f"fastest peer <= {PEER_RATIO:g} on CPU; PGD <= {PGD_BOUND:g} x bound.",
@@ -120,7 +121,7 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
     L += ["## Results", "",
           "| attack | library | robust acc | Δ pts (threatlab − peer) | median L2 | median L-inf "
           "| valid | forward rows / example | time s, median (min–max) | x bound | threatlab / fastest peer "
-          "| robust acc per round |",
+          "| robust acc (MI: AUC) per round |",
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         for lib, row in r["rows"].items():

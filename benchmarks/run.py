@@ -3,6 +3,8 @@
     python benchmarks/run.py            # the full table -> benchmarks/results.md
     python benchmarks/run.py --quick    # small n, 3 repeats: minutes, for checking
     python benchmarks/run.py --only PGD-Linf,FGSM --n 200 --repeats 5
+    python benchmarks/run.py --only Square-Linf --libs threatlab,torchattacks --repeats 10 \
+        --out benchmarks/square_seeds.md   # robust accuracy over seeds 0..9
 
 Same small MNIST CNN as notebooks/04_adversarial.ipynb (threatlab.models.cached, seed 0,
 epochs=2, batch_size=128, lr=1e-3 on the first 20,000 training images), the same
@@ -40,6 +42,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=None, help="examples attacked (default 500; --quick 50; C&W at most 50)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per library (default 5; --quick 3)")
     p.add_argument("--only", default="", help="comma-separated case names (default: all)")
+    p.add_argument("--libs", default="", help="comma-separated libraries to run (default: all; threatlab, "
+                   "torchattacks, ART, foolbox)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -80,6 +84,13 @@ def main(argv=None) -> int:
         if unknown:
             sys.exit(f"--only: unknown case(s) {unknown}; choose from {[c.name for c in table]}")
         table = [c for c in table if c.name in wanted]
+    if args.libs:
+        libs = {s.strip() for s in args.libs.split(",") if s.strip()}
+        known = {lib for c in table for lib in c.impls}
+        if libs - known:
+            sys.exit(f"--libs: unknown {sorted(libs - known)}; choose from {sorted(known)}")
+        for c in table:
+            c.impls = {lib: impl for lib, impl in c.impls.items() if lib in libs}
 
     print(f"{len(x)} examples on {device}, {torch.get_num_threads()} threads, {args.repeats} repeats")
     t0 = time.perf_counter()
