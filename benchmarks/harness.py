@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from threatlab import metrics
+from threatlab import metrics, runtime
+from threatlab.attacks.norms import L2Ball, LinfBall
 
 
 @dataclass
@@ -113,8 +114,6 @@ def fwd_bwd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     """One forward + backward pass w.r.t. the input over the batch: the unit of every
     gradient attack. `chunked`: in threatlab's row chunks (`runtime.row_slices`);
     otherwise all rows at once."""
-    from threatlab import runtime
-
     parts = [(x[s], y[s]) for s in runtime.row_slices(len(x), x.device)] if chunked else [(x, y)]
 
     def step() -> None:
@@ -131,8 +130,6 @@ def bound_batch(x: torch.Tensor, threat: str, eps: float | None, seed: int) -> t
     case's ball (L-inf or L2 of radius eps), clipped to [0, 1]. Minimal-perturbation
     attacks have no ball; they end near the L2 distances of the PGD-L2 case, so the
     L2 ball of radius MIN_L2_RADIUS stands in for theirs."""
-    from threatlab.attacks.norms import L2Ball, LinfBall
-
     gen = torch.Generator(device=x.device).manual_seed(seed)
     ball = LinfBall(eps) if threat == "linf" else L2Ball(eps if threat == "l2" else MIN_L2_RADIUS)
     return ball.random_init(x, gen)

@@ -11,6 +11,7 @@ the peer's time, as they are for its users.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -34,103 +35,12 @@ def version(module: str) -> str:
         return "not installed"
 
 
-# ------------------------------------------------------------------------ threatlab
-
-def threatlab(name: str, **kw: Any):
-    """A registered threatlab kernel with an explicit generator seeded per call."""
-    def factory(ctx):
-        from threatlab import attacks
-        from threatlab.errors import ConfigError
-        try:
-            fn = attacks.get(name)
-        except ConfigError as e:
-            raise Unavailable(str(e)) from None
-
-        net = _wb_counted(ctx)
-
-        def run(x, y, seed):
-            gen = torch.Generator(device=x.device).manual_seed(seed)
-            net.rows = 0
-            x_adv = fn(net, x, y, generator=gen, **kw).x_adv
-            return Outcome(x_adv=x_adv, forward_rows=net.rows)
-        return run
-    return factory
-
-
-# ---------------------------------------------------------------------- torchattacks
-
-def torchattacks(cls: str, **kw: Any):
-    def factory(ctx):
-        ta = _import("torchattacks")
-        net = _wb_counted(ctx)
-        atk = getattr(ta, cls)(net, **kw)
-
-        def run(x, y, seed):
-            net.rows = 0
-            x_adv = atk(x, y)
-            return Outcome(x_adv=x_adv, forward_rows=net.rows)
-        return run
-    return factory
-
-
-# ------------------------------------------------------------------------------- ART
-
-def art_classifier(ctx):
-    """One PyTorchClassifier per run: clip values (0, 1), cross-entropy, no preprocessing
-    (normalization lives inside the model, as for threatlab)."""
-    if "art_classifier" not in ctx:
-        _import("art")
-        from art.estimators.classification import PyTorchClassifier
-
-        ctx["art_classifier"] = PyTorchClassifier(
-            model=_wb_counted(ctx), loss=torch.nn.CrossEntropyLoss(), input_shape=ctx["input_shape"],
-            nb_classes=ctx["num_classes"], clip_values=(0.0, 1.0),
-            device_type="gpu" if ctx["device"].type == "cuda" else "cpu")
-    return ctx["art_classifier"]
-
-
-def art(cls: str, module: str = "art.attacks.evasion", **kw: Any):
-    def factory(ctx):
-        mod = _import(module)
-        atk = getattr(mod, cls)(art_classifier(ctx), **kw)
-
-        net = _wb_counted(ctx)
-
-        def run(x, y, seed):
-            net.rows = 0
-            x_np = x.detach().cpu().numpy()
-            adv = atk.generate(x_np, y=y.detach().cpu().numpy())
-            return Outcome(x_adv=torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(x.device),
-                           forward_rows=net.rows)
-        return run
-    return factory
-
-
-# --------------------------------------------------------------------------- foolbox
-
-def foolbox(cls: str, *, epsilon: float | None, **kw: Any):
-    """`epsilon=None` for minimal-norm attacks (their raw output is returned)."""
-    def factory(ctx):
-        fb = _import("foolbox")
-        net = _wb_counted(ctx)
-        if "fb_model" not in ctx:
-            ctx["fb_model"] = fb.PyTorchModel(net, bounds=(0.0, 1.0), device=ctx["device"])
-        atk = getattr(fb.attacks, cls)(**kw)
-
-        def run(x, y, seed):
-            net.rows = 0
-            _, clipped, _ = atk(ctx["fb_model"], x, y, epsilons=epsilon)
-            return Outcome(x_adv=clipped, forward_rows=net.rows)
-        return run
-    return factory
-
-
-# ------------------------------------------------------------- black-box query counts
+# ------------------------------------------------------------------ counting rows
 
 class Counting(torch.nn.Module):
-    """A model wrapper that counts the rows it forwards: the query count of a peer
-    that has none of its own (or counts differently), measured the same way for all.
-    Reset before each call by the adapter. Inputs are cast to float32: ART's
+    """A model wrapper that counts the rows it forwards: a black-box peer's queries (it
+    has no counter of its own, or counts differently) and every white-box library's
+    forward rows, measured the same way for all. Reset before each call by the adapter. Inputs are cast to float32: ART's
     HopSkipJump feeds float64 NumPy draws to the classifier, which a float32 model
     rejects."""
 
@@ -144,31 +54,45 @@ class Counting(torch.nn.Module):
         return self.model(x.float() if x.dtype != torch.float32 else x)
 
 
-def _counted(ctx, key: str = "counting"):
-    """One counting wrapper per case context (peers of one case share it; each run resets it)."""
-    if key not in ctx:
-        ctx[key] = Counting(ctx["model"]).eval()
-    return ctx[key]
+def _counted(ctx):
+    """The model every implementation of a case gets, threatlab's included: one counting
+    wrapper per run (each call resets it), so rows are counted the same way for all at
+    the same per-call cost."""
+    if "counting" not in ctx:
+        ctx["counting"] = Counting(ctx["model"]).eval()
+    return ctx["counting"]
 
 
-def _wb_counted(ctx):
-    """The model every white-box implementation gets (threatlab included): the same
-    counting wrapper, so `forward rows per example` shows the work each one did (early
-    stops, skipped steps) at the same per-call cost for all."""
-    return _counted(ctx, "wb_counting")
+def _rows(net: Counting, black_box: bool) -> dict[str, int]:
+    """The rows forwarded during a call: a black-box attack's queries, a white-box
+    attack's forward rows (see `Outcome`)."""
+    return {"total_queries" if black_box else "forward_rows": net.rows}
+
+
+# ------------------------------------------------------------------------ threatlab
+
+def threatlab(name: str, **kw: Any):
+    """A registered white-box threatlab kernel with an explicit generator per call."""
+    def factory(ctx):
+        fn = _threatlab_kernel(name)
+        net = _counted(ctx)
+
+        def run(x, y, seed):
+            gen = torch.Generator(device=x.device).manual_seed(seed)
+            net.rows = 0
+            x_adv = fn(net, x, y, generator=gen, **kw).x_adv
+            return Outcome(x_adv=x_adv, forward_rows=net.rows)
+        return run
+    return factory
 
 
 def threatlab_blackbox(name: str, *, mode: str, **kw: Any):
     """A threatlab black-box kernel behind a fresh `BlackBox` oracle per call; queries
     are the oracle's own per-example counter."""
     def factory(ctx):
-        from threatlab import attacks
-        from threatlab.errors import ConfigError
         from threatlab.oracle import BlackBox
-        try:
-            fn = attacks.get(name)
-        except ConfigError as e:
-            raise Unavailable(str(e)) from None
+
+        fn = _threatlab_kernel(name)
 
         def run(x, y, seed):
             gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -179,7 +103,18 @@ def threatlab_blackbox(name: str, *, mode: str, **kw: Any):
     return factory
 
 
-def torchattacks_counted(cls: str, **kw: Any):
+def _threatlab_kernel(name: str):
+    from threatlab import attacks
+    from threatlab.errors import ConfigError
+    try:
+        return attacks.get(name)
+    except ConfigError as e:
+        raise Unavailable(str(e)) from None
+
+
+# ---------------------------------------------------------------------- torchattacks
+
+def torchattacks(cls: str, *, black_box: bool = False, **kw: Any):
     def factory(ctx):
         ta = _import("torchattacks")
         net = _counted(ctx)
@@ -189,51 +124,69 @@ def torchattacks_counted(cls: str, **kw: Any):
             net.rows = 0
             if hasattr(atk, "seed"):  # torchattacks' Square seeds itself from this field
                 atk.seed = seed
-            adv = atk(x, y)
-            return Outcome(x_adv=adv, total_queries=net.rows)
+            x_adv = atk(x, y)
+            return Outcome(x_adv=x_adv, **_rows(net, black_box))
         return run
     return factory
 
 
-def art_counted(cls: str, module: str = "art.attacks.evasion", **kw: Any):
-    def factory(ctx):
-        mod = _import(module)
+# ------------------------------------------------------------------------------- ART
+
+def art_classifier(ctx):
+    """One PyTorchClassifier per run around the counting model: clip values (0, 1),
+    cross-entropy, no preprocessing (normalization lives inside the model, as for
+    threatlab)."""
+    if "art_classifier" not in ctx:
+        _import("art")
         from art.estimators.classification import PyTorchClassifier
 
+        ctx["art_classifier"] = PyTorchClassifier(
+            model=_counted(ctx), loss=torch.nn.CrossEntropyLoss(), input_shape=ctx["input_shape"],
+            nb_classes=ctx["num_classes"], clip_values=(0.0, 1.0),
+            device_type="gpu" if ctx["device"].type == "cuda" else "cpu")
+    return ctx["art_classifier"]
+
+
+def art(cls: str, module: str = "art.attacks.evasion", *, black_box: bool = False, **kw: Any):
+    def factory(ctx):
+        mod = _import(module)
+        atk = getattr(mod, cls)(art_classifier(ctx), **kw)
         net = _counted(ctx)
-        if "art_counted" not in ctx:
-            ctx["art_counted"] = PyTorchClassifier(
-                model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=ctx["input_shape"],
-                nb_classes=ctx["num_classes"], clip_values=(0.0, 1.0),
-                device_type="gpu" if ctx["device"].type == "cuda" else "cpu")
-        atk = getattr(mod, cls)(ctx["art_counted"], **kw)
 
         def run(x, y, seed):
             net.rows = 0
             adv = atk.generate(x.detach().cpu().numpy(), y=y.detach().cpu().numpy())
             return Outcome(x_adv=torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(x.device),
-                           total_queries=net.rows)
+                           **_rows(net, black_box))
         return run
     return factory
 
 
-def foolbox_counted(cls: str, *, epsilon: float | None, **kw: Any):
+# --------------------------------------------------------------------------- foolbox
+
+def foolbox(cls: str, *, epsilon: float | None, black_box: bool = False, **kw: Any):
+    """`epsilon=None` for minimal-norm attacks (their raw output is returned)."""
     def factory(ctx):
         fb = _import("foolbox")
         net = _counted(ctx)
-        if "fb_counted" not in ctx:
-            ctx["fb_counted"] = fb.PyTorchModel(net, bounds=(0.0, 1.0), device=ctx["device"])
+        if "fb_model" not in ctx:
+            ctx["fb_model"] = fb.PyTorchModel(net, bounds=(0.0, 1.0), device=ctx["device"])
         if not hasattr(fb.attacks, cls):
             raise Unavailable(f"foolbox {fb.__version__} has no {cls}")
         atk = getattr(fb.attacks, cls)(**kw)
 
         def run(x, y, seed):
             net.rows = 0
-            _, clipped, _ = atk(ctx["fb_counted"], x, y, epsilons=epsilon)
-            return Outcome(x_adv=clipped, total_queries=net.rows)
+            _, clipped, _ = atk(ctx["fb_model"], x, y, epsilons=epsilon)
+            return Outcome(x_adv=clipped, **_rows(net, black_box))
         return run
     return factory
 
+
+# Black-box peers: the same adapters, their rows reported as queries.
+torchattacks_counted = functools.partial(torchattacks, black_box=True)
+art_counted = functools.partial(art, black_box=True)
+foolbox_counted = functools.partial(foolbox, black_box=True)
 
 # ------------------------------------------------------------ membership inference
 
@@ -259,7 +212,7 @@ def membership_context(*, n_pool: int, n_shadows: int, epochs: int, hidden: int,
         for p in target.parameters():
             p.requires_grad_(False)
         probs = ens.logits(x_pool).softmax(-1)
-        out = {k: v for k, v in ctx.items() if not k.startswith(("art", "fb", "counting", "wb_"))}
+        out = {k: v for k, v in ctx.items() if not k.startswith(("art", "fb", "counting"))}
         out.update(model=target, x=x_pool, y=y_pool, members=mask[0].to(ctx["device"]),
                    shadow_probs=probs[1:], shadow_in=mask[1:].to(ctx["device"]))
         return out
