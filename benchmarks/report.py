@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from peers import version
-from threatlab.results import git_sha
+from threatlab.report.results import git_sha
 
 #: The issue's targets: agreement within 2 points, threatlab no slower than the fastest
 #: peer, PGD within 1.15x of steps x (forward + backward).

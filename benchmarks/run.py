@@ -32,7 +32,8 @@ import cases as case_table  # noqa: E402
 import report  # noqa: E402
 from harness import run_case  # noqa: E402
 
-from threatlab import data, evaluation, models, runtime  # noqa: E402
+from threatlab import data, models, runtime  # noqa: E402
+from threatlab.protocols import evasion
 from threatlab.io import atomic_write  # noqa: E402
 
 
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     for p in model.parameters():  # attacks need input gradients only
         p.requires_grad_(False)
     clean_acc = models.accuracy(model, x_test.to(device), y_test.to(device))
-    x, y = evaluation.correctly_classified(model, x_test.to(device), y_test.to(device), args.n)
+    x, y = evasion.correctly_classified(model, x_test.to(device), y_test.to(device), args.n)
     ctx = {"model": model, "x": x, "y": y, "device": device, "seed": args.seed, "row_chunk": runtime.row_chunk(device),
            "input_shape": tuple(x.shape[1:]), "num_classes": 10}
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from threatlab import attacks, evaluation
+from threatlab import attacks
+from threatlab.protocols import evasion
 from threatlab.errors import ConfigError
 from threatlab.oracle import BlackBox
 from threatlab.transforms import RandomTransform, success_under_transforms
@@ -92,7 +93,7 @@ def test_decision_based_results_are_misclassified(digits_cnn, name):
 def test_decision_based_stop_at_eps_and_trace(digits_cnn):
     model, x, y = digits_cnn
     oracle, res = run("hopskipjump", model, x, y, eps=2.5)
-    q2s = evaluation.queries_to_success(res.extra["trace"], norm="l2", eps=2.5)
+    q2s = evasion.queries_to_success(res.extra["trace"], norm="l2", eps=2.5)
     ok = torch.isfinite(q2s)
     assert ok.any()
     assert bool((q2s[ok] <= res.queries[ok].double()).all())

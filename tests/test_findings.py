@@ -1,9 +1,9 @@
 """The judges decide from numbers: each gets evidence that meets and misses its bar."""
 import pytest
 
-from threatlab import findings
+from threatlab.report import findings
 from threatlab.errors import ConfigError
-from threatlab.findings import NOT_RUN, NOT_SUPPORTED, SUPPORTED
+from threatlab.report.findings import NOT_RUN, NOT_SUPPORTED, SUPPORTED
 
 GOOD = {
     "F01": {"lr_agreement": 1.0, "lr_queries": 785, "lr_d": 784, "mlp_solver_agreement": 0.5, "mlp_substitute_agreement": 0.9},

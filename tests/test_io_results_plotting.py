@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from threatlab import io as tio
-from threatlab.plotting import save_figure, save_table
-from threatlab.results import Recorder, jsonable, load_all
+from threatlab.report.plotting import save_figure, save_table
+from threatlab.report.results import Recorder, jsonable, load_all
 
 
 def test_atomic_write_interrupted_keeps_previous(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from threatlab import findings, literature as lit
+from threatlab.report import findings, literature as lit
 from threatlab.errors import ConfigError
 
 #: Papers the issue names; each must have a row.

@@ -5,7 +5,8 @@ from pathlib import Path
 import papermill
 import pytest
 
-from threatlab import findings, results, run
+from threatlab import run
+from threatlab.report import findings, results
 
 pytestmark = pytest.mark.notebooks
 

@@ -1,5 +1,5 @@
 """Oracles for the poisoning kernels (threatlab.attacks.poisoning) and filters
-(threatlab.poison_filters): poisoned sets whose poisons are known exactly, a trigger
+(threatlab.defenses.spectral_signatures): poisoned sets whose poisons are known exactly, a trigger
 whose footprint is known pixel by pixel, synthetic representations with planted
 outliers, and feature collision checked against its own objective and bound.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from threatlab import attacks, models, poison_filters, poisoning_eval
+from threatlab import attacks, models
+from threatlab.defenses import spectral_signatures as spectral
+from threatlab.protocols import poisoning as poisoning_protocol
 from threatlab.attacks import poisoning as P
 from threatlab.errors import ConfigError
 
@@ -132,11 +134,11 @@ def test_feature_collision_lowers_distance_within_bound():
 def test_finetune_transfer_freezes_features():
     model = models.build("mlp", in_shape=(1, 8, 8), num_classes=3, seed=0, hidden=(16,)).eval()
     x, y = torch.rand(32, 1, 8, 8, generator=gen()), torch.arange(32) % 3
-    m = poisoning_eval.finetune(model, x, y, regime="transfer", epochs=1, lr=1e-2)
+    m = poisoning_protocol.finetune(model, x, y, regime="transfer", epochs=1, lr=1e-2)
     for a, b in zip(model.features.parameters(), m.features.parameters()):
         assert torch.equal(a, b)
     assert not torch.equal(model.head.weight, m.head.weight)
-    e = poisoning_eval.finetune(model, x, y, regime="end2end", epochs=1, lr=1e-2)
+    e = poisoning_protocol.finetune(model, x, y, regime="end2end", epochs=1, lr=1e-2)
     assert not torch.equal(model.features[2].weight, e.features[2].weight)
 
 
@@ -155,15 +157,15 @@ def test_spectral_signatures_flag_planted_outliers():
     feats[poison] += 12.0 * direction
     is_poison = torch.zeros(n, dtype=torch.bool)
     is_poison[poison] = True
-    res = poison_filters.spectral_signatures(feats, labels, remove_fraction=1.5 * 20 / 100)
-    recall, precision = poison_filters.detection_scores(res.flagged, is_poison)
+    res = spectral.spectral_signatures(feats, labels, remove_fraction=1.5 * 20 / 100)
+    recall, precision = spectral.detection_scores(res.flagged, is_poison)
     assert recall == 1.0
     assert res.removed_per_class.tolist() == [30, 30, 30, 30]
     assert precision == pytest.approx(20 / 120)
     # Within the poisoned class the poisons hold the 20 highest scores.
     s1 = res.scores[labels == 1]
     assert set(s1.topk(20).indices.tolist()) == set(range(20))
-    none = poison_filters.spectral_signatures(feats, labels, remove_fraction=0.0)
+    none = spectral.spectral_signatures(feats, labels, remove_fraction=0.0)
     assert not bool(none.flagged.any())
 
 
@@ -190,7 +192,7 @@ def test_spectral_signatures_flag_planted_outliers():
                                       target=x, eps=0.0), "eps=0.0"),
     (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0), x, y,
                                       target=x[:3], eps=0.1), "target"),
-    (lambda x, y: poison_filters.spectral_signatures(torch.zeros(200, 4), y, remove_fraction=1.2),
+    (lambda x, y: spectral.spectral_signatures(torch.zeros(200, 4), y, remove_fraction=1.2),
      "remove_fraction=1.2"),
 ])
 def test_bad_parameters_raise_before_compute(data, call, needle, monkeypatch):

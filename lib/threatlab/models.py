@@ -27,7 +27,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -313,9 +313,14 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+#: The batch hook of `train`: (model, xb, yb, global step, generator) -> inputs to learn on.
+Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, batch_size: int = 128,
           lr: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9,
-          seed: int = 0, progress: bool = True, desc: str | None = None) -> dict[str, Any]:
+          seed: int = 0, progress: bool = True, desc: str | None = None,
+          perturb: "Perturb | None" = None) -> dict[str, Any]:
     """Train `model` in place with cross-entropy on (x, y); return the history.
 
     Args:
@@ -332,12 +337,20 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
             or ``seed_everything`` beforehand.)
         progress: show a tqdm bar over batches (off as well when THREATLAB_NO_PROGRESS=1).
         desc: label of the bar (default "train <ClassName>").
+        perturb: optional hook ``perturb(model, xb, yb, step, generator) -> xb'`` that
+            replaces each batch before the forward pass (adversarial training). It runs
+            with the model in eval mode (no batch-statistics drift while attacking) and
+            receives the global batch index and this call's shuffling generator, so one
+            seed fixes both the batch order and the hook's random draws.
 
     Returns ``{"loss": [mean loss per epoch], "train_acc": [accuracy during each epoch],
     "seconds": wall time, "epochs", "batch_size"}``. The model is left in eval mode.
     """
     _check_train_params(epochs, batch_size, lr, weight_decay, optimizer, momentum, seed)
     _check_xy(x, y)
+    if perturb is not None and not callable(perturb):
+        raise ConfigError(f"perturb={perturb!r} is not allowed; expected None or a callable "
+                          "(model, xb, yb, step, generator) -> xb")
     device = _device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
@@ -362,6 +375,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
                 idx = perm[i * batch_size:(i + 1) * batch_size]
                 xb = x[idx].to(device, non_blocking=True)
                 yb = y[idx].to(device, dtype=torch.long, non_blocking=True)
+                if perturb is not None:
+                    model.eval()
+                    xb = perturb(model, xb, yb, epoch * steps + i, gen)
+                    model.train()
                 logits = model(xb)
                 loss = F.cross_entropy(logits, yb)
                 opt.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ examples still running are sent, and finished examples are never charged.
 
 `extra["trace"]` records, after every iteration, the per-example state of the attack's
 current point: "queries" [T, n] int64 (oracle counts), "adversarial" [T, n] bool,
-"l2" / "linf" [T, n] distances to x. `threatlab.evaluation.queries_to_success` turns it
+"l2" / "linf" [T, n] distances to x. `threatlab.protocols.evasion.queries_to_success` turns it
 into queries-to-success at a chosen distortion.
 
     >>> bb = BlackBox(model, mode="probs")

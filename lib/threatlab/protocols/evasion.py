@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import attacks, metrics
-from .runtime import progress_disabled
+from .. import attacks, metrics
+from ..runtime import progress_disabled
 
 
 def _sync(device: torch.device) -> None:
@@ -95,7 +95,7 @@ def queries_to_success(trace: dict[str, torch.Tensor], *, norm: str = "l2",
     matched-distortion measure: every attack is scored by when it reached the same ball.
     """
     if norm not in ("l2", "linf"):
-        from .errors import ConfigError
+        from ..errors import ConfigError
         raise ConfigError(f"norm={norm!r} is not allowed; choose one of ['l2', 'linf']")
     hit = trace["adversarial"] & (trace[norm] <= eps * (1 + 1e-6))
     first = hit.float().argmax(0)

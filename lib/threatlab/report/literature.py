@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from . import findings
-from .errors import ConfigError
+from ..errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: Where the CSV files live in a checkout.
 LITERATURE_DIR = REPO / "data" / "literature"
 FAMILIES = ("extraction", "inversion", "poisoning", "adversarial")

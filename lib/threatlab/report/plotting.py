@@ -13,7 +13,7 @@ from pathlib import Path
 # and without a display matplotlib already falls back to Agg.
 import matplotlib.pyplot as plt
 
-from .io import atomic_write
+from ..io import atomic_write
 
 STYLE = {
     "figure.dpi": 100,

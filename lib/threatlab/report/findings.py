@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not run"
 
@@ -90,7 +90,7 @@ def _f04(e):
 
 
 def _f05(e):
-    from .metrics import spearman
+    from ..metrics import spearman
 
     gap, auc = e["gap"], e["auc"]
     if len(gap) < 5:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from . import models, validate
-from .errors import ConfigError
-from .runtime import progress_disabled
+from .. import models, validate
+from ..errors import ConfigError
+from ..runtime import progress_disabled
 
 __all__ = ["REGIMES", "collision_trials", "finetune", "per_class_accuracy"]
 

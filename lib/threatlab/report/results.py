@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import atomic_write
+from ..io import atomic_write
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: Floats are stored with this many decimals: enough for every judge, and it keeps
 #: files readable.
 DECIMALS = 6

@@ -1,7 +1,4 @@
-"""Poisoning defenses: filter suspicious training examples before (re)training.
-
-Kept in its own module (not ``defenses.py``) so the poisoning filters and the other
-families' defenses can be developed side by side; ``defenses.py`` may re-export them.
+"""Spectral signatures, a poisoning defense: filter suspicious training examples.
 
 `spectral_signatures` (Tran, Li, Madry 2018) scores every training example by its
 squared projection, within its labelled class, on the top singular vector of the
@@ -20,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import validate
-from .errors import ConfigError
+from .. import validate
+from ..errors import ConfigError
 
 __all__ = ["FilterResult", "detection_scores", "representations", "spectral_signatures"]
 

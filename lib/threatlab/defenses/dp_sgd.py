@@ -1,4 +1,4 @@
-"""Defenses. This part: DP-SGD training with a Rényi-DP accountant.
+"""DP-SGD training with a Rényi-DP accountant, a defense against membership inference.
 
 DP-SGD (Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang 2016, "Deep Learning
 with Differential Privacy", arXiv 1607.00133): every step samples a lot by Poisson
@@ -15,8 +15,8 @@ binomial expansion of their Section 3.3), composed over steps, and converted to
 - the same accounting Opacus' and TF-Privacy's RDP accountants do, restricted to
 integer orders (so epsilon is at most slightly larger than theirs: conservative).
 
-    >>> from threatlab import defenses
-    >>> hist = defenses.dp_sgd_train(model, x, y, epochs=10, lot_size=256, lr=0.1,
+    >>> from threatlab.defenses import dp_sgd
+    >>> hist = dp_sgd.dp_sgd_train(model, x, y, epochs=10, lot_size=256, lr=0.1,
     ...                              clip=1.0, noise_multiplier=1.1, delta=1e-5, seed=0)
     >>> hist["epsilon"]
 """
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import gradients, validate
-from .errors import ConfigError
-from .runtime import progress_disabled
+from .. import gradients, validate
+from ..errors import ConfigError
+from ..runtime import progress_disabled
 
 __all__ = ["ORDERS", "rdp_sampled_gaussian", "dp_epsilon", "dp_sgd_train"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from threatlab import attacks, models, robust_training
+from threatlab import attacks, models
+from threatlab.defenses import adversarial_training, quantization
 from threatlab.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ def test_adversarial_training_raises_robust_accuracy(data):
     std = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
     models.train(std, x, y, epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False)
     rob = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
-    hist = robust_training.adversarial_train(rob, x, y, eps=eps, steps=5, epochs=15, batch_size=64,
+    hist = adversarial_training.adversarial_train(rob, x, y, eps=eps, steps=5, epochs=15, batch_size=64,
                                              lr=3e-3, seed=0, progress=False)
     assert len(hist["loss"]) == 15
     r_std, r_rob = robust_acc(std, xt, yt, eps), robust_acc(rob, xt, yt, eps)
@@ -44,7 +45,7 @@ def test_quantization_masks_gradients_and_bpda_breaks_it(data):
     x, y, xt, yt = data
     base = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
     models.train(base, x, y, epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False)
-    q = robust_training.InputQuantization(base, levels=4).eval()
+    q = quantization.InputQuantization(base, levels=4).eval()
     xq = xt.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(q(xq).sum(), xq)
     assert float(g.abs().sum()) == 0.0  # the masked gradient
@@ -64,7 +65,38 @@ def test_quantization_masks_gradients_and_bpda_breaks_it(data):
 def test_bad_training_parameters(kwargs, message):
     m = models.build("mlp", in_shape=(1, 8, 8), seed=0)
     with pytest.raises(ConfigError) as err:
-        robust_training.adversarial_train(m, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), **kwargs)
+        adversarial_training.adversarial_train(m, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), **kwargs)
     assert message in str(err.value)
     with pytest.raises(ConfigError, match="levels=1"):
-        robust_training.InputQuantization(m, levels=1)
+        quantization.InputQuantization(m, levels=1)
+
+
+def test_defenses_registry_mirrors_attacks():
+    from threatlab import defenses
+    assert defenses.names() == ["adversarial_training", "dp_sgd", "input_quantization", "spectral_signatures"]
+    assert defenses.get("adversarial_training") is adversarial_training.adversarial_train
+    assert defenses.names("poisoning") == ["spectral_signatures"]
+    with pytest.raises(ConfigError, match="defense='nope'.*choose one of"):
+        defenses.get("nope")
+
+
+def test_train_hook_identity_is_plain_training(data):
+    """models.train with a perturb hook that returns the batch trains bit-identically."""
+    x, y = data[0], data[1]
+    a = models.build("mlp", in_shape=(1, 8, 8), hidden=(16,), seed=0)
+    b = models.build("mlp", in_shape=(1, 8, 8), hidden=(16,), seed=0)
+    seen = []
+
+    def same(model, xb, yb, step, gen):
+        seen.append((step, model.training))
+        return xb
+
+    models.train(a, x, y, epochs=2, batch_size=256, seed=3, progress=False)
+    models.train(b, x, y, epochs=2, batch_size=256, seed=3, progress=False, perturb=same)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    steps = (x.shape[0] + 255) // 256
+    assert [s for s, _ in seen] == list(range(2 * steps))   # global batch index
+    assert not any(training for _, training in seen)         # hook runs in eval mode
+    with pytest.raises(ConfigError, match="perturb="):
+        models.train(a, x, y, perturb=3)
