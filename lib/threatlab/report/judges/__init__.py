@@ -1,0 +1,1 @@
+"""One module of judges per attack family; `report.findings` collects them in order."""
