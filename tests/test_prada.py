@@ -17,7 +17,7 @@ from threatlab import models
 from threatlab.attacks import extraction as ex
 from threatlab.errors import ConfigError
 from threatlab.oracle import BlackBox
-from threatlab.prada import prada, shapiro_w
+from threatlab.defenses.prada import prada, shapiro_w
 
 
 def gen(seed=0):
@@ -148,6 +148,12 @@ def test_flags_a_jacobian_augmentation_stream_and_passes_natural_digits(digits):
 def test_bad_parameters_are_named(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         prada(torch.rand(5, 3), torch.zeros(5, dtype=torch.long), **kwargs)
+
+
+def test_registered_as_a_defense():
+    from threatlab import defenses
+
+    assert defenses.get("prada") is prada and "prada" in defenses.names()
 
 
 def test_bad_streams_are_refused():

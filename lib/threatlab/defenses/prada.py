@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from . import validate
-from .errors import ConfigError
+from .. import validate
+from ..errors import ConfigError
 
 
 @dataclass
