@@ -6,10 +6,14 @@ from threatlab.errors import ConfigError
 from threatlab.report.findings import NOT_RUN, NOT_SUPPORTED, SUPPORTED
 
 GOOD = {
-    "F01": {"lr_agreement": 1.0, "lr_queries": 785, "lr_d": 784, "mlp_solver_agreement": 0.5, "mlp_substitute_agreement": 0.9},
-    "F02": {"budgets": [100, 1000], "agreement": {"probs": [0.5, 0.9], "rounded": [0.4, 0.85], "label": [0.3, 0.8]}},
-    "F03": {"target": 0.8, "queries_to_target": {"noise": None, "jacobian": 800, "knockoff": 400}},
-    "F04": {"transfer_success": [0.2, 0.6], "noise_success": 0.05},
+    "F01": {"lr_agreement": 1.0, "lr_queries": 785, "lr_d": 784, "n_eval": 2000, "mlp_solver_agreement": 0.5,
+            "mlp_substitute_agreement": 0.9, "mlp_queries": 785, "mlp_substitute_queries": 785},
+    "F02": {"budgets": [100, 200, 400, 800], "levels": [0.8, 0.85],
+            "agreement": {"probs": [0.8, 0.85, 0.9, 0.92], "rounded": [0.75, 0.8, 0.88, 0.9], "label": [0.6, 0.7, 0.8, 0.85]}},
+    "F03": {"budgets": [100, 200, 400, 800], "level": 0.8,
+            "agreement": {"noise": [0.1] * 4, "pool": [0.6, 0.7, 0.8, 0.85], "jacobian": [0.8, 0.85, 0.9, 0.9],
+                          "knockoff": [0.5, 0.6, 0.7, 0.8], "active": [0.7, 0.75, 0.85, 0.9]}},
+    "F04": {"transfer_success": [0.2, 0.6], "noise_success": 0.05, "n_examples": 500, "eps": 0.3, "noise_linf_max": 0.3},
     "F05": {"gap": [0.0, 0.1, 0.2, 0.3, 0.4], "auc": [0.5, 0.55, 0.6, 0.7, 0.8]},
     "F06": {"auc": {"loss": 0.60, "shadow": 0.61, "lira": 0.65}, "tpr_at_0.1%": {"loss": 0.002, "shadow": 0.003, "lira": 0.02}},
     "F07": {"accuracy": {"confidences/shallow": 0.9, "label/shallow": 0.3, "confidences/deep": 0.5}},
@@ -29,9 +33,10 @@ GOOD = {
 
 BAD = {  # one number pushed across each bar
     "F01": {**GOOD["F01"], "lr_queries": 2000},
-    "F02": {**GOOD["F02"], "agreement": {"probs": [0.5, 0.7], "label": [0.3, 0.8]}},
-    "F03": {"target": 0.8, "queries_to_target": {"noise": 1000, "jacobian": 800}},
-    "F04": {"transfer_success": [0.2, 0.25], "noise_success": 0.05},
+    "F02": {**GOOD["F02"], "agreement": {"probs": [0.6, 0.7, 0.8, 0.85], "label": [0.6, 0.7, 0.8, 0.85]}},
+    "F03": {**GOOD["F03"], "agreement": {**GOOD["F03"]["agreement"], "jacobian": [0.6, 0.7, 0.8, 0.85],
+                                         "active": [0.6, 0.7, 0.8, 0.85]}},
+    "F04": {**GOOD["F04"], "transfer_success": [0.2, 0.25]},
     "F05": {"gap": [0.0, 0.1, 0.2, 0.3, 0.4], "auc": [0.8, 0.7, 0.6, 0.55, 0.5]},
     "F06": {**GOOD["F06"], "auc": {"loss": 0.6, "shadow": 0.7}},
     "F07": {"accuracy": {"confidences/shallow": 0.7, "label/shallow": 0.3}},

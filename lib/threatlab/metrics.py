@@ -85,3 +85,46 @@ def balanced_accuracy(scores, labels) -> float:
     (membership inference's threshold-optimal accuracy on a balanced set)."""
     fpr, tpr = roc_curve(scores, labels)
     return float(((tpr + 1.0 - fpr) / 2).max())
+
+
+def queries_to_reach(queries, values, level: float, *, not_reached_factor: float = 2.0) -> tuple[float, bool]:
+    """Queries an attack needs to reach `level` on a curve measured at a few budgets.
+
+    `values[i]` (e.g. a substitute's agreement with the victim) was measured after
+    `queries[i]` queries (positive, strictly increasing). The answer is read where the
+    curve first reaches `level`, interpolated linearly in log(queries) between the last
+    budget below the level and the first at or above it (budgets are spaced
+    geometrically, so a straight line in log-queries is the natural reading between two
+    of them). Reached at the first budget: that budget (the curve says nothing about
+    fewer queries, so this is an upper bound). Never reached: the largest budget times
+    `not_reached_factor` (register v2's stand-in for "more than we tried", a finite
+    number so that ratios and margins stay finite), with reached = False.
+
+    Returns (queries as a float, reached).
+
+        >>> queries_to_reach([100, 200, 400], [0.6, 0.7, 0.9], 0.8)   # between 200 and 400
+        (282.84..., True)
+    """
+    from .errors import ConfigError
+
+    q = np.asarray(queries, dtype=np.float64).ravel()
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if q.size == 0 or q.shape != v.shape:
+        raise ConfigError(f"queries ({q.size}) and values ({v.size}) must be non-empty and of equal length")
+    if not (np.isfinite(q).all() and np.isfinite(v).all()):
+        raise ConfigError("queries and values must be finite numbers (no NaN or inf)")
+    if (q <= 0).any() or (np.diff(q) <= 0).any():
+        raise ConfigError(f"queries={q.tolist()} must be positive and strictly increasing")
+    if not math.isfinite(level):
+        raise ConfigError(f"level={level!r} must be a finite number")
+    if not (math.isfinite(not_reached_factor) and not_reached_factor >= 1):
+        raise ConfigError(f"not_reached_factor={not_reached_factor!r} must be a finite number >= 1")
+    hit = np.nonzero(v >= level)[0]
+    if hit.size == 0:
+        return float(q[-1] * not_reached_factor), False
+    i = int(hit[0])
+    if i == 0 or v[i] == level:            # at a measured budget: no interpolation
+        return float(q[i]), True
+    # v[i - 1] < level <= v[i]: interpolate log(queries) in the value.
+    t = (level - v[i - 1]) / (v[i] - v[i - 1])
+    return float(math.exp(math.log(q[i - 1]) + t * (math.log(q[i]) - math.log(q[i - 1])))), True

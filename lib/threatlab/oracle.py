@@ -33,6 +33,9 @@ class BlackBox:
             attacks ask for tens of thousands of rows in one call (HopSkipJump's
             gradient probes); on a CPU that costs 2.5x more per row than chunks of 128
             whose activations stay in cache. Answers do not depend on the chunking.
+        keep_log: also keep every query (input rows, on the CPU) and the victim's top-1
+            label on it, in arrival order, for a defender's stream monitor such as
+            PRADA (`query_log`). Default False: nothing is stored.
 
     Counts: `queries` (numpy int64, one per example id) and `total`. A query of a batch
     without `ids` is charged to ids 0..n-1; attacks that query a subset pass `ids`.
@@ -44,7 +47,7 @@ class BlackBox:
 
     def __init__(self, model: torch.nn.Module, *, mode: str = "probs", k: int = 1,
                  decimals: int = 2, budget: int | None = None, total_budget: int | None = None,
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, keep_log: bool = False):
         validate.choice("mode", mode, MODES)
         validate.positive("k", k, integer=True)
         validate.non_negative("decimals", decimals, integer=True)
@@ -61,13 +64,16 @@ class BlackBox:
         self.budget = budget
         self.total_budget = total_budget
         self.max_batch = max_batch
+        self.keep_log = validate.of_type("keep_log", keep_log, bool)
         self.queries = np.zeros(0, dtype=np.int64)
         self.total = 0
+        self._log: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def reset(self) -> None:
-        """Forget all counts."""
+        """Forget all counts (and the query log)."""
         self.queries = np.zeros(0, dtype=np.int64)
         self.total = 0
+        self._log = []
 
     def _charge(self, n: int, ids: torch.Tensor | np.ndarray | None) -> None:
         # Counts live on the host: the batch size is known without a device sync, and
@@ -99,6 +105,8 @@ class BlackBox:
         """Answer one query per row of `x` in this oracle's output mode."""
         self._charge(x.shape[0], ids)
         logits = self._forward(x)
+        if self.keep_log:
+            self._log.append((x.detach().cpu(), logits.argmax(1).cpu()))
         if self.mode == "label":
             return logits.argmax(1)
         p = torch.softmax(logits, 1)
@@ -118,6 +126,15 @@ class BlackBox:
         if len(parts) <= 1:
             return self.model(x)
         return torch.cat([self.model(part) for part in parts])
+
+    def query_log(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every query answered so far, in arrival order: (inputs [N, ...] on the CPU,
+        the victim's top-1 labels Long [N]). Needs keep_log=True (ValueError otherwise)."""
+        if not self.keep_log:
+            raise ValueError("this BlackBox was made with keep_log=False: it keeps no query log")
+        if not self._log:
+            return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        return torch.cat([x for x, _ in self._log]), torch.cat([y for _, y in self._log])
 
     def count(self, ids: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """Queries charged so far, per id (all ids when None), as an int64 tensor."""

@@ -7,10 +7,14 @@ Two routes, both through `oracle.BlackBox`, so every query is counted by the ora
   exactly from confidence scores: its centred log-probabilities are affine in x, so
   d + 1 random queries give a square linear system.
 * Substitute training (Papernot et al. 2017; Orekondy et al. 2019): label a query set
-  with the victim and fit a copy. Four registered query strategies differ only in which
-  inputs they ask about: `noise` (uniform), `jacobian` (Jacobian-based dataset
-  augmentation), `knockoff` (natural images from another distribution, random order)
-  and `active` (margin-based selection from an unlabeled pool).
+  with the victim and fit a copy. Five registered query strategies differ only in which
+  inputs they ask about: `noise` (uniform), `pool` (the attacker's own unlabelled
+  in-distribution images in random order: the honest baseline), `jacobian`
+  (Jacobian-based dataset augmentation), `knockoff` (natural images from another
+  distribution, random order) and `active` (margin-based selection from an unlabelled
+  pool). Every strategy and output mode fits its substitutes with the same routine,
+  `fit_substitute`: epochs over the query set with early stopping on a held-out slice
+  of the queries, so training effort grows with the budget.
 
 Every kernel takes the victim as a `BlackBox` in place of a model, plus the attacker's
 own data `x`; agreement ("fidelity") is always measured against the victim's labels on
@@ -39,7 +43,7 @@ from ..oracle import BlackBox
 from .registry import register
 
 #: Query strategies of the substitute route (each one is a registered kernel).
-STRATEGIES = ("noise", "jacobian", "knockoff", "active")
+STRATEGIES = ("noise", "pool", "jacobian", "knockoff", "active")
 #: Oracle output modes a substitute can learn from.
 OUTPUT_MODES = ("probs", "topk", "rounded", "label")
 
@@ -78,6 +82,7 @@ class ExtractionCurve:
                 (None per entry when no evaluation set was given).
     substitutes: the fitted substitute at each budget (eval mode).
     x_query:    every input asked, in order (the first budgets[i] rows were used at i).
+    epochs:     epochs each fit ran before early stopping (or the cap) ended it.
     """
 
     budgets: list[int]
@@ -85,6 +90,7 @@ class ExtractionCurve:
     agreement: list[float | None]
     substitutes: list[nn.Module] = field(repr=False)
     x_query: torch.Tensor = field(repr=False)
+    epochs: list[int] = field(default_factory=list)
 
     def queries_to(self, target: float) -> int | None:
         """Fewest budget at which agreement reached `target`; None if it never did."""
@@ -93,14 +99,44 @@ class ExtractionCurve:
                 return q
         return None
 
+    def queries_to_level(self, level: float, *, not_reached_factor: float = 2.0) -> tuple[float, bool]:
+        """Queries to reach agreement `level`, interpolated on a log scale between budgets
+        (`metrics.queries_to_reach`); (largest budget x 2, False) when never reached."""
+        if any(a is None for a in self.agreement):
+            raise ConfigError("queries_to_level needs agreement at every budget: give eval_x and eval_labels")
+        return metrics.queries_to_reach(self.queries, self.agreement, level,
+                                        not_reached_factor=not_reached_factor)
+
 
 @dataclass
 class SubstituteResult:
-    """A substitute fitted on one query set: model, its training targets, queries used."""
+    """A substitute fitted on one query set: model, its training targets, queries used,
+    and the epochs its fit ran (`FitReport.epochs`)."""
 
     model: nn.Module
     targets: torch.Tensor
     queries: int
+    epochs: int = 0
+
+
+@dataclass
+class FitReport:
+    """How `fit_substitute` went.
+
+    model:      the fitted model (eval mode), holding the weights of `best_epoch`.
+    epochs:     epochs run (early stopping or `max_epochs` ended the loop).
+    best_epoch: the epoch (1-based) with the lowest held-out loss, whose weights were kept
+                (the last epoch when nothing was held out).
+    val_loss:   that held-out loss (None when nothing was held out).
+    n_train, n_val: query rows trained on and held out.
+    """
+
+    model: nn.Module
+    epochs: int
+    best_epoch: int
+    val_loss: float | None
+    n_train: int
+    n_val: int
 
 
 # ------------------------------------------------------------------------------ checks
@@ -136,11 +172,14 @@ def check_budgets(budgets: Any, name: str = "budgets") -> list[int]:
     return [int(b) for b in budgets]
 
 
-def _check_fit(arch, arch_params, steps, batch_size, lr):
+def _check_fit(arch, arch_params, max_epochs, patience, val_fraction, min_steps, batch_size, lr):
     validate.choice("arch", arch, sorted(models.ARCHITECTURES))
     if arch_params is not None and not isinstance(arch_params, dict):
         raise ConfigError(f"arch_params={arch_params!r} must be a dict or None")
-    validate.positive("steps", steps, integer=True)
+    validate.positive("max_epochs", max_epochs, integer=True)
+    validate.positive("patience", patience, integer=True)
+    validate.number("val_fraction", val_fraction, low=0, high=1, high_open=True)
+    validate.non_negative("min_steps", min_steps, integer=True)
     validate.positive("batch_size", batch_size, integer=True)
     validate.positive("lr", lr)
 
@@ -156,9 +195,28 @@ def _check_eval(eval_x, eval_labels):
                               "holding the victim's labels on eval_x (see victim_labels)")
 
 
+# Seeded draws: made on the generator's device, then moved to the data's, so a CPU or a
+# CUDA generator gives the same numbers for one seed. (The three lines below are this
+# module's only seeded draws; they move to threatlab.runtime when it gains such helpers.)
+def _gen_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _randperm(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    return torch.randperm(n, generator=generator, device=_gen_device(generator)).to(device)
+
+
+def _uniform(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
+    return torch.rand(*shape, generator=generator, device=_gen_device(generator)).to(device, dtype)
+
+
+def _randint(high: int, shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    return torch.randint(0, high, tuple(shape), generator=generator, device=_gen_device(generator)).to(device)
+
+
 def _seed_from(generator: torch.Generator | None) -> int:
     # One draw before any loop: the substitute's initialisation seed.
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    return int(_randint(2**31 - 1, (1,), generator, "cpu"))
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -217,31 +275,79 @@ def answers_to_targets(answers: torch.Tensor) -> torch.Tensor:
     return torch.where(s > 0, a / s.clamp_min(1e-12), uniform)
 
 
-def fit_substitute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, steps: int = 500,
-                   batch_size: int = 64, lr: float = 1e-3,
-                   generator: torch.Generator | None = None) -> nn.Module:
-    """Train `model` in place on (x, targets) with Adam for a fixed number of steps.
+def fit_substitute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, max_epochs: int = 100,
+                   patience: int = 10, val_fraction: float = 0.2, min_steps: int = 300, batch_size: int = 64,
+                   lr: float = 1e-3, generator: torch.Generator | None = None) -> FitReport:
+    """Train `model` in place on (x, targets): epochs over the query set with Adam and
+    early stopping on a held-out slice of the queries.
 
-    A fixed step count (not epochs) keeps small query sets from being under-trained and
-    makes the cost of a fit independent of the budget. Soft targets (float [n, k]) use
-    cross-entropy against the distribution; hard targets (Long [n]) the usual one.
-    Mini-batch indices are drawn once from `generator` before the loop.
+    The attacker has no labelled data of the victim's task beyond its own queries, so the
+    only honest stopping signal is a slice of those queries: `val_fraction` of the rows
+    (at least one when n >= 2) are held out at random, the rest are trained on in epochs
+    of shuffled mini-batches, and after each epoch the held-out loss (the same
+    cross-entropy as in training) is measured; training stops after `patience` epochs
+    without a new lowest loss, or after `max_epochs`, and the weights of the best epoch
+    are kept. A floor of `min_steps` optimiser steps comes first (as many epochs as it
+    takes; early stopping and the choice of the best epoch start after it): an epoch over
+    20 queries is one step, and ten such steps decide nothing. Effort therefore grows
+    with the query set (an epoch over 6,400 queries is 64 times the steps of one over
+    100) instead of being one fixed step count for every budget, which under-trains
+    large sets. Soft targets (float [n, k]: scores) use
+    cross-entropy against the distribution; hard targets (Long [n]: labels) the usual
+    one. This one routine fits every substitute of every output mode and strategy.
+
+    Args:
+        model: the substitute (trained in place).
+        x: query inputs [n, ...]; targets: `answers_to_targets` of the victim's answers.
+        max_epochs: cap on epochs (int > 0). patience: epochs without improvement of the
+            held-out loss before stopping (int > 0).
+        val_fraction: fraction of the queries held out for early stopping, in [0, 1);
+            0 trains on every query for exactly `max_epochs` (or the floor's epochs).
+        min_steps: optimiser steps before early stopping may act (int >= 0); the epoch
+            cap is max(max_epochs, epochs the floor needs).
+        batch_size: mini-batch rows; lr: Adam learning rate.
+        generator: draws the hold-out split and each epoch's shuffling.
+    Returns a `FitReport` (model in eval mode). One host sync per epoch (the held-out
+    loss decides whether to stop); none inside an epoch.
     """
-    _check_fit("mlp", None, steps, batch_size, lr)
+    _check_fit("mlp", None, max_epochs, patience, val_fraction, min_steps, batch_size, lr)
     dev = next(model.parameters()).device
     n = x.shape[0]
-    bs = min(batch_size, n)
-    idx = torch.randint(0, n, (steps, bs), generator=generator).to(dev)
+    n_val = min(max(1, int(val_fraction * n)), n - 1) if val_fraction > 0 and n >= 2 else 0
+    split = _randperm(n, generator, dev)
+    val_rows, train_rows = split[:n_val], split[n_val:]
     x, targets = x.to(dev), targets.to(dev)
+    x_tr, t_tr, x_val, t_val = x[train_rows], targets[train_rows], x[val_rows], targets[val_rows]
+    n_tr = x_tr.shape[0]
+    per_epoch = -(-n_tr // batch_size)
+    warmup = -(-min_steps // per_epoch)               # epochs the step floor needs
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for i in range(steps):
-        b = idx[i]
-        loss = F.cross_entropy(model(x[b]), targets[b])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return model.eval()
+    best_loss, best_epoch, best_state, stale, epoch = math.inf, 0, None, 0, 0
+    for epoch in range(1, max(max_epochs, warmup) + 1):
+        model.train()
+        order = _randperm(n_tr, generator, dev)
+        for i in range(0, n_tr, batch_size):
+            b = order[i:i + batch_size]
+            loss = F.cross_entropy(model(x_tr[b]), t_tr[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if not n_val or epoch < warmup:
+            best_epoch = epoch
+            continue
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(F.cross_entropy(model(x_val), t_val))
+        if val_loss < best_loss:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitReport(model.eval(), epoch, best_epoch, best_loss if n_val else None, n_tr, n_val)
 
 
 def _new_substitute(arch, arch_params, x, num_classes, seed) -> nn.Module:
@@ -341,7 +447,7 @@ def equation_solving(oracle: BlackBox, *, in_shape: Sequence[int], n_queries: in
     dev = torch.device(device) if device is not None else torch.device("cpu")
 
     before = oracle.total
-    xq = torch.rand(n, d, generator=generator)
+    xq = _uniform((n, d), generator, "cpu")
     answers = _Ids(oracle)(xq.view(n, *in_shape).to(dev))
     p = answers.detach().to("cpu", torch.float64)
     logp = p.clamp_min(torch.finfo(answers.dtype).tiny).log()
@@ -359,7 +465,8 @@ def equation_solving(oracle: BlackBox, *, in_shape: Sequence[int], n_queries: in
 
 @register("extraction", "substitute")
 def train_substitute(oracle: BlackBox, x: torch.Tensor, *, arch: str = "mlp",
-                     arch_params: dict | None = None, num_classes: int | None = None, steps: int = 500,
+                     arch_params: dict | None = None, num_classes: int | None = None, max_epochs: int = 100,
+                     patience: int = 10, val_fraction: float = 0.2, min_steps: int = 300,
                      batch_size: int = 64, lr: float = 1e-3,
                      generator: torch.Generator | None = None) -> SubstituteResult:
     """Label the query set x with the victim and fit a fresh substitute on the answers.
@@ -375,9 +482,12 @@ def train_substitute(oracle: BlackBox, x: torch.Tensor, *, arch: str = "mlp",
         x: query inputs [n, ...] in [0, 1] (the attacker's own data).
         arch, arch_params: substitute architecture for `models.build` (default an MLP).
         num_classes: number of classes (default read off the victim's last linear layer).
-        steps, batch_size, lr: Adam steps (fixed, whatever n is), mini-batch size, rate.
-        generator: draws the substitute's initialisation seed and its mini-batches.
-    Shapes: x [n, ...] -> model, targets [n] or [n, k], queries = n.
+        max_epochs, patience, val_fraction, min_steps, batch_size, lr: how
+            `fit_substitute` trains
+            (epochs over x with early stopping on a held-out slice of the queries).
+        generator: draws the substitute's initialisation seed, the hold-out split and
+            the mini-batches.
+    Shapes: x [n, ...] -> model, targets [n] or [n, k], queries = n, epochs run.
 
     Example:
         >>> res = train_substitute(BlackBox(victim, mode="label"), x_pool[:1000], generator=g)
@@ -386,21 +496,23 @@ def train_substitute(oracle: BlackBox, x: torch.Tensor, *, arch: str = "mlp",
     """
     _check_oracle(oracle, attack="substitute")
     _check_x("x", x)
-    _check_fit(arch, arch_params, steps, batch_size, lr)
+    _check_fit(arch, arch_params, max_epochs, patience, val_fraction, min_steps, batch_size, lr)
     k = num_classes if num_classes is not None else _num_classes(oracle, x)
     before = oracle.total
     targets = answers_to_targets(_Ids(oracle)(x))
     model = _new_substitute(arch, arch_params, x, k, _seed_from(generator))
-    fit_substitute(model, x, targets, steps=steps, batch_size=batch_size, lr=lr, generator=generator)
-    return SubstituteResult(model, targets, oracle.total - before)
+    fit = fit_substitute(model, x, targets, max_epochs=max_epochs, patience=patience,
+                         val_fraction=val_fraction, min_steps=min_steps, batch_size=batch_size, lr=lr,
+                         generator=generator)
+    return SubstituteResult(model, targets, oracle.total - before, fit.epochs)
 
 
-def _curve_setup(oracle, x, budgets, arch, arch_params, steps, batch_size, lr, eval_x, eval_labels,
+def _curve_setup(oracle, x, budgets, arch, arch_params, fit, batch_size, lr, eval_x, eval_labels,
                  *, attack, pool_rows: bool):
     _check_oracle(oracle, attack=attack)
     _check_x("x", x)
     budgets = check_budgets(budgets)
-    _check_fit(arch, arch_params, steps, batch_size, lr)
+    _check_fit(arch, arch_params, *fit, batch_size, lr)
     _check_eval(eval_x, eval_labels)
     if pool_rows and x.shape[0] < budgets[-1]:
         raise ConfigError(f"x has {x.shape[0]} rows but budgets go up to {budgets[-1]}: {attack} "
@@ -414,32 +526,38 @@ def _evaluate(model, eval_x, eval_labels):
     return fidelity(model, eval_x, eval_labels)["agreement"]
 
 
-def _nested_curve(oracle, xq, budgets, *, arch, arch_params, num_classes, steps, batch_size, lr,
+def _nested_curve(oracle, xq, budgets, *, arch, arch_params, num_classes, max_epochs, patience,
+                  val_fraction, min_steps, batch_size, lr,
                   eval_x, eval_labels, generator) -> ExtractionCurve:
     """Query rows of xq in order; at each budget fit a fresh substitute on the prefix."""
     ask = _Ids(oracle)
     before = oracle.total
     k = num_classes if num_classes is not None else _num_classes(oracle, xq)
     init = _seed_from(generator)
-    targets, queries, agreement, subs = [], [], [], []
+    targets, queries, agreement, subs, epochs = [], [], [], [], []
     done = 0
     for b in budgets:
         targets.append(answers_to_targets(ask(xq[done:b])))
         done = b
         model = _new_substitute(arch, arch_params, xq, k, init)
-        fit_substitute(model, xq[:b], torch.cat(targets), steps=steps, batch_size=batch_size, lr=lr,
-                       generator=generator)
+        fit = fit_substitute(model, xq[:b], torch.cat(targets), max_epochs=max_epochs, patience=patience,
+                             val_fraction=val_fraction, min_steps=min_steps, batch_size=batch_size, lr=lr,
+                             generator=generator)
         queries.append(oracle.total - before)
         agreement.append(_evaluate(model, eval_x, eval_labels))
         subs.append(model)
-    return ExtractionCurve(list(budgets), queries, agreement, subs, xq[:budgets[-1]])
+        epochs.append(fit.epochs)
+    return ExtractionCurve(list(budgets), queries, agreement, subs, xq[:budgets[-1]], epochs)
 
 
 _COMMON_ARGS = """
         budgets: increasing query-set sizes (positive ints); a substitute is fitted at each.
         arch, arch_params: substitute architecture for `models.build` (default an MLP).
         num_classes: default read off the victim's last linear layer.
-        steps, batch_size, lr: Adam steps per fit (fixed), mini-batch size, learning rate.
+        max_epochs, patience, val_fraction, min_steps: `fit_substitute`'s epoch cap,
+            early-stopping patience, held-out fraction of the queries and step floor (the
+            same for every fit, whatever the strategy or output mode).
+        batch_size, lr: mini-batch rows and Adam learning rate.
         eval_x, eval_labels: evaluation inputs and the victim's labels on them (from
             `victim_labels` with a separate oracle); agreement per budget is None without.
         generator: torch.Generator for every random draw (queries, initialisation, batches).
@@ -448,8 +566,9 @@ _COMMON_ARGS = """
 
 @register("extraction", "noise")
 def noise_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], arch: str = "mlp",
-                  arch_params: dict | None = None, num_classes: int | None = None, steps: int = 500,
-                  batch_size: int = 64, lr: float = 1e-3, eval_x: torch.Tensor | None = None,
+                  arch_params: dict | None = None, num_classes: int | None = None, max_epochs: int = 100,
+                  patience: int = 10, val_fraction: float = 0.2, min_steps: int = 300, batch_size: int = 64,
+                  lr: float = 1e-3, eval_x: torch.Tensor | None = None,
                   eval_labels: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> ExtractionCurve:
     """Substitute training on uniform-noise queries: the no-knowledge baseline.
@@ -467,17 +586,19 @@ def noise_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], 
         ...                   eval_x=x_test, eval_labels=vy, generator=g)
         >>> c.agreement, c.queries_to(0.8)
     """
-    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, steps, batch_size, lr, eval_x,
-                           eval_labels, attack="noise", pool_rows=False)
-    xq = torch.rand(budgets[-1], *x.shape[1:], generator=generator).to(x.device, x.dtype)
+    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, (max_epochs, patience, val_fraction,
+                                                      min_steps), batch_size, lr, eval_x, eval_labels, attack="noise", pool_rows=False)
+    xq = _uniform((budgets[-1], *x.shape[1:]), generator, x.device, x.dtype)
     return _nested_curve(oracle, xq, budgets, arch=arch, arch_params=arch_params, num_classes=num_classes,
-                         steps=steps, batch_size=batch_size, lr=lr, eval_x=eval_x, eval_labels=eval_labels,
+                         max_epochs=max_epochs, patience=patience, val_fraction=val_fraction, min_steps=min_steps,
+                         batch_size=batch_size, lr=lr, eval_x=eval_x, eval_labels=eval_labels,
                          generator=generator)
 
 
 @register("extraction", "knockoff")
 def knockoff_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], arch: str = "mlp",
-                     arch_params: dict | None = None, num_classes: int | None = None, steps: int = 500,
+                     arch_params: dict | None = None, num_classes: int | None = None, max_epochs: int = 100,
+                     patience: int = 10, val_fraction: float = 0.2, min_steps: int = 300,
                      batch_size: int = 64, lr: float = 1e-3, eval_x: torch.Tensor | None = None,
                      eval_labels: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> ExtractionCurve:
@@ -497,12 +618,52 @@ def knockoff_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int
         ...                      eval_x=x_test, eval_labels=vy, generator=g)
         >>> c.queries_to(0.8)
     """
-    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, steps, batch_size, lr, eval_x,
-                           eval_labels, attack="knockoff", pool_rows=True)
-    order = torch.randperm(x.shape[0], generator=generator)[:budgets[-1]].to(x.device)
-    return _nested_curve(oracle, x[order], budgets, arch=arch, arch_params=arch_params,
-                         num_classes=num_classes, steps=steps, batch_size=batch_size, lr=lr,
-                         eval_x=eval_x, eval_labels=eval_labels, generator=generator)
+    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, (max_epochs, patience, val_fraction,
+                                                      min_steps), batch_size, lr, eval_x, eval_labels, attack="knockoff", pool_rows=True)
+    return _random_order_curve(oracle, x, budgets, arch=arch, arch_params=arch_params,
+                               num_classes=num_classes, max_epochs=max_epochs, patience=patience,
+                               val_fraction=val_fraction, min_steps=min_steps, batch_size=batch_size, lr=lr, eval_x=eval_x,
+                               eval_labels=eval_labels, generator=generator)
+
+
+def _random_order_curve(oracle, x, budgets, *, generator, **kw) -> ExtractionCurve:
+    """Ask distinct rows of x in one random order; nested prefixes, one fit per budget."""
+    order = _randperm(x.shape[0], generator, x.device)[:budgets[-1]]
+    return _nested_curve(oracle, x[order], budgets, generator=generator, **kw)
+
+
+@register("extraction", "pool")
+def pool_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], arch: str = "mlp",
+                 arch_params: dict | None = None, num_classes: int | None = None, max_epochs: int = 100,
+                 patience: int = 10, val_fraction: float = 0.2, min_steps: int = 300, batch_size: int = 64,
+                 lr: float = 1e-3,
+                 eval_x: torch.Tensor | None = None, eval_labels: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> ExtractionCurve:
+    """Random pool queries: the attacker's own unlabelled in-distribution images, asked in
+    random order. The honest baseline of every query strategy.
+
+    Papernot et al. (2017), arXiv 1602.02697, and Orekondy et al. (2019), arXiv
+    1812.02766, both compare their query choices with plain random sampling of the
+    attacker's data; here that data comes from the victim's own task (e.g. MNIST images
+    the victim never trained on), so it is the strongest uninformed baseline: anything
+    that "chooses" queries must beat it, not uniform noise, which never learns.
+    Threat model: black-box; the attacker holds unlabelled images of the task.
+
+    Args:
+        oracle: the victim as a `BlackBox` (any mode).
+        x: the attacker's unlabelled pool [m, ...] in [0, 1], m >= budgets[-1].""" + _COMMON_ARGS + """
+
+    Example:
+        >>> c = pool_queries(BlackBox(victim), x_pool, budgets=[100, 200, 400],
+        ...                  eval_x=x_test, eval_labels=vy, generator=g)
+        >>> c.queries_to_level(0.8)
+    """
+    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, (max_epochs, patience, val_fraction,
+                                                      min_steps), batch_size, lr, eval_x, eval_labels, attack="pool", pool_rows=True)
+    return _random_order_curve(oracle, x, budgets, arch=arch, arch_params=arch_params,
+                               num_classes=num_classes, max_epochs=max_epochs, patience=patience,
+                               val_fraction=val_fraction, min_steps=min_steps, batch_size=batch_size, lr=lr, eval_x=eval_x,
+                               eval_labels=eval_labels, generator=generator)
 
 
 def jacobian_augment(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, lam: float) -> torch.Tensor:
@@ -522,7 +683,8 @@ def jacobian_augment(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, la
 @register("extraction", "jacobian")
 def jacobian_augmentation(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], lam: float = 0.1,
                           arch: str = "mlp", arch_params: dict | None = None, num_classes: int | None = None,
-                          steps: int = 500, batch_size: int = 64, lr: float = 1e-3,
+                          max_epochs: int = 100, patience: int = 10, val_fraction: float = 0.2, min_steps: int = 300,
+                          batch_size: int = 64, lr: float = 1e-3,
                           eval_x: torch.Tensor | None = None, eval_labels: torch.Tensor | None = None,
                           generator: torch.Generator | None = None) -> ExtractionCurve:
     """Jacobian-based dataset augmentation: grow a small seed set towards the boundary.
@@ -546,8 +708,8 @@ def jacobian_augmentation(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequenc
         ...                           eval_x=x_test, eval_labels=vy, generator=g)
         >>> c.queries          # [150, 300, 600]
     """
-    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, steps, batch_size, lr, eval_x,
-                           eval_labels, attack="jacobian", pool_rows=False)
+    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, (max_epochs, patience, val_fraction,
+                                                      min_steps), batch_size, lr, eval_x, eval_labels, attack="jacobian", pool_rows=False)
     validate.number("lam", lam, low=0, low_open=True, high=1)
     if x.shape[0] < budgets[0]:
         raise ConfigError(f"x has {x.shape[0]} rows but the seed set is budgets[0]={budgets[0]}")
@@ -561,26 +723,28 @@ def jacobian_augmentation(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequenc
     init = _seed_from(generator)
     s = x[:budgets[0]]
     answers = ask(s)
-    queries, agreement, subs = [], [], []
+    queries, agreement, subs, epochs = [], [], [], []
     for r, b in enumerate(budgets):
         model = _new_substitute(arch, arch_params, s, k, init)
-        fit_substitute(model, s, answers_to_targets(answers), steps=steps, batch_size=batch_size, lr=lr,
-                       generator=generator)
+        fit = fit_substitute(model, s, answers_to_targets(answers), max_epochs=max_epochs, patience=patience,
+                             val_fraction=val_fraction, min_steps=min_steps, batch_size=batch_size, lr=lr,
+                             generator=generator)
         queries.append(oracle.total - before)
         agreement.append(_evaluate(model, eval_x, eval_labels))
         subs.append(model)
+        epochs.append(fit.epochs)
         if r + 1 == len(budgets):
             break
         grow = budgets[r + 1] - b
         # Fewer than |S| new points: augment a random subset (Papernot et al.'s
         # reservoir variant keeps the per-round cost bounded the same way).
-        pick = torch.randperm(b, generator=generator)[:grow].sort().values.to(s.device) if grow < b \
+        pick = _randperm(b, generator, s.device)[:grow].sort().values if grow < b \
             else torch.arange(b, device=s.device)
         lab = answers[pick] if answers.dtype == torch.long else answers[pick].argmax(1)
         new = jacobian_augment(model, s[pick], lab, lam)
         s = torch.cat([s, new])
         answers = torch.cat([answers, ask(new)])
-    return ExtractionCurve(list(budgets), queries, agreement, subs, s)
+    return ExtractionCurve(list(budgets), queries, agreement, subs, s, epochs)
 
 
 def margin(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -595,7 +759,8 @@ def margin(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.T
 
 @register("extraction", "active")
 def active_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], arch: str = "mlp",
-                   arch_params: dict | None = None, num_classes: int | None = None, steps: int = 500,
+                   arch_params: dict | None = None, num_classes: int | None = None, max_epochs: int = 100,
+                   patience: int = 10, val_fraction: float = 0.2, min_steps: int = 300,
                    batch_size: int = 64, lr: float = 1e-3, eval_x: torch.Tensor | None = None,
                    eval_labels: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> ExtractionCurve:
@@ -618,24 +783,27 @@ def active_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int],
         ...                    eval_x=x_test, eval_labels=vy, generator=g)
         >>> c.queries_to(0.8)
     """
-    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, steps, batch_size, lr, eval_x,
-                           eval_labels, attack="active", pool_rows=True)
+    budgets = _curve_setup(oracle, x, budgets, arch, arch_params, (max_epochs, patience, val_fraction,
+                                                      min_steps), batch_size, lr, eval_x, eval_labels, attack="active", pool_rows=True)
     ask = _Ids(oracle)
     before = oracle.total
     k = num_classes if num_classes is not None else _num_classes(oracle, x)
     init = _seed_from(generator)
     m = x.shape[0]
-    chosen = torch.randperm(m, generator=generator)[:budgets[0]].to(x.device)
+    chosen = _randperm(m, generator, x.device)[:budgets[0]]
     asked = torch.zeros(m, dtype=torch.bool, device=x.device)
     asked[chosen] = True
     answers = answers_to_targets(ask(x[chosen]))
-    queries, agreement, subs = [], [], []
+    queries, agreement, subs, epochs = [], [], [], []
     for r, b in enumerate(budgets):
         model = _new_substitute(arch, arch_params, x, k, init)
-        fit_substitute(model, x[chosen], answers, steps=steps, batch_size=batch_size, lr=lr, generator=generator)
+        fit = fit_substitute(model, x[chosen], answers, max_epochs=max_epochs, patience=patience,
+                             val_fraction=val_fraction, min_steps=min_steps, batch_size=batch_size, lr=lr,
+                             generator=generator)
         queries.append(oracle.total - before)
         agreement.append(_evaluate(model, eval_x, eval_labels))
         subs.append(model)
+        epochs.append(fit.epochs)
         if r + 1 == len(budgets):
             break
         score = margin(model, x).masked_fill(asked, math.inf)
@@ -643,14 +811,14 @@ def active_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int],
         asked[new] = True
         chosen = torch.cat([chosen, new])
         answers = torch.cat([answers, answers_to_targets(ask(x[new]))])
-    return ExtractionCurve(list(budgets), queries, agreement, subs, x[chosen])
+    return ExtractionCurve(list(budgets), queries, agreement, subs, x[chosen], epochs)
 
 
 def run_strategy(strategy: str, oracle: BlackBox, x: torch.Tensor, **kwargs: Any) -> ExtractionCurve:
     """Run the query strategy named `strategy` (one of STRATEGIES); ConfigError otherwise."""
     validate.choice("strategy", strategy, STRATEGIES)
-    return {"noise": noise_queries, "jacobian": jacobian_augmentation, "knockoff": knockoff_queries,
-            "active": active_queries}[strategy](oracle, x, **kwargs)
+    return {"noise": noise_queries, "pool": pool_queries, "jacobian": jacobian_augmentation,
+            "knockoff": knockoff_queries, "active": active_queries}[strategy](oracle, x, **kwargs)
 
 
 def make_oracle(model: nn.Module, mode: str, *, decimals: int = 2) -> BlackBox:
@@ -669,11 +837,14 @@ class TransferResult:
     x_adv:   the adversarial inputs [n, ...].
     success: bool [n], the victim's answer differs from y (judged through the oracle).
     queries: oracle-counted queries of the replay (one per example).
+    linf:    float64 [n], the L-inf norm of each perturbation actually applied
+             (x_adv - x, after clipping to [0, 1]), so equal norms are shown, not assumed.
     """
 
     x_adv: torch.Tensor
     success: torch.Tensor
     queries: int
+    linf: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
 
     @property
     def success_rate(self) -> float:
@@ -709,20 +880,37 @@ def transfer_attack(substitute: nn.Module, oracle: BlackBox, x: torch.Tensor, y:
     res = kernel(substitute, x, y, eps=eps, generator=generator, **(attack_params or {}))
     before = oracle.total
     vy = victim_labels(oracle, res.x_adv)
-    return TransferResult(res.x_adv, vy != y, oracle.total - before)
+    return TransferResult(res.x_adv, vy != y, oracle.total - before, metrics.lp_norms(res.x_adv - x)["linf"])
 
 
+@register("extraction", "sign_noise")
 def sign_noise_attack(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.3,
                       generator: torch.Generator | None = None) -> TransferResult:
-    """Baseline of equal norm: x + eps * (random ±1 per pixel), clipped to [0, 1].
+    """F04's trivial baseline: random sign noise of the transfer attack's L-inf norm.
 
-    The L-inf norm is eps, as for an L-inf attack of budget eps, and every pixel moves as
-    far as PGD's sign steps allow, so the L2 norm is at least PGD's.
+    x_adv = clip(x + eps * s, 0, 1) with s uniformly random in {-1, +1} per pixel, asked
+    once of the victim. Its L-inf norm is eps (as for an L-inf attack of budget eps;
+    `TransferResult.linf` records the norm after clipping), and every unclipped pixel
+    moves the full eps, so its L2 norm is at least that of any attack within the same
+    L-inf ball that leaves some pixels unchanged. Papernot et al. (2017), arXiv
+    1602.02697, measure transferability against the victim's clean error in the same
+    way. Threat model: black-box, no substitute.
+
+    Args:
+        oracle: the victim (any mode). x, y: inputs [n, ...] in [0, 1] and the victim's
+            labels on them (Long [n]). eps: L-inf norm in input units (> 0).
+        generator: draws the signs.
+    Returns a `TransferResult` (success[i] = the victim's label on x_adv[i] != y[i]).
+
+    Example:
+        >>> base = sign_noise_attack(BlackBox(victim, mode="label"), x, vy, eps=0.3, generator=g)
+        >>> base.success_rate, float(base.linf.max())      # the second is 0.3
     """
     _check_oracle(oracle, attack="sign_noise_attack")
+    _check_x("x", x)
     validate.positive("eps", eps)
-    sign = torch.randint(0, 2, x.shape, generator=generator).to(x.device, x.dtype) * 2 - 1
+    sign = _randint(2, x.shape, generator, x.device).to(x.dtype) * 2 - 1
     x_adv = (x + eps * sign).clamp(0, 1)
     before = oracle.total
     vy = victim_labels(oracle, x_adv)
-    return TransferResult(x_adv, vy != y, oracle.total - before)
+    return TransferResult(x_adv, vy != y, oracle.total - before, metrics.lp_norms(x_adv - x)["linf"])

@@ -1,0 +1,264 @@
+"""Measuring model extraction (notebook 01, register v2 F01-F04) and PRADA against it.
+
+The kernels in `threatlab.attacks.extraction` steal a victim through a counting
+`BlackBox`; this module lays out the attacker's data, runs the curves each finding
+needs, reads queries at matched agreement and runs the PRADA detector on every query
+stream, so notebook 01 stays a short sequence of calls.
+
+Data layout for a victim trained on data set D (mnist | fashion_mnist):
+
+* victims: the first `n_train` training images of D;
+* the attacker's unlabelled in-distribution pool: the last `n_pool` training images;
+* Knockoff's natural out-of-distribution pool: `n_pool` training images of the other
+  data set (Fashion-MNIST for an MNIST victim and vice versa);
+* agreement: the first `n_eval` test images of D (labels from a separate oracle);
+* PRADA benign clients: calibration streams from the unused middle of D's training
+  split, evaluation streams from D's test images after the first `n_eval`.
+
+    >>> task = attacker_data("mnist", n_train=10000, n_pool=10000, n_eval=2000,
+    ...                      stream_length=3200, calibration_clients=4, benign_clients=2)
+    >>> q = matched_queries(curves, levels=F02_LEVELS)
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import data, models, validate
+from ..attacks import extraction as ex
+from ..defenses.prada import PradaResult, prada
+from ..errors import ConfigError
+from ..oracle import BlackBox
+
+__all__ = ["DATASETS", "F02_LEVELS", "F02_MODES", "F03_BASELINE", "F03_INFORMED", "F03_LEVEL",
+           "AttackerData", "attacker_data", "benign_stream", "calibrate_delta", "equation_solving_evidence",
+           "matched_queries", "mode_curves", "other_dataset", "prada_rows", "strategy_curves",
+           "transfer_evidence", "train_victims"]
+
+#: Data sets a victim may be trained on; Knockoff asks the other one.
+DATASETS = ("mnist", "fashion_mnist")
+#: Register v2, F02: agreement levels at which queries(label) / queries(probs) is read.
+F02_LEVELS = (0.80, 0.85)
+#: Output modes of F02's curves.
+F02_MODES = ("probs", "rounded", "label")
+#: Register v2, F03: the agreement level, the honest baseline and the informed strategies.
+F03_LEVEL = 0.80
+F03_BASELINE = "pool"
+F03_INFORMED = ("jacobian", "knockoff", "active")
+
+
+def other_dataset(name: str) -> str:
+    """The natural out-of-distribution set for a victim trained on `name`."""
+    validate.choice("dataset", name, DATASETS)
+    return DATASETS[1 - DATASETS.index(name)]
+
+
+@dataclass
+class AttackerData:
+    """Who holds what (see the module docstring). Tensors on the requested device, except
+    the PRADA streams, which stay on the CPU (the detector runs there)."""
+
+    dataset: str
+    ood_dataset: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    pool: torch.Tensor
+    x_ood: torch.Tensor
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
+    calibration_streams: list[torch.Tensor]
+    benign_streams: list[torch.Tensor]
+
+
+def attacker_data(dataset: str, *, n_train: int, n_pool: int, n_eval: int, stream_length: int,
+                  calibration_clients: int, benign_clients: int,
+                  device: torch.device | str = "cpu") -> AttackerData:
+    """Load the victim's data set and the other one and cut them as the module says.
+
+    Disjointness is checked, not assumed: ConfigError (naming the parameter) when the
+    victim's rows, the pool and the calibration streams do not fit in the training split,
+    or the evaluation rows and benign streams in the test split.
+    """
+    ood = other_dataset(dataset)
+    for name, v in (("n_train", n_train), ("n_pool", n_pool), ("n_eval", n_eval),
+                    ("stream_length", stream_length), ("calibration_clients", calibration_clients),
+                    ("benign_clients", benign_clients)):
+        validate.positive(name, v, integer=True)
+    x_all, y_all = data.load(dataset, "train")
+    x_test, y_test = data.load(dataset, "test")
+    n_cal = calibration_clients * stream_length
+    if n_train + n_cal + n_pool > x_all.shape[0]:
+        raise ConfigError(f"n_train={n_train} + calibration_clients x stream_length={n_cal} + n_pool={n_pool} "
+                          f"exceeds the {x_all.shape[0]} {dataset} training images; they must be disjoint")
+    if n_eval + benign_clients * stream_length > x_test.shape[0]:
+        raise ConfigError(f"n_eval={n_eval} + benign_clients x stream_length={benign_clients * stream_length} "
+                          f"exceeds the {x_test.shape[0]} {dataset} test images; they must be disjoint")
+    x_ood = data.load(ood, "train", n=n_pool)[0]
+    if x_ood.shape[0] < n_pool:
+        raise ConfigError(f"n_pool={n_pool} exceeds the {x_ood.shape[0]} {ood} images Knockoff can ask")
+    cal = [x_all[n_train + i * stream_length:n_train + (i + 1) * stream_length] for i in range(calibration_clients)]
+    ben = [x_test[n_eval + i * stream_length:n_eval + (i + 1) * stream_length] for i in range(benign_clients)]
+    dev = torch.device(device)
+    return AttackerData(dataset, ood, x_all[:n_train], y_all[:n_train], x_all[-n_pool:].to(dev), x_ood.to(dev),
+                        x_test[:n_eval].to(dev), y_test[:n_eval].to(dev), cal, ben)
+
+
+def train_victims(task: AttackerData, *, victim_arch: str, victim_epochs: int, linear_epochs: int,
+                  mlp_hidden: int, seed: int, device: torch.device | str = "cpu",
+                  progress: bool = True) -> tuple[dict[str, torch.nn.Module], dict[str, dict[str, Any]]]:
+    """The three victims on task.x_train (from the checkpoint cache when possible): a
+    multinomial logistic regression "lr" and a one-hidden-layer MLP "mlp" (F01), and
+    `victim_arch` "victim" (F02-F04). Returns (models in eval mode, cache infos)."""
+    specs = {"lr": ("mlp", {"hidden": []}, linear_epochs),
+             "mlp": ("mlp", {"hidden": [mlp_hidden]}, linear_epochs),
+             "victim": (victim_arch, {}, victim_epochs)}
+    out, infos = {}, {}
+    for name, (arch, ap, ep) in specs.items():
+        m, info = models.cached(arch, task.dataset, task.x_train, task.y_train,
+                                train_params=dict(epochs=ep, batch_size=128, lr=1e-3), seed=seed,
+                                arch_params=ap, device=device, progress=progress)
+        out[name], infos[name] = m.eval(), info
+    return out, infos
+
+
+def equation_solving_evidence(lr_victim, mlp_victim, pool: torch.Tensor, x_eval: torch.Tensor,
+                              eval_labels: Mapping[str, torch.Tensor], *, sub_kw: Mapping[str, Any],
+                              seeds: Sequence[int], device: torch.device | str = "cpu") -> dict[str, Any]:
+    """F01's numbers. Equation solving (d + 1 uniform queries) against the LR victim
+    (agreement, queries, largest parameter error after centring) and the MLP victim, and a
+    substitute trained on as many random pool images of the MLP victim's.
+
+    seeds: four generator seeds (LR solve, MLP solve, pool order, substitute)."""
+    in_shape = tuple(pool.shape[1:])
+    d = int(np.prod(in_shape))
+    g = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    lr_oracle = BlackBox(lr_victim, mode="probs")
+    lr_res = ex.equation_solving(lr_oracle, in_shape=in_shape, device=device, generator=g[0])
+    w_true, b_true = ex.center(*ex.linear_parameters(lr_victim, in_shape))
+    lr_err = float(torch.maximum((lr_res.weight - w_true).abs().max(), (lr_res.bias - b_true).abs().max()))
+    mlp_oracle = BlackBox(mlp_victim, mode="probs")
+    mlp_res = ex.equation_solving(mlp_oracle, in_shape=in_shape, device=device, generator=g[1])
+    sub_oracle = BlackBox(mlp_victim, mode="probs")
+    order = ex._randperm(pool.shape[0], g[2], pool.device)[:mlp_res.queries]
+    sub = ex.train_substitute(sub_oracle, pool[order], generator=g[3], **sub_kw)
+    return {"lr_agreement": ex.fidelity(lr_res.model, x_eval, eval_labels["lr"])["agreement"],
+            "lr_queries": lr_oracle.total, "lr_d": d, "lr_max_param_error": lr_err,
+            "lr_max_abs_weight": float(w_true.abs().max()),
+            "mlp_solver_agreement": ex.fidelity(mlp_res.model, x_eval, eval_labels["mlp"])["agreement"],
+            "mlp_substitute_agreement": ex.fidelity(sub.model, x_eval, eval_labels["mlp"])["agreement"],
+            "mlp_queries": mlp_oracle.total, "mlp_substitute_queries": sub_oracle.total}
+
+
+def mode_curves(victim, pool: torch.Tensor, budgets: Sequence[int], *, eval_x: torch.Tensor,
+                eval_labels: torch.Tensor, decimals: int, seed: int, sub_kw: Mapping[str, Any],
+                modes: Sequence[str] = F02_MODES, log_modes: Sequence[str] = ("probs",)
+                ) -> tuple[dict[str, ex.ExtractionCurve], dict[str, BlackBox]]:
+    """F02: random pool queries against the victim answering in each output mode.
+
+    A fresh generator with the same `seed` per mode gives every mode the same query
+    order, hold-out splits' draws and initialisation, so the modes differ only in what
+    the answers say. Oracles of `log_modes` keep their query log (PRADA reads it).
+    Returns (curves, oracles) by mode."""
+    curves, oracles = {}, {}
+    for mode in modes:
+        validate.choice("mode", mode, ex.OUTPUT_MODES)
+        oracle = BlackBox(victim, mode=mode, decimals=decimals, keep_log=mode in log_modes)
+        curves[mode] = ex.pool_queries(oracle, pool, budgets=budgets, eval_x=eval_x, eval_labels=eval_labels,
+                                       generator=torch.Generator().manual_seed(int(seed)), **sub_kw)
+        oracles[mode] = oracle
+    return curves, oracles
+
+
+def strategy_curves(victim, inputs: Mapping[str, torch.Tensor], budgets: Sequence[int], *,
+                    eval_x: torch.Tensor, eval_labels: torch.Tensor, seeds: Mapping[str, int],
+                    sub_kw: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | None = None
+                    ) -> tuple[dict[str, ex.ExtractionCurve], dict[str, BlackBox]]:
+    """F03: each strategy (name -> its input pool) against the victim answering
+    probabilities, through its own logging oracle. Returns (curves, oracles) by name."""
+    curves, oracles = {}, {}
+    for name, xs in inputs.items():
+        oracle = BlackBox(victim, mode="probs", keep_log=True)
+        curves[name] = ex.run_strategy(name, oracle, xs, budgets=budgets, eval_x=eval_x, eval_labels=eval_labels,
+                                       generator=torch.Generator().manual_seed(int(seeds[name])),
+                                       **sub_kw, **(extra or {}).get(name, {}))
+        if curves[name].queries[-1] != oracle.total:
+            raise RuntimeError(f"{name}: curve says {curves[name].queries[-1]} queries, oracle counted {oracle.total}")
+        oracles[name] = oracle
+    return curves, oracles
+
+
+def matched_queries(curves: Mapping[str, ex.ExtractionCurve], levels: Sequence[float]) -> dict[str, Any]:
+    """Queries each curve needs to reach each agreement level (log-scale interpolation;
+    never reached = its largest budget x 2, register v2), and whether it did.
+
+    Returns {"levels": [...], "queries": {name: [q per level]}, "reached": {name: [bool per level]}}."""
+    out: dict[str, Any] = {"levels": [float(v) for v in levels], "queries": {}, "reached": {}}
+    for name, c in curves.items():
+        got = [c.queries_to_level(float(v)) for v in levels]
+        out["queries"][name] = [q for q, _ in got]
+        out["reached"][name] = [r for _, r in got]
+    return out
+
+
+def transfer_evidence(substitutes: Sequence[torch.nn.Module], victim, x: torch.Tensor, y: torch.Tensor, *,
+                      eps: float, pgd_steps: int, seeds: tuple[int, int]) -> dict[str, Any]:
+    """F04: PGD-L-inf (eps) white-box on each substitute, replayed once against the
+    victim (label answers), beside random sign noise of the same L-inf norm on the same
+    images. Success rates, counts and the L-inf norms actually applied."""
+    oracle = BlackBox(victim, mode="label")
+    rates, linf = [], []
+    for s in substitutes:
+        tr = ex.transfer_attack(s, oracle, x, y, eps=eps, attack_params={"steps": pgd_steps},
+                                generator=torch.Generator().manual_seed(int(seeds[0])))
+        rates.append(tr.success_rate)
+        linf.append(float(tr.linf.max()))
+    noise = ex.sign_noise_attack(oracle, x, y, eps=eps, generator=torch.Generator().manual_seed(int(seeds[1])))
+    return {"transfer_success": rates, "noise_success": noise.success_rate, "n_examples": int(x.shape[0]),
+            "eps": float(eps), "transfer_linf_max": linf, "noise_linf_min": float(noise.linf.min()),
+            "noise_linf_max": float(noise.linf.max()), "victim_queries": oracle.total}
+
+
+def benign_stream(victim, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A benign client asking about natural images x in their order, through a logging
+    oracle like any other client: (queries, the victim's top-1 labels), on the CPU."""
+    oracle = BlackBox(victim, mode="label", keep_log=True)
+    dev = next(victim.parameters()).device
+    for i in range(0, x.shape[0], 2048):
+        oracle(x[i:i + 2048].to(dev))
+    return oracle.query_log()
+
+
+def calibrate_delta(victim, streams: Sequence[torch.Tensor], **prada_kw: Any) -> tuple[float, list[float]]:
+    """PRADA's threshold from benign calibration clients (Juuti et al. 2019 set delta
+    from benign streams' false positives): the lowest Shapiro-Wilk W any calibration
+    client shows at any test, so that none of them is flagged. A fresh benign client is
+    then flagged when its own lowest W falls below all of theirs (about 1 in
+    len(streams) + 1 for exchangeable clients). Returns (delta, each stream's min W)."""
+    if not streams:
+        raise ConfigError("calibrate_delta needs at least one benign calibration stream")
+    mins = []
+    for x in streams:
+        res = prada(*benign_stream(victim, x), delta=0.5, **prada_kw)
+        if res.shapiro_w.size == 0:
+            raise ConfigError(f"a calibration stream of {x.shape[0]} queries is too short for one PRADA test")
+        mins.append(float(res.shapiro_w.min()))
+    return min(mins), mins
+
+
+def prada_rows(streams: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *, delta: float,
+               **prada_kw: Any) -> tuple[list[dict[str, Any]], dict[str, PradaResult]]:
+    """PRADA on each client stream (name -> (queries, victim top-1 labels)): one table
+    row per stream with whether it was flagged, queries until the first flag, the stream's
+    length and its lowest W."""
+    rows, results = [], {}
+    for name, (x, labels) in streams.items():
+        r = prada(x, labels, delta=delta, **prada_kw)
+        results[name] = r
+        rows.append({"stream": name, "queries": r.queries, "detected": r.detected,
+                     "queries_to_detection": r.queries_to_detection,
+                     "min_w": float(r.shapiro_w.min()) if r.shapiro_w.size else None})
+    return rows, results
