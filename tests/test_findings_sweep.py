@@ -169,3 +169,13 @@ def test_verdict_figure_bytes_repeat(tmp_path, points):
     a = plotting.save_figure(F.verdict_figure(tidy, order=["F97", "F98"]), "v", tmp_path / "a")
     b = plotting.save_figure(F.verdict_figure(tidy, order=["F97", "F98"]), "v", tmp_path / "b")
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+
+
+def test_one_runs_results_become_points_for_the_figure():
+    ev = {"F97": _ev(0.1, 0)}
+    docs = {"04_adversarial": {"provenance": {"parameters": {"seed": 3, "dataset": "fashion_mnist"}}, "evidence": ev},
+            "00_literature": {"provenance": {}, "evidence": {}}}
+    pts = F.points_from_results(docs)
+    assert [(p["notebook"], p["dataset"], p["seed"]) for p in pts] == [("04_adversarial", "fashion_mnist", 3)]
+    assert F.margin_rows(pts, register=REGISTER) == [
+        {"finding": "F97", "dataset": "Fashion-MNIST", "seed": 3, "margin": 0.1}]

@@ -90,8 +90,8 @@ def test_band_is_the_mean_and_a_bootstrap_interval_around_it(points):
 
 def test_seed_band_figure_has_a_panel_per_data_set_and_repeats_its_bytes(tmp_path, points):
     fig = seeds.seed_band_figure(points, "04_success_vs_eps")
-    assert [ax.get_title() for ax in fig.axes] == ["MNIST: mean and 95 % CI over 5 seeds",
-                                                    "Fashion-MNIST: mean and 95 % CI over 5 seeds"]
+    assert [ax.get_title() for ax in fig.axes] == ["MNIST: mean and 95 % bootstrap CI over 5 seeds",
+                                                    "Fashion-MNIST: mean and 95 % bootstrap CI over 5 seeds"]
     a = plotting.save_figure(fig, "04_success_vs_eps_seeds", tmp_path / "a")
     b = plotting.save_figure(seeds.seed_band_figure(points, "04_success_vs_eps"), "04_success_vs_eps_seeds",
                              tmp_path / "b")

@@ -497,6 +497,22 @@ def sweep_rows(points: Sequence[dict[str, Any]], *, figure_prefix: str = "",
     return rows
 
 
+def points_from_results(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run's results files as sweep points (one per notebook), for the same tables.
+
+    Each point's dataset and seed come from its provenance (MNIST and seed 0 when unset);
+    files without evidence (00, 05) are left out.
+    """
+    points = []
+    for nb, doc in sorted(results.items()):
+        if not doc.get("evidence"):
+            continue
+        params = (doc.get("provenance") or {}).get("parameters") or {}
+        points.append({"notebook": nb, "dataset": params.get("dataset", "mnist"), "seed": params.get("seed", 0),
+                       "digest": "", "params": dict(params), "results": doc})
+    return points
+
+
 def single_run_rows(results: dict[str, dict[str, Any]], *, figure_prefix: str = "",
                     datasets: dict[str, str] | None = None) -> list[dict[str, str]]:
     """The same table as `sweep_rows` from ONE run's results files (no sweep yet).
@@ -590,5 +606,5 @@ def verdict_figure(margins: Sequence[dict[str, Any]], *, datasets: Sequence[str]
            ylabel="", title=title or "Margins over seeds: mean and 95 % Student-t interval")
     ax.grid(axis="y", visible=False)
     if ax.get_legend() is not None:
-        ax.legend(title="", loc="lower right")
+        ax.legend(title="", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

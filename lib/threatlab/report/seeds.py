@@ -86,7 +86,7 @@ def band_figure(tidy_rows: Sequence[dict[str, Any]], x: str, y: str, hue: str | 
         ax.set_xscale("log")
     n_seeds = df["seed"].nunique() if "seed" in df else None
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y,
-           title=title or (f"mean and 95 % CI over {n_seeds} seeds" if n_seeds else ""))
+           title=title or (f"mean and 95 % bootstrap CI over {n_seeds} seeds" if n_seeds else ""))
     if ax.get_legend() is not None:
         ax.legend(title="", fontsize=7)
     return fig
@@ -113,5 +113,5 @@ def seed_band_figure(points: Sequence[dict[str, Any]], name: str, datasets: dict
         mine = [r for r in rows if r["dataset"] == label]
         n_seeds = len({r["seed"] for r in mine})
         band_figure(mine, "x", "y", "series", ax=ax, logx=logx, xlabel=mine[0]["x_label"],
-                    ylabel=mine[0]["y_label"], title=f"{label}: mean and 95 % CI over {n_seeds} seeds")
+                    ylabel=mine[0]["y_label"], title=f"{label}: mean and 95 % bootstrap CI over {n_seeds} seeds")
     return fig
