@@ -90,14 +90,18 @@ def test_bad_cells_raise_config_error_naming_file_row_column(tmp_path, column, b
 
 def test_verified_without_note_and_missing_column_are_rejected(tmp_path):
     path = _copy(tmp_path)
-    text = path.read_text(encoding="utf-8").replace(",no,F14,", ",yes,F14,", 1)
-    path.write_text(text, encoding="utf-8")
-    lines = text.splitlines()
-    # The FGSM row has a note; blank it so the 'yes' has nothing to back it.
-    bad = [ln for ln in lines if ",yes,F14," in ln][0]
-    path.write_text(text.replace(bad, bad[: bad.rindex(',"')] + ","), encoding="utf-8")
+    with path.open(encoding="utf-8", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    row = next(i for i, r in enumerate(table) if r["verified"] == "no")
+    # A 'yes' with a source but no note saying which text was read.
+    table[row].update(verified="yes", note="", source="abstract")
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
     with pytest.raises(ConfigError, match="'note'"):
         lit.load(["adversarial"], folder=tmp_path)
+    text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("units,", "unit,", 1), encoding="utf-8")
     with pytest.raises(ConfigError, match="missing columns \\['units'\\]"):
         lit.load(["adversarial"], folder=tmp_path)
@@ -149,7 +153,8 @@ def test_reported_for_and_by_finding(rows):
         lit.reported_for("F00", rows)
     per = {r["id"]: r for r in lit.by_finding(DOCS, rows)}
     assert len(per) == 18 and per["F14"]["verdict"] == findings.SUPPORTED
-    assert "Goodfellow 2015: 89.4 % (unverified)" in per["F14"]["reported (paper: value)"]
+    assert "Goodfellow 2015: 89.4 %;" in per["F14"]["reported (paper: value)"]   # verified: no mark
+    assert "Gu 2017: 0.09 % (unverified)" in per["F10"]["reported (paper: value)"]
     assert "60 %" in per["F14"]["measured here"]
 
 
@@ -160,9 +165,89 @@ def test_mnist_detection():
 
 def test_family_tables_and_timeline(rows):
     t = lit.family_table(rows, "adversarial")
-    assert len(t) == 9 and t[0]["year"] <= t[-1]["year"] and list(t[0]) == lit.TABLE_COLUMNS
+    assert len(t) == sum(r["family"] == "adversarial" for r in rows) and list(t[0]) == lit.TABLE_COLUMNS
+    assert [r["year"] for r in t] == sorted(r["year"] for r in t)
     fig = lit.timeline(rows)
     assert len(fig.axes[0].collections) == len(rows)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+# --- sources, settings and the sweep ---------------------------------------------------
+
+
+def test_every_verified_row_names_its_source(rows):
+    verified = [r for r in rows if r["verified"] == "yes"]
+    assert len(verified) >= 13
+    for r in verified:
+        assert r["source"], r["attack"]
+        # a repository and file ("owner/name: path") or the abstract and where it was read
+        assert ": " in r["source"] and "/" in r["source"].split(":")[0] or r["source"].startswith(
+            ("abstract", "a verbatim quote", "a public Markdown")), r["source"]
+    # the numbers no primary text was found for stay unverified
+    unverified = {r["attack"] for r in rows if r["verified"] == "no"}
+    assert {"BadNets", "HopSkipJump", "Boundary Attack", "Knockoff Nets", "Spectral signatures"} <= unverified
+
+
+def test_verified_without_source_and_bad_settings_are_rejected(tmp_path):
+    path = _copy(tmp_path)
+    with path.open(encoding="utf-8", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    fields = list(table[0])
+
+    def write(t):
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(t)
+
+    row = next(i for i, r in enumerate(table) if r["verified"] == "yes")
+    write([{**r, "source": ""} if i == row else r for i, r in enumerate(table)])
+    with pytest.raises(ConfigError, match=f"row {row + 2}, column 'source'"):
+        lit.load(["adversarial"], folder=tmp_path)
+    for bad in ("model=CNN", "colour=a | b", "model=a | b; model=c | d", "targeted= | no"):
+        write([{**r, "settings": bad} if i == 0 else r for i, r in enumerate(table)])
+        with pytest.raises(ConfigError, match="row 2, column 'settings'"):
+            lit.load(["adversarial"], folder=tmp_path)
+
+
+def test_settings_cell_says_what_matches(rows):
+    cw = next(r for r in rows if r["attack"] == "C&W L2")
+    cell = lit.settings_cell(cw)
+    assert cell.startswith("dataset: same (MNIST)")
+    assert "targeted: differs (yes (average case) vs no)" in cell
+    assert "statistic: differs (mean over successes vs median over successes)" in cell
+    assert lit.settings_cell(cw, "Fashion-MNIST").startswith("dataset: differs (MNIST vs Fashion-MNIST)")
+    sq = next(r for r in rows if r["attack"] == "Square Attack (median)")
+    assert "statistic: same (median queries)" in lit.settings_cell(sq)
+
+
+def _points(values, dataset="mnist"):
+    return [{"notebook": "04_adversarial", "dataset": dataset, "seed": s, "digest": f"{dataset}{s}",
+             "params": {"seed": s}, "results": {"evidence": {"F14": {
+                 "eps": [0.1, 0.25, 0.3], "success": {"fgsm": [0.2, v, 0.8], "pgd_linf": [0.5, 1.0, 1.0]},
+                 "median_l2": {"cw_l2": 1.2, "pgd_l2": 2.0}}}}} for s, v in enumerate(values)]
+
+
+def test_reported_vs_sweep_gives_the_seed_interval(rows):
+    import math
+
+    from scipy import stats
+
+    vals = [0.60, 0.55, 0.65, 0.58, 0.62]
+    table = {r["attack"]: r for r in lit.reported_vs_sweep(rows, _points(vals))}
+    n, mean = len(vals), sum(vals) / len(vals)
+    half = stats.t.ppf(0.975, n - 1) * math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) / math.sqrt(n)
+    want = f"{lit.fmt(100 * mean)} [{lit.fmt(100 * (mean - half))}, {lit.fmt(100 * (mean + half))}] %"
+    fgsm = table["FGSM"]
+    assert fgsm["measured"] == want and fgsm["seeds"] == "5" and fgsm["status"] == lit.SAME
+    assert fgsm["verified"] == "yes" and fgsm["source"]
+    assert table["C&W L2"]["measured"] == "1.2 [1.2, 1.2] L2"
+    assert table["EOT"]["status"] == lit.NOT_RECORDED and table["EOT"]["seeds"] == "0"
+    assert table["LiRA"]["status"] == lit.NOT_RUN and table["DeepFool"]["status"] == lit.NO_COUNTERPART
+    fashion = {r["attack"]: r for r in lit.reported_vs_sweep(rows, _points(vals, "fashion_mnist"), "fashion_mnist")}
+    assert fashion["FGSM"]["status"] == lit.DIFFERENT
+    assert fashion["FGSM"]["settings"].startswith("dataset: differs (MNIST vs Fashion-MNIST)")
+    one = {r["attack"]: r for r in lit.reported_vs_sweep(rows, _points([0.6]))}
+    assert one["FGSM"]["measured"] == "60 % (1 seed)"

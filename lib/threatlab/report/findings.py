@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -315,3 +316,295 @@ def table_rows(results: dict[str, dict[str, Any]], figure_prefix: str = "") -> l
                      "margin": "" if v.margin is None else f"{v.margin:.3g}",
                      "key numbers": fmt_numbers(v.numbers) if v.numbers else v.note, "figure": fig})
     return rows
+
+
+# ----------------------------------------------------------------- over a sweep
+
+#: Data sets the findings table shows, in order, with their column labels.
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+#: Point parameters that do not make a different experiment configuration.
+RUN_KEYS = frozenset({"seed", "dataset", "out_dir", "profile"})
+_POINT_KEYS = ("notebook", "dataset", "seed", "results")
+
+
+def load_points(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a sweep's gathered table (`<figures>/sweep/points.jsonl`).
+
+    One JSON object per line: {"notebook", "dataset", "seed", "digest", "params",
+    "results"} where "results" is that point's results document (with "evidence" and,
+    when the notebook drew curves, "curves"). Blank lines are skipped; a line that is
+    not such an object raises ConfigError naming the file and line.
+    """
+    import json
+
+    path = Path(path)
+    points = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path.name}, line {line_no}: not JSON ({e.msg})") from None
+        missing = [k for k in _POINT_KEYS if not isinstance(rec, dict) or k not in rec]
+        if missing:
+            raise ConfigError(f"{path.name}, line {line_no}: a point needs keys {list(_POINT_KEYS)}; "
+                              f"missing {missing}")
+        if not isinstance(rec["results"], dict):
+            raise ConfigError(f"{path.name}, line {line_no}: 'results' must be a results document (an object)")
+        points.append(rec)
+    return points
+
+
+def _config(point: dict[str, Any]) -> str:
+    import json
+
+    params = point.get("params") or {}
+    return json.dumps({k: v for k, v in params.items() if k not in RUN_KEYS}, sort_keys=True)
+
+
+def select_points(points: Sequence[dict[str, Any]], where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The points whose parameters equal every key of `where` (all points if None/empty)."""
+    where = where or {}
+    return [p for p in points if all((p.get("params") or {}).get(k, p.get(k)) == v for k, v in where.items())]
+
+
+def seed_runs(points: Sequence[dict[str, Any]], notebook: str, dataset: str) -> list[dict[str, Any]]:
+    """One notebook's points on one data set, one per seed, ordered by seed.
+
+    A sweep with a grid holds several configurations of the same notebook; a verdict is
+    over seeds of ONE configuration, so more than one raises ConfigError naming the
+    parameters that differ (choose one with `select_points(points, where)`). The same
+    seed twice with the same configuration is a duplicate point and raises too.
+    """
+    mine = [p for p in points if p["notebook"] == notebook and p["dataset"] == dataset]
+    configs = sorted({_config(p) for p in mine})
+    if len(configs) > 1:
+        import json
+
+        dicts = [json.loads(c) for c in configs]
+        keys = sorted({k for d in dicts for k in d if any(d.get(k) != e.get(k) for e in dicts)})
+        raise ConfigError(f"points of {notebook} on {dataset} come in {len(configs)} configurations "
+                          f"(they differ in {keys}); pick one with where={{...}}")
+    by_seed: dict[Any, dict[str, Any]] = {}
+    for p in mine:
+        if p["seed"] in by_seed and by_seed[p["seed"]].get("digest") != p.get("digest"):
+            raise ConfigError(f"two points of {notebook} on {dataset} have seed {p['seed']}")
+        by_seed[p["seed"]] = p
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+def sweep_aggregates(points: Sequence[dict[str, Any]], datasets: Sequence[str] = tuple(DATASETS),
+                     *, min_seeds: int = MIN_SEEDS,
+                     register: Sequence[Finding] | None = None) -> dict[tuple[str, str], Aggregate]:
+    """Every finding's `Aggregate` per data set: {(finding id, dataset): Aggregate}.
+
+    register: the findings to judge (the 18 of `FINDINGS` by default).
+    """
+    out = {}
+    for f in FINDINGS if register is None else register:
+        for ds in datasets:
+            runs = seed_runs(points, f.notebook, ds)
+            if not runs:
+                out[f.id, ds] = Aggregate(f.id, ds, NOT_RUN, 0, 0, 0, 0, None, {},
+                                          note=f"no {f.notebook} points on {ds} in the sweep")
+                continue
+            evs = [(p["results"].get("evidence") or {}).get(f.id) for p in runs]
+            out[f.id, ds] = aggregate(f, ds, evs, min_seeds=min_seeds)
+    return out
+
+
+def fmt_interval(mlh: tuple[float, float, float] | None, digits: int = 3) -> str:
+    """'mean [low, high]' with `digits` significant digits; '' for None.
+
+    An interval from one run is infinite; it shows as 'mean (1 run)'.
+    """
+    if mlh is None:
+        return ""
+    m, lo, hi = mlh
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{m:.{digits}g} (1 run)"
+    return f"{m:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
+
+
+def _categorical(verdicts: Sequence[Verdict], key: str) -> str:
+    vals = [v.numbers.get(key) for v in verdicts]
+    if not vals or not all(isinstance(x, (str, bool)) for x in vals):
+        return ""
+    top = max(sorted(set(map(str, vals))), key=[str(x) for x in vals].count)
+    return f"{top} ({[str(x) for x in vals].count(top)}/{len(vals)})"
+
+
+def _numbers_cell(agg: Aggregate, runs: Sequence[Verdict], keys: Sequence[str]) -> str:
+    parts = []
+    for k in keys:
+        if k in agg.numbers:
+            parts.append(f"{k} = {fmt_interval(agg.numbers[k])}")
+        else:
+            cat = _categorical(runs, k)
+            if cat:
+                parts.append(f"{k} = {cat}")
+    return "; ".join(parts)
+
+
+def _pooled_cell(agg: Aggregate) -> str:
+    if not agg.pooled:
+        return ""
+    return f"margin = {agg.pooled['margin']:.3g}" + (
+        "; " + fmt_numbers(agg.pooled.get("numbers") or {}) if agg.pooled.get("numbers") else "")
+
+
+def _verdict_cell(agg: Aggregate) -> str:
+    if agg.status == NOT_RUN:
+        return f"not run: {agg.note}" if agg.note else NOT_RUN
+    return agg.status + (f" ({agg.note})" if agg.note and agg.status != SUPPORTED else "")
+
+
+def sweep_rows(points: Sequence[dict[str, Any]], *, figure_prefix: str = "",
+               datasets: dict[str, str] | None = None, min_seeds: int = MIN_SEEDS,
+               register: Sequence[Finding] | None = None) -> list[dict[str, str]]:
+    """The findings table over a sweep: one row per finding (F01..F18).
+
+    Per data set (columns labelled as in `DATASETS`): its verdict (or why it did not
+    run), `k/N` runs supported, the mean margin with its 95 % Student-t interval over
+    seeds, the deciding numbers as 'mean [low, high]' (a text number shows its most
+    common value and how many runs gave it), the finding's baselines and its pooled
+    condition. Values are formatted strings, ready for Markdown or CSV. register: the
+    findings (the 18 of `FINDINGS` by default).
+    """
+    datasets = dict(DATASETS if datasets is None else datasets)
+    register = FINDINGS if register is None else tuple(register)
+    aggs = sweep_aggregates(points, tuple(datasets), min_seeds=min_seeds, register=register)
+    rows = []
+    for f in register:
+        row: dict[str, str] = {"id": f.id, "family": f.family, "claim": f.claim}
+        for ds, label in datasets.items():
+            agg = aggs[f.id, ds]
+            runs = [f.judge_evidence(e) for e in
+                    [(p["results"].get("evidence") or {}).get(f.id) for p in seed_runs(points, f.notebook, ds)]
+                    if e is not None]
+            runs = [v for v in runs if v.status != NOT_RUN]
+            keys = [k for k in (runs[0].numbers if runs else {}) if k not in f.baselines]
+            row[label] = _verdict_cell(agg)
+            row[f"k/N {label}"] = f"{agg.k}/{agg.n}" if agg.n else ""
+            row[f"margin {label}"] = fmt_interval(agg.margin)
+            row[f"numbers {label}"] = _numbers_cell(agg, runs, keys)
+            row[f"baseline {label}"] = _numbers_cell(agg, runs, f.baselines)
+            row[f"pooled {label}"] = _pooled_cell(agg)
+        ran = any(aggs[f.id, ds].status != NOT_RUN for ds in datasets)
+        row["figure"] = f"[{f.figure}]({figure_prefix}{f.figure}.png)" if ran else ""
+        rows.append(row)
+    return rows
+
+
+def points_from_results(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run's results files as sweep points (one per notebook), for the same tables.
+
+    Each point's dataset and seed come from its provenance (MNIST and seed 0 when unset);
+    files without evidence (00, 05) are left out.
+    """
+    points = []
+    for nb, doc in sorted(results.items()):
+        if not doc.get("evidence"):
+            continue
+        params = (doc.get("provenance") or {}).get("parameters") or {}
+        points.append({"notebook": nb, "dataset": params.get("dataset", "mnist"), "seed": params.get("seed", 0),
+                       "digest": "", "params": dict(params), "results": doc})
+    return points
+
+
+def single_run_rows(results: dict[str, dict[str, Any]], *, figure_prefix: str = "",
+                    datasets: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """The same table as `sweep_rows` from ONE run's results files (no sweep yet).
+
+    Verdicts say "(single run)": one seed decides nothing over seeds, so they are that
+    run's verdicts. The run's data set is read from its provenance (MNIST when unset);
+    the other data sets' cells say they were not run.
+    """
+    datasets = dict(DATASETS if datasets is None else datasets)
+    rows = []
+    for f, v in judge_all(results):
+        doc = results.get(f.notebook) or {}
+        ds = ((doc.get("provenance") or {}).get("parameters") or {}).get("dataset", "mnist")
+        row: dict[str, str] = {"id": f.id, "family": f.family, "claim": f.claim}
+        for name, label in datasets.items():
+            if name != ds or v.status == NOT_RUN:
+                why = v.note if name == ds else f"single run on {ds} only"
+                row.update({label: f"not run: {why}", f"k/N {label}": "", f"margin {label}": "",
+                            f"numbers {label}": "", f"baseline {label}": "", f"pooled {label}": ""})
+                continue
+            row[label] = f"{v.status} (single run)"
+            row[f"k/N {label}"] = f"{int(v.status == SUPPORTED)}/1"
+            row[f"margin {label}"] = "" if v.margin is None else f"{v.margin:.3g}"
+            row[f"numbers {label}"] = fmt_numbers({k: x for k, x in v.numbers.items() if k not in f.baselines})
+            row[f"baseline {label}"] = fmt_numbers({k: v.numbers[k] for k in f.baselines if k in v.numbers})
+            row[f"pooled {label}"] = ""
+        row["figure"] = f"[{f.figure}]({figure_prefix}{f.figure}.png)" if v.status != NOT_RUN else ""
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------- the verdict figure
+
+
+def margin_rows(points: Sequence[dict[str, Any]], datasets: dict[str, str] | None = None,
+                *, register: Sequence[Finding] | None = None) -> list[dict[str, Any]]:
+    """Tidy per-run margins: one row {"finding", "dataset", "seed", "margin"} per run.
+
+    Runs that were not run or whose judge gave no margin (a v1 rule) are left out; the
+    dataset is its label from `DATASETS`.
+    """
+    datasets = dict(DATASETS if datasets is None else datasets)
+    rows = []
+    for f in FINDINGS if register is None else register:
+        for ds, label in datasets.items():
+            for p in seed_runs(points, f.notebook, ds):
+                ev = (p["results"].get("evidence") or {}).get(f.id)
+                v = f.judge_evidence(ev) if ev is not None else None
+                if v is not None and v.status != NOT_RUN and v.margin is not None:
+                    rows.append({"finding": f.id, "dataset": label, "seed": p["seed"], "margin": v.margin})
+    return rows
+
+
+def _t_errorbar(values) -> tuple[float, float]:
+    # seaborn calls this per (finding, data set); one run has no interval to draw.
+    if len(values) < 2:
+        return (math.nan, math.nan)
+    _, lo, hi = mean_interval(list(values))
+    return (lo, hi)
+
+
+def verdict_figure(margins: Sequence[dict[str, Any]], *, datasets: Sequence[str] = tuple(DATASETS.values()),
+                   title: str = "", order: Sequence[str] | None = None):
+    """Each finding's mean margin with its 95 % Student-t interval over seeds, per data set.
+
+    margins: tidy rows from `margin_rows` (or one run's margins, drawn without
+    intervals). A seaborn pointplot: x = margin, y = finding (all 18, in order), hue =
+    data set, a vertical line at 0 (right of it the claim holds); `order` replaces the
+    18 ids. Margins of "k x" bars
+    are log-ratios and of point bars fractions, so the axis mixes both scales: read a
+    finding's interval against 0, not against its neighbours'.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    order = [f.id for f in FINDINGS] if order is None else list(order)
+    df = pd.DataFrame(list(margins), columns=["finding", "dataset", "seed", "margin"])
+    hues = [d for d in datasets if d in set(df["dataset"])] or list(datasets)
+    palette = dict(zip(datasets, sns.color_palette("colorblind", len(datasets))))
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(order) + 1.2))
+    ax.axvline(0.0, color="#444444", lw=1.0, zorder=1)
+    if len(df):
+        sns.pointplot(data=df, x="margin", y="finding", hue="dataset", order=order, hue_order=hues,
+                      palette=palette, errorbar=_t_errorbar, estimator="mean", dodge=0.4,
+                      linestyle="none", markers="o", capsize=0.15, err_kws={"linewidth": 1.2}, ax=ax)
+    else:
+        ax.set_yticks(range(len(order)), order)
+        ax.set_ylim(len(order) - 0.5, -0.5)
+    ax.set(xlabel="margin (> 0: the claim holds; log-ratio for 'k x' bars, fraction for point bars)",
+           ylabel="", title=title or "Margins over seeds: mean and 95 % Student-t interval")
+    ax.grid(axis="y", visible=False)
+    if ax.get_legend() is not None:
+        ax.legend(title="", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig

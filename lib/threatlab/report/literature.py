@@ -6,10 +6,17 @@ against which model and data, and one headline number with its units and *where 
 paper* it stands. `verified` is "yes" only for numbers read in the paper's own text
 (its `note` says which text); everything else is "no" and is shown as unverified.
 
+`source` names where a verified number was read (a repository and file, or the
+abstract and where its text was found); every verified row must have one.
+
 Two optional columns tie a row to threatlab's results files: `measured` names the
 number (see `resolve`) and `measured_metric` says in words what it is. A reported
 number and a measured one are compared only as far as their settings agree: the join
-marks rows whose paper did not use MNIST as a different setting.
+marks rows whose paper did not use MNIST as a different setting, and `settings`
+(`key=paper's | threatlab's; ...` for the keys in SETTING_KEYS) says which other
+settings agree: model, targeted or not, the statistic (mean vs median), the budget.
+Over a sweep, the measured number is each seed's, shown as its mean with a 95 %
+Student-t interval (`reported_vs_sweep`).
 
     >>> rows = load()                                  # every family, schema-checked
     >>> table = reported_vs_reproduced(rows, results.load_all("figures"))
@@ -32,7 +39,9 @@ LITERATURE_DIR = REPO / "data" / "literature"
 FAMILIES = ("extraction", "inversion", "poisoning", "adversarial")
 REQUIRED = ("attack", "authors", "year", "venue", "family", "knowledge", "target_model", "dataset",
             "metric", "reported_value", "units", "location", "verified", "finding", "notebook")
-OPTIONAL = ("arxiv", "measured", "measured_metric", "note")
+OPTIONAL = ("arxiv", "measured", "measured_metric", "note", "source", "settings")
+#: Settings a `settings` cell compares, paper's value | threatlab's value.
+SETTING_KEYS = ("model", "targeted", "statistic", "budget")
 #: Adversary knowledge, from most to least access; one of these per row.
 KNOWLEDGE = ("white-box", "white-box (defender)", "white-box + training data (write)",
              "training data (write)", "gradients (federated)", "black-box (scores)", "black-box (labels)")
@@ -77,6 +86,36 @@ def parse_spec(spec: str) -> list[tuple[bool, list[str]]]:
     return terms
 
 
+def parse_settings(cell: str) -> dict[str, tuple[str, str]]:
+    """`key=paper | ours; ...` -> {key: (paper's, threatlab's)}; keys from SETTING_KEYS."""
+    out = {}
+    for part in [p.strip() for p in cell.split(";") if p.strip()]:
+        key, eq, pair = part.partition("=")
+        key = key.strip()
+        if not eq or key not in SETTING_KEYS or pair.count("|") != 1:
+            raise ConfigError(f"settings={cell!r}: each entry must be 'key=paper | threatlab' "
+                              f"with key one of {list(SETTING_KEYS)}; got {part!r}")
+        paper, ours = (v.strip() for v in pair.split("|"))
+        if not paper or not ours or key in out:
+            raise ConfigError(f"settings={cell!r}: {part!r} needs both values, once per key")
+        out[key] = (paper, ours)
+    return out
+
+
+def settings_cell(row: dict[str, Any], dataset: str = "MNIST") -> str:
+    """Which settings agree between the paper and threatlab: 'dataset: same (MNIST); ...'.
+
+    dataset: the data set threatlab's number comes from (a label such as "MNIST").
+    """
+    paper_mnist = is_mnist(row["dataset"])
+    ours_mnist = dataset == "MNIST"
+    same_ds = paper_mnist and ours_mnist
+    parts = [f"dataset: same ({dataset})" if same_ds else f"dataset: differs ({row['dataset']} vs {dataset})"]
+    for key, (paper, ours) in parse_settings(row.get("settings") or "").items():
+        parts.append(f"{key}: same ({paper})" if paper == ours else f"{key}: differs ({paper} vs {ours})")
+    return "; ".join(parts)
+
+
 def _check_row(row: dict[str, str], path: Path, line: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for col in REQUIRED:
@@ -109,6 +148,14 @@ def _check_row(row: dict[str, str], path: Path, line: int) -> dict[str, Any]:
         _fail(path, line, "verified", out["verified"], "'yes' (read in the paper's text) or 'no'")
     if out["verified"] == "yes" and not out["note"]:
         _fail(path, line, "note", out["note"], "a verified number must say in 'note' which text it was read in")
+    if out["verified"] == "yes" and not out["source"]:
+        _fail(path, line, "source", out["source"],
+              "a verified number must name where it was read (repository and file, or 'abstract ...')")
+    if out["settings"]:
+        try:
+            parse_settings(out["settings"])
+        except ConfigError as e:
+            _fail(path, line, "settings", out["settings"], str(e))
     if out["finding"] not in findings.BY_ID:
         _fail(path, line, "finding", out["finding"], f"choose one of {list(findings.BY_ID)}")
     f = findings.BY_ID[out["finding"]]
@@ -260,7 +307,48 @@ def reported_vs_reproduced(rows: list[dict[str, Any]], docs: dict[str, dict[str,
                     "where": r["location"], "verified": r["verified"],
                     "threatlab metric": r["measured_metric"],
                     "measured": f"{fmt(measured)} {r['units']}" if measured is not None else "",
-                    "status": status})
+                    "status": status, "settings": settings_cell(r), "source": r["source"]})
+    return out
+
+
+def reported_vs_sweep(rows: list[dict[str, Any]], points: list[dict[str, Any]],
+                      dataset: str = "mnist") -> list[dict[str, str]]:
+    """`reported_vs_reproduced` over a sweep: threatlab's number per seed, as an interval.
+
+    points: records of `findings.load_points` (one results document per notebook, data
+    set and seed). For each row, the `measured` spec is resolved in every seed's
+    document of the row's notebook on `dataset`; "measured" is their mean with its 95 %
+    Student-t interval (`findings.mean_interval`), "seeds" how many seeds had the
+    number. A grid sweep with several configurations of a notebook raises ConfigError
+    (choose one with `findings.select_points`).
+    """
+    label = findings.DATASETS.get(dataset, dataset)
+    out = []
+    for r in rows:
+        values, status = [], NO_COUNTERPART
+        if r["measured"]:
+            runs = findings.seed_runs(points, r["notebook"], dataset)
+            if not runs:
+                status = NOT_RUN
+            else:
+                for p in runs:
+                    v = in_units(resolve(r["measured"], r["notebook"], {r["notebook"]: p["results"]}), r["units"])
+                    if v is not None:
+                        values.append(v)
+                status = NOT_RECORDED if not values else (SAME if is_mnist(r["dataset"]) and label == "MNIST"
+                                                          else DIFFERENT)
+        cell = ""
+        if values:
+            m, lo, hi = findings.mean_interval(values)
+            cell = (f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}] {r['units']}" if len(values) > 1
+                    else f"{fmt(m)} {r['units']} (1 seed)")
+        out.append({"finding": r["finding"], "attack": r["attack"], "paper": f"{r['authors'].split(',')[0]} {r['year']}",
+                    "dataset": r["dataset"], "reported metric": r["metric"],
+                    "reported": f"{fmt(r['reported_value'])} {r['units']}",
+                    "where": r["location"], "verified": r["verified"], "source": r["source"],
+                    "threatlab metric": r["measured_metric"], "measured": cell,
+                    "seeds": str(len(values)) if r["measured"] else "", "status": status,
+                    "settings": settings_cell(r, label)})
     return out
 
 

@@ -120,6 +120,46 @@ class Recorder:
                      json.dumps(run, indent=1, sort_keys=True) + "\n")
         return path
 
+    def curve(self, name: str, x_label: str, y_label: str,
+              series: dict[str, tuple[Any, Any]]) -> None:
+        """A curve the notebook draws, kept so a sweep can band it over seeds.
+
+        name: the single-run figure's stem (e.g. "04_success_vs_eps"); 05_findings
+        draws `<name>_seeds` from every seed's copy. series maps a line's label to its
+        (xs, ys), equal lengths, xs finite numbers; a y may be None/NaN (not reached),
+        which the band leaves out. Stored under "curves" in the results document.
+        """
+        from .. import validate
+        from ..errors import ConfigError
+
+        validate.of_type("name", name, str)
+        if not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"name={name!r} must be a plain figure stem like '04_success_vs_eps'")
+        for label, value in (("x_label", x_label), ("y_label", y_label)):
+            validate.of_type(label, value, str)
+            if not value:
+                raise ConfigError(f"{label}={value!r} must name the axis")
+        validate.of_type("series", series, dict)
+        if not series:
+            raise ConfigError("series={} must hold at least one line: {label: (xs, ys)}")
+        stored = {}
+        for label, pair in series.items():
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ConfigError(f"series[{label!r}] must be a pair (xs, ys)")
+            raw = pair[1].tolist() if hasattr(pair[1], "tolist") else list(pair[1])
+            if any(y is not None and isinstance(y, (int, float)) and math.isinf(y) for y in raw):
+                raise ConfigError(f"series[{label!r}]: ys hold an infinity; use None for 'not reached'")
+            xs, ys = (jsonable(v) for v in pair)
+            if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys) or not xs:
+                raise ConfigError(f"series[{label!r}]: xs and ys must be non-empty sequences of equal length")
+            for i, x in enumerate(xs):
+                validate.number(f"series[{label!r}] xs[{i}]", x)
+            for i, y in enumerate(ys):
+                if y is not None:
+                    validate.number(f"series[{label!r}] ys[{i}]", y)
+            stored[str(label)] = {"x": xs, "y": ys}
+        self.data.setdefault("curves", {})[name] = {"x": x_label, "y": y_label, "series": stored}
+
 
 def load_all(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Every results file under <out_dir>/results, by notebook name (run files skipped)."""
