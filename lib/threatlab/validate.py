@@ -225,9 +225,9 @@ def batch(model: Any, x: Any, y: Any = None, *, target: Any = None, unit_range: 
     for nm, t in (("y", y), ("target", target)):
         if t is None:
             continue
-        labels(nm, t, x.shape[0], num_classes=k)
-        if device and t.device != x.device:
+        if device and torch.is_tensor(t) and t.device != x.device:
             raise ConfigError(f"{nm} is on {t.device} but x is on {x.device}; put them on one device")
+        labels(nm, t, x.shape[0], num_classes=k)
 
 
 def params(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
