@@ -693,6 +693,7 @@ def cached(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
     dev = torch.device(device) if device is not None else torch.device("cpu")
 
     model = build(arch, in_shape=in_shape, num_classes=num_classes, seed=seed, **arch_params).to(dev)
+    validate.model_input(model, x, device=False)  # e.g. float64 data for a float32 model
     if path.exists():
         try:
             meta = load_checkpoint(model, path, key=key)
