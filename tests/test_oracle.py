@@ -136,3 +136,14 @@ def test_an_empty_query_is_answered_empty_and_costs_nothing():
         out = bb(torch.rand(0, 4))
         assert out.shape[0] == 0 and (width is None or out.shape == (0, width))
         assert bb.total == 0
+
+
+def test_rounding_slack_of_a_blend_is_accepted_but_not_more():
+    from threatlab.oracle import QUERY_TOLERANCE
+    bb = BlackBox(model(), mode="label")
+    x = torch.rand(2, 4)
+    x[0, 0] = 1 + QUERY_TOLERANCE / 2          # a few ulps past the box, as a blend can be
+    assert bb(x).shape == (2,)
+    x[0, 0] = 1 + 2 * QUERY_TOLERANCE
+    with pytest.raises(ConfigError, match=r"must lie in \[0, 1\]"):
+        bb(x)

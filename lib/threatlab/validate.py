@@ -125,11 +125,15 @@ def _tensor_desc(x: Any) -> str:
     return f"a {type(x).__name__}"
 
 
-def images(name: str, x: Any, *, unit_range: bool = True, nonempty: bool = True, min_dim: int = 2) -> Any:
+def images(name: str, x: Any, *, unit_range: bool = True, nonempty: bool = True, min_dim: int = 2,
+           tol: float = 0.0) -> Any:
     """`x` is a floating tensor [n, ...] with at least `min_dim` dimensions, n > 0 when
-    `nonempty`, every value finite, and inside [0, 1] when `unit_range`.
+    `nonempty`, every value finite, and inside [-tol, 1 + tol] when `unit_range`.
 
     A NaN pixel fails both ``x < 0`` and ``x > 1``, so finiteness is checked on its own.
+    `tol` (default 0: exactly [0, 1]) is for points an algorithm computes, such as a
+    blend ``x + t (x_adv - x)`` of two in-box images, which float rounding can leave a
+    few ulps outside the box.
     """
     if not torch.is_tensor(x) or x.dim() < min_dim or not x.is_floating_point():
         raise ConfigError(f"{name} must be a floating tensor of shape [n, ...] ({min_dim}+ dimensions); "
@@ -140,7 +144,7 @@ def images(name: str, x: Any, *, unit_range: bool = True, nonempty: bool = True,
         return x
     flags = [~torch.isfinite(x).all()]
     if unit_range:
-        flags += [(x < 0).any(), (x > 1).any()]
+        flags += [(x < -tol).any(), (x > 1 + tol).any()]
     bad = torch.stack(flags).tolist()  # the one host sync
     if bad[0]:
         nonfinite = ~torch.isfinite(x.detach())
