@@ -244,6 +244,7 @@ KERNELS = {
     "boundary": ("label", {"max_queries": 5}), "hopskipjump": ("label", {"max_queries": 5}),
     "mi_loss": ("probs", {}), "mi_confidence": ("probs", {}), "mi_entropy": ("probs", {}),
     "fredrikson": ("probs", {"steps": 1}), "dlg": ("model", {"steps": 1}),
+    "sign_noise": ("label", {"eps": 0.1}),
 }
 
 
@@ -264,7 +265,7 @@ def test_every_model_kernel_is_covered_by_the_entry_checks():
     # this list only has to name one cheap configuration for each to test it.
     data_first = {"label_flip_random", "label_flip_targeted", "badnets"}
     no_x = {"equation_solving"}
-    pool_only = set(attacks.names("extraction")) - no_x      # (oracle, x) without labels
+    pool_only = set(attacks.names("extraction")) - no_x - {"sign_noise"}  # (oracle, x), no labels
     feature = {"feature_collision", "mi_shadow", "mi_lira"}   # need extra inputs; covered below
     assert set(attacks.names()) - data_first - no_x - pool_only - feature - set(KERNELS) == set()
     for name in attacks.names():
@@ -275,7 +276,7 @@ def test_extraction_and_feature_collision_inputs_are_checked(net, batch):
     x, y = batch
     nan = x.clone()
     nan[0, 0, 0, 0] = math.nan
-    for name in sorted(set(attacks.names("extraction")) - {"equation_solving"}):
+    for name in sorted(set(attacks.names("extraction")) - {"equation_solving", "sign_noise"}):
         kw = {} if name == "substitute" else {"budgets": [4]}
         with pytest.raises(ConfigError, match="NaN or infinite"):
             attacks.get(name)(BlackBox(net, mode="probs"), nan, **kw)
