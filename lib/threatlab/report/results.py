@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..io import atomic_write
+from ..models import tensor_digest
 
 REPO = Path(__file__).resolve().parents[3]
 #: Floats are stored with this many decimals: enough for every judge, and it keeps
@@ -78,6 +80,7 @@ class Recorder:
         >>> rec = Recorder("04_adversarial", out_dir, params=params)
         >>> rec.evidence("F13", {...}); rec.metric("clean_accuracy", 0.99)
         >>> rec.timing("pgd_linf_s_per_example", 0.002)
+        >>> rec.data("x_test", x_test, y_test)   # sha256 of the arrays the numbers came from
         >>> rec.save()
     """
 
@@ -88,16 +91,18 @@ class Recorder:
         # into different folders byte-identical.
         self.params = {k: v for k, v in params.items() if k != "out_dir"}
         self._t0 = time.perf_counter()
-        self.data: dict[str, Any] = {"evidence": {}, "metrics": {}}
+        # Not `self.data`: that name is the method recording data digests.
+        self.sections: dict[str, Any] = {"evidence": {}, "metrics": {}}
         self.timings: dict[str, Any] = {}
+        self.data_digests: dict[str, dict[str, Any]] = {}
 
     def evidence(self, finding_id: str, values: dict[str, Any]) -> None:
         """Numbers the finding `finding_id`'s judge reads."""
-        self.data["evidence"][finding_id] = jsonable(values)
+        self.sections["evidence"][finding_id] = jsonable(values)
 
     def metric(self, name: str, value: Any) -> None:
         """Any other measurement worth keeping (tables, curves)."""
-        self.data["metrics"][name] = jsonable(value)
+        self.sections["metrics"][name] = jsonable(value)
 
     def timing(self, name: str, seconds: Any) -> None:
         """A wall-clock measurement: kept apart because it differs run to run."""
@@ -110,8 +115,9 @@ class Recorder:
             "notebook": self.notebook,
             "provenance": {"git": git_sha(), "versions": versions(), "seed": self.params.get("seed"),
                            "device": device, "parameters": jsonable(self.params)},
-            **self.data,
+            **self.sections,
         }
+        doc["provenance"]["data"] = {k: self.data_digests[k] for k in sorted(self.data_digests)}
         path = self.out_dir / "results" / f"{self.notebook}.json"
         atomic_write(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
         run = {"notebook": self.notebook, "wall_time_s": round(time.perf_counter() - self._t0, 2),
@@ -158,7 +164,36 @@ class Recorder:
                 if y is not None:
                     validate.number(f"series[{label!r}] ys[{i}]", y)
             stored[str(label)] = {"x": xs, "y": ys}
-        self.data.setdefault("curves", {})[name] = {"x": x_label, "y": y_label, "series": stored}
+        self.sections.setdefault("curves", {})[name] = {"x": x_label, "y": y_label, "series": stored}
+
+    def data(self, name: str, *tensors: Any) -> dict[str, Any]:
+        """Record, under provenance.data[`name`], the sha256 of the arrays (tensors or numpy
+        arrays, in order) a notebook's numbers were computed on, with their shapes and
+        dtypes (`data_digest`). Recording the same name twice keeps the last."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name={name!r} must be a non-empty string")
+        self.data_digests[name] = data_digest(*tensors)
+        return self.data_digests[name]
+
+
+def data_digest(*arrays: Any) -> dict[str, Any]:
+    """sha256 over the dtype, shape and raw bytes of each array in order (a numpy array
+    hashes like the tensor `torch.from_numpy` makes of it), plus the shapes and dtypes.
+
+    The bytes are the values, so the same data gives the same digest on any device, and
+    one changed pixel, a reordering or another subset gives another.
+    """
+    if not arrays:
+        raise ConfigError("data_digest needs at least one tensor or array")
+    tensors = []
+    for i, a in enumerate(arrays):
+        if isinstance(a, np.ndarray):
+            a = torch.from_numpy(np.ascontiguousarray(a))
+        if not isinstance(a, torch.Tensor):
+            raise ConfigError(f"arrays[{i}] is a {type(a).__name__}; expected a torch tensor or numpy array")
+        tensors.append(a)
+    return {"sha256": tensor_digest(*tensors), "shapes": [list(t.shape) for t in tensors],
+            "dtypes": [str(t.dtype).removeprefix("torch.") for t in tensors]}
 
 
 def load_all(out_dir: str | Path) -> dict[str, dict[str, Any]]:
