@@ -179,3 +179,10 @@ def test_one_runs_results_become_points_for_the_figure():
     assert [(p["notebook"], p["dataset"], p["seed"]) for p in pts] == [("04_adversarial", "fashion_mnist", 3)]
     assert F.margin_rows(pts, register=REGISTER) == [
         {"finding": "F97", "dataset": "Fashion-MNIST", "seed": 3, "margin": 0.1}]
+
+
+def test_verdict_figure_with_one_data_set():
+    """A single data set (one hue level) draws without dodging (seaborn divides by hues - 1)."""
+    rows = [{"finding": "F01", "dataset": "MNIST", "seed": s, "margin": 0.1 + s / 100} for s in range(5)]
+    fig = F.verdict_figure(rows)
+    assert fig.axes[0].get_xlabel().startswith("margin")

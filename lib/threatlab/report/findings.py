@@ -597,7 +597,8 @@ def verdict_figure(margins: Sequence[dict[str, Any]], *, datasets: Sequence[str]
     ax.axvline(0.0, color="#444444", lw=1.0, zorder=1)
     if len(df):
         sns.pointplot(data=df, x="margin", y="finding", hue="dataset", order=order, hue_order=hues,
-                      palette=palette, errorbar=_t_errorbar, estimator="mean", dodge=0.4,
+                      palette=palette, errorbar=_t_errorbar, estimator="mean",
+                      dodge=0.4 if len(hues) > 1 else False,  # seaborn divides by (hues - 1)
                       linestyle="none", markers="o", capsize=0.15, err_kws={"linewidth": 1.2}, ax=ax)
     else:
         ax.set_yticks(range(len(order)), order)
