@@ -124,3 +124,49 @@ def test_dp_sgd_trains_and_reports_epsilon():
         dp_sgd.dp_sgd_train(net, x, y, lot_size=500)
     with pytest.raises(ConfigError, match="delta=1"):
         dp_sgd.dp_sgd_train(net, x, y, delta=1)
+
+
+# Opacus (1.6.0, the notebooks' dependency group) is the accountant users trust; these
+# tests pin ours to it. Imported, not importorskip'ed: a missing Opacus must fail here.
+PIN_CASES = [
+    (256 / 60000, 1.1, 60 * 60000 // 256, 1e-5),      # Abadi et al.'s MNIST setting
+    (100 / 1000, 1.0, 100, 1e-5),                       # notebook 02's quick DP-SGD target
+    (0.01, 0.7, 5000, 1e-6),
+    (0.5, 2.0, 20, 1e-3),
+]
+
+
+@pytest.mark.parametrize("q,sigma,steps,delta", PIN_CASES)
+def test_rdp_epsilon_pinned_to_opacus(q, sigma, steps, delta):
+    import numpy as np
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as opacus_rdp
+
+    # Same integer orders: the same binomial expansion and the same conversion, so the
+    # two must agree to rounding.
+    orders = list(dp_sgd.ORDERS)
+    theirs_rdp = opacus_rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=orders)
+    np.testing.assert_allclose(dp_sgd.rdp_sampled_gaussian(q, sigma, steps), theirs_rdp, rtol=1e-9, atol=1e-12)
+    theirs_eps, theirs_order = opacus_rdp.get_privacy_spent(orders=orders, rdp=theirs_rdp, delta=delta)
+    ours_eps, ours_order = dp_sgd.dp_epsilon(q, sigma, steps, delta)
+    assert ours_eps == pytest.approx(theirs_eps, rel=1e-9) and ours_order == theirs_order
+    # Opacus' default accountant also tries fractional orders (1.1 ... 63): ours, on
+    # integers only, is at most slightly larger (conservative).
+    acc = RDPAccountant()
+    acc.history = [(sigma, q, steps)]
+    default_eps = acc.get_epsilon(delta=delta)
+    assert default_eps <= ours_eps * (1 + 1e-9) and ours_eps <= default_eps * 1.15
+
+
+def test_shadow_splits_partition_the_pool():
+    sp = ensemble.shadow_splits(50, n_candidates=20, n_shadows=3, generator=torch.Generator().manual_seed(0))
+    assert sorted(sp.candidates.tolist() + sp.attacker.tolist()) == list(range(50))
+    assert sp.shadow_in.shape == (3, 30) and (sp.shadow_in.sum(1) == 15).all()
+    for m in range(3):
+        rows = sp.shadow_rows(m)
+        assert set(rows.tolist()) <= set(sp.attacker.tolist())
+        assert torch.equal(sp.shadow_indices()[m], rows)
+    again = ensemble.shadow_splits(50, n_candidates=20, n_shadows=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.candidates, sp.candidates) and torch.equal(again.shadow_in, sp.shadow_in)
+    with pytest.raises(ConfigError, match="n_candidates=49"):
+        ensemble.shadow_splits(50, n_candidates=49, n_shadows=3)

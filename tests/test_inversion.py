@@ -33,7 +33,8 @@ def memo():
 
 def test_registry_lists_the_family():
     assert attacks.names("inversion") == sorted(
-        ["dlg", "fredrikson", "mi_confidence", "mi_entropy", "mi_lira", "mi_loss", "mi_shadow"])
+        ["dlg", "fredrikson", "mi_class_loss", "mi_confidence", "mi_entropy", "mi_label_only", "mi_lira",
+         "mi_lira_offline", "mi_loss", "mi_shadow"])
 
 
 def test_memorising_model_auc_near_one_untrained_near_half(memo):
@@ -75,24 +76,6 @@ def test_tpr_at_fpr_exact_on_attack_scores():
     assert metrics.balanced_accuracy(scores, labels) == pytest.approx((1.0 + 996 / 1000) / 2)
 
 
-def test_lira_score_is_the_gaussian_likelihood_ratio():
-    # One example, 4 reference models: IN phis {2, 4}, OUT phis {-1, 1}; per-example
-    # variance (ddof 1) = 2 for both. Target answers p_y with phi = 3.
-    probs_for = lambda phi: torch.tensor([1 / (1 + math.exp(-phi)), 1 - 1 / (1 + math.exp(-phi))])
-    shadow = torch.stack([probs_for(v) for v in (2.0, 4.0, -1.0, 1.0)]).view(4, 1, 2)
-    inside = torch.tensor([[True], [True], [False], [False]])
-
-    class Fixed(nn.Module):
-        def forward(self, x):
-            p = probs_for(3.0)
-            return p.log().expand(x.shape[0], 2)
-
-    x, y = torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long)
-    res = inversion.mi_lira(BlackBox(Fixed()), x, y, shadow_probs=shadow, shadow_in=inside, fix_variance=False)
-    expect = (-0.5 * (3 - 3) ** 2 / 2) - (-0.5 * (3 - 0) ** 2 / 2)
-    assert float(res.scores[0]) == pytest.approx(expect, abs=1e-6)
-
-
 def test_lira_beats_loss_at_low_fpr_on_easy_vs_hard_examples():
     # Half the examples are inherently "easy" (high phi for every model), half hard.
     # Membership adds +1 to phi. A global threshold confuses easy non-members with
@@ -120,20 +103,10 @@ def test_lira_beats_loss_at_low_fpr_on_easy_vs_hard_examples():
     loss = inversion.mi_loss(BlackBox(ById()), x, y)
     assert metrics.tpr_at_fpr(lira.scores, member, 0.001) > 0.9
     assert metrics.tpr_at_fpr(loss.scores, member, 0.001) < 0.6
-
-
-def test_shadow_attack_learns_from_shadows(memo):
-    x, y, members = memo
-    idx = ensemble.half_splits(400, 4, generator=torch.Generator().manual_seed(1))
-    rows = torch.stack([r.nonzero().squeeze(1) for r in idx])
-    ens = ensemble.train_ensemble("mlp", x, y, rows, seeds=[1, 2, 3, 4], epochs=80, batch_size=50, lr=3e-3,
-                                  arch_params=dict(hidden=(256,)), progress=False)
-    probs = ens.logits(x).softmax(-1)
-    target = models.build("mlp", in_shape=(1, 8, 8), hidden=(256,), seed=0)
-    models.train(target, x[members], y[members], epochs=80, batch_size=50, lr=3e-3, seed=0, progress=False)
-    res = inversion.mi_shadow(BlackBox(target), x, y, shadow_probs=probs, shadow_in=idx,
-                              generator=torch.Generator().manual_seed(0))
-    assert metrics.auc(res.scores, members) > 0.9
+    # Offline: reference models that never saw the candidates (phi = base, no +1).
+    phi_out = base + 0.1 * torch.randn(m, n, generator=g)
+    off = inversion.mi_lira_offline(BlackBox(ById()), x, y, shadow_probs=to_probs(phi_out))
+    assert metrics.tpr_at_fpr(off.scores, member, 0.001) > 0.9
 
 
 def test_dlg_recovers_a_linear_layers_input():
@@ -201,6 +174,15 @@ BAD = [
     ("dlg", dict(batch_size=2), "batch_size=2"),
     ("dlg", dict(noise_multiplier=0.5), "needs clip"),
     ("dlg", dict(init="zeros"), "init='zeros'"),
+    ("dlg", dict(restarts=0), "restarts=0"),
+    ("mi_class_loss", dict(shadow_probs=torch.zeros(2, 3, 10), shadow_in=torch.zeros(2, 3, dtype=torch.bool),
+                           shadow_y=torch.zeros(3)), "shadow_y must be"),
+    ("mi_shadow", dict(shadow_probs=torch.zeros(2, 3, 10), shadow_in=torch.zeros(2, 3, dtype=torch.bool),
+                       shadow_y=torch.zeros(3, dtype=torch.long), shadow_ids=torch.arange(3),
+                       candidate_ids=torch.arange(2, 7)), "share 1 row"),
+    ("mi_lira_offline", dict(shadow_probs=torch.zeros(2, 4, 10)), "shadow_probs"),
+    ("mi_label_only", dict(max_shift=-1), "max_shift=-1"),
+    ("mi_label_only", dict(noise_sigma=float("nan")), "noise_sigma=nan"),
 ]
 
 
@@ -232,3 +214,298 @@ def test_bad_inputs_raise():
     with pytest.raises(ConfigError, match="oracle must be"):
         inversion.mi_loss(models.build("mlp", in_shape=(1, 4, 4)), torch.rand(2, 1, 4, 4),
                           torch.zeros(2, dtype=torch.long))
+
+
+# ------------------------------------------------------------ LiRA vs the reference
+
+
+def _reference_lira(keep, ref_logits, labels, target_logits):
+    """The algorithm of the authors' code (tensorflow/privacy research/mi_lira_2021),
+    restated with numpy / scipy for one target model and one augmentation:
+    score.py: stable softmax in float64, phi = log(p_y + 1e-45) - log(sum_{j != y} p_j + 1e-45);
+    plot.py generate_ours: per example, the median and np.std (ddof 0) of the phis of
+    the reference models that kept it (IN) and of those that did not (OUT), then
+    prediction = -logpdf(phi; IN) + logpdf(phi; OUT) with scale std + 1e-30, and the ROC
+    is drawn on -prediction (so membership score = logpdf_IN - logpdf_OUT);
+    generate_ours_offline: prediction = logpdf(phi; OUT), ROC on -prediction.
+    Returns (online, offline, offline_one_sided_z) membership scores."""
+    import numpy as np
+    import scipy.stats
+
+    def phi(logits):
+        p = logits - logits.max(-1, keepdims=True)
+        p = np.exp(p).astype(np.float64)
+        p = p / p.sum(-1, keepdims=True)
+        idx = np.arange(p.shape[-2])
+        y_true = p[..., idx, labels]
+        p = p.copy()
+        p[..., idx, labels] = 0
+        return np.log(y_true + 1e-45) - np.log(p.sum(-1) + 1e-45)
+
+    s_ref, s_t = phi(ref_logits), phi(target_logits)                   # [M, n], [n]
+    dat_in = np.array([s_ref[keep[:, j], j] for j in range(s_ref.shape[1])])
+    dat_out = np.array([s_ref[~keep[:, j], j] for j in range(s_ref.shape[1])])
+    mu_in, mu_out = np.median(dat_in, 1), np.median(dat_out, 1)
+    sd_in, sd_out = np.std(dat_in, 1), np.std(dat_out, 1)
+    pr_in = -scipy.stats.norm.logpdf(s_t, mu_in, sd_in + 1e-30)
+    pr_out = -scipy.stats.norm.logpdf(s_t, mu_out, sd_out + 1e-30)
+    online = -(pr_in - pr_out)
+    offline = -scipy.stats.norm.logpdf(s_t, mu_out, sd_out + 1e-30)
+    # The paper's one-sided offline test: Lambda = Pr[Z < phi], Z ~ N(mu_out, sd_out^2).
+    lam = scipy.stats.norm.cdf(s_t, mu_out, sd_out + 1e-30)
+    return online, offline, lam, s_t
+
+
+def _fixed_oracle(logits):
+    # Candidate i's input is the constant i / n, so the stand-in answers by id in any
+    # row chunk the oracle sends it.
+    n = logits.shape[0]
+
+    class ById(nn.Module):
+        def forward(self, xx):
+            ids = torch.round(xx.flatten(1)[:, 0].double() * n).long()
+            return logits[ids]
+
+    x = (torch.arange(n, dtype=torch.float64) / n).float().reshape(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
+    return BlackBox(ById()), x
+
+
+def test_lira_scores_match_the_reference_algorithm_on_known_logits():
+    import numpy as np
+    import scipy.stats
+
+    # 8 reference models, 5 candidates, 3 classes; every candidate is IN exactly 4
+    # models, so the reference's truncation to the smallest IN / OUT count is a no-op and
+    # both implementations see the same phis. Odd spreads, some near-saturated logits.
+    g = torch.Generator().manual_seed(3)
+    m, n, c = 8, 5, 3
+    ref_logits = (torch.randn(m, n, c, generator=g, dtype=torch.float64) * 3)
+    ref_logits[:, 1, 0] += 12.0                                          # a very confident example
+    keep = torch.zeros(m, n, dtype=torch.bool)
+    for j in range(n):
+        keep[torch.randperm(m, generator=g)[:4], j] = True
+    labels = torch.tensor([0, 0, 2, 1, 2])
+    target_logits = torch.randn(n, c, generator=g, dtype=torch.float64) * 3
+    online, offline, lam, phi_t = _reference_lira(keep.numpy(), ref_logits.numpy(), labels.numpy(),
+                                                  target_logits.numpy())
+    oracle, x = _fixed_oracle(target_logits)
+    probs = ref_logits.softmax(-1)
+    res = inversion.mi_lira(oracle, x, labels, shadow_probs=probs, shadow_in=keep, fix_variance=False)
+    np.testing.assert_allclose(res.extra["phi"].numpy(), phi_t, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(res.scores.numpy(), online, rtol=0, atol=1e-6)
+    two = inversion.mi_lira_offline(oracle, x, labels, shadow_probs=probs, shadow_in=keep, two_sided=True,
+                                   fix_variance=False)
+    np.testing.assert_allclose(two.scores.numpy(), offline, rtol=0, atol=1e-6)
+    # Our default offline score is the z-score, a monotone map of the paper's Lambda.
+    one = inversion.mi_lira_offline(oracle, x, labels, shadow_probs=probs, shadow_in=keep, fix_variance=False)
+    np.testing.assert_allclose(scipy.stats.norm.cdf(one.scores.numpy()), lam, rtol=0, atol=1e-9)
+    # Hand check of candidate 0's online score from its own numbers.
+    s = torch.log(probs[:, 0, 0]) - torch.log(probs[:, 0, 1:].sum(-1))
+    ins, outs = s[keep[:, 0]].sort().values, s[~keep[:, 0]].sort().values
+    mu_i, mu_o = (ins[1] + ins[2]) / 2, (outs[1] + outs[2]) / 2            # median of 4 values
+    sd_i, sd_o = ins.std(correction=0), outs.std(correction=0)
+    v = phi_t[0]
+    expect = (-0.5 * ((v - mu_i) / sd_i) ** 2 - sd_i.log()) - (-0.5 * ((v - mu_o) / sd_o) ** 2 - sd_o.log())
+    assert float(res.scores[0]) == pytest.approx(float(expect), abs=1e-9)
+
+
+def test_lira_fixed_variance_uses_one_spread_per_side():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(4)
+    m, n = 6, 4
+    phi_s = torch.randn(m, n, generator=g, dtype=torch.float64)
+    keep = torch.tensor([[True, False, True, False]] * 3 + [[False, True, False, True]] * 3)
+    to_probs = lambda phi: torch.stack([torch.sigmoid(phi), torch.sigmoid(-phi)], -1)  # noqa: E731
+    oracle, x = _fixed_oracle(torch.stack([torch.zeros(n), torch.zeros(n)], -1).double())
+    y = torch.zeros(n, dtype=torch.long)
+    res = inversion.mi_lira(oracle, x, y, shadow_probs=to_probs(phi_s), shadow_in=keep, fix_variance=True)
+    sd_in, sd_out = np.std(phi_s[keep].numpy()), np.std(phi_s[~keep].numpy())
+    mu_in = np.median(np.where(keep, phi_s, np.nan), 0)
+    mu_in = np.array([np.median(phi_s[keep[:, j], j].numpy()) for j in range(n)])
+    mu_out = np.array([np.median(phi_s[~keep[:, j], j].numpy()) for j in range(n)])
+    import scipy.stats
+    expect = scipy.stats.norm.logpdf(0.0, mu_in, sd_in) - scipy.stats.norm.logpdf(0.0, mu_out, sd_out)
+    np.testing.assert_allclose(res.scores.numpy(), expect, atol=1e-6)
+
+
+# ------------------------------------------------------- Shokri's disjoint protocol
+
+
+def test_shadow_protocol_keeps_candidates_out_of_the_attack_training():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(800, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (800,), generator=g)
+    sp = ensemble.shadow_splits(800, n_candidates=400, n_shadows=4, generator=torch.Generator().manual_seed(1))
+    cand, att = sp.candidates, sp.attacker
+    # Bookkeeping: target side and attacker side partition the pool; every shadow trains
+    # on attacker rows only; the target on candidate rows only.
+    assert set(cand.tolist()).isdisjoint(att.tolist()) and len(set(cand.tolist()) | set(att.tolist())) == 800
+    rows = sp.shadow_indices()
+    assert rows.shape == (4, 200) and set(rows.flatten().tolist()) <= set(att.tolist())
+    member = torch.arange(400) < 200
+    target = models.build("mlp", in_shape=(1, 8, 8), hidden=(256,), seed=0)
+    models.train(target, x[cand[member]], y[cand[member]], epochs=80, batch_size=50, lr=3e-3, seed=0,
+                 progress=False)
+    ens = ensemble.train_ensemble("mlp", x, y, rows, seeds=[1, 2, 3, 4], epochs=80, batch_size=50, lr=3e-3,
+                                  arch_params=dict(hidden=(256,)), progress=False)
+    probs = ens.logits(x[att]).softmax(-1)                   # shadows' answers on the attacker's rows only
+    kw = dict(shadow_probs=probs, shadow_in=sp.shadow_in, shadow_y=y[att], shadow_ids=att, candidate_ids=cand)
+    oracle = BlackBox(target)
+    res = inversion.mi_shadow(oracle, x[cand], y[cand], generator=torch.Generator().manual_seed(0), **kw)
+    trained_on = res.extra["attack_train_ids"]
+    assert torch.equal(trained_on, att) and set(trained_on.tolist()).isdisjoint(cand.tolist())
+    assert res.extra["attack_train_rows"] == 4 * 400
+    assert oracle.total == 400                                # the target answered each candidate once
+    assert metrics.auc(res.scores, member) > 0.9              # memorisation transfers from shadows
+    cls = inversion.mi_class_loss(BlackBox(target), x[cand], y[cand], **kw)
+    assert metrics.auc(cls.scores, member) > 0.9
+    # The v1 mistake (shadow outputs of the candidates themselves) is refused.
+    bad = dict(kw, shadow_ids=cand[:400].flip(0))
+    with pytest.raises(ConfigError, match="share 400 row"):
+        inversion.mi_shadow(BlackBox(target), x[cand], y[cand], **bad)
+    with pytest.raises(ConfigError, match="go together"):
+        inversion.mi_class_loss(BlackBox(target), x[cand], y[cand], **dict(kw, candidate_ids=None))
+
+
+def test_class_conditional_threshold_fixes_what_one_threshold_confuses():
+    # Class 0 is easy (members log p_y ~ -0.01, non-members ~ -0.1), class 1 hard
+    # (-1 vs -2): one global threshold mixes hard members with easy non-members, one
+    # per class separates both.
+    g = torch.Generator().manual_seed(0)
+    n, m = 400, 4
+    cls = torch.arange(n) % 2
+    member = (torch.arange(n) // 2) % 2 == 0
+
+    def logp(is_in, c):
+        centre = torch.where(c == 0, torch.where(is_in, -0.01, -0.1), torch.where(is_in, -1.0, -2.0))
+        return centre * torch.exp(0.1 * torch.randn(centre.shape, generator=g))
+
+    def probs_of(lp, c):
+        py = lp.exp()
+        other = 1 - py
+        return torch.stack([torch.where(c == 0, py, other), torch.where(c == 0, other, py)], -1).double()
+
+    sh_in = torch.rand(m, n, generator=g) < 0.5
+    shadow = probs_of(logp(sh_in, cls.expand(m, n)), cls.expand(m, n))
+    target_p = probs_of(logp(member, cls), cls)
+    oracle, x = _fixed_oracle(target_p.log())
+    res = inversion.mi_class_loss(oracle, x, cls, shadow_probs=shadow, shadow_in=sh_in, shadow_y=cls)
+    glob = inversion.mi_loss(oracle, x, cls)
+    assert metrics.auc(res.scores, member) > 0.99
+    assert metrics.auc(glob.scores, member) < 0.8
+    tau = res.extra["thresholds"]
+    assert -0.1 < float(tau[0]) < -0.01 and -2.0 < float(tau[1]) < -1.0
+
+
+def test_youden_threshold_exact():
+    v = torch.tensor([5.0, 4.0, 3.0, 3.0, 2.0, 1.0], dtype=torch.float64)
+    is_in = torch.tensor([True, True, True, False, False, False])
+    # Cut at 3 (>= 3: 3 of 3 in, 1 of 3 out: J = 2/3); at 4: 2/3 - 0. Tie rows cut together.
+    assert float(inversion._youden_threshold(v, is_in)) == 4.0
+    assert math.isnan(float(inversion._youden_threshold(v, torch.ones(6, dtype=torch.bool))))
+
+
+# --------------------------------------------------------------------- label only
+
+
+def test_label_only_queries_are_counted_by_the_oracle(memo):
+    x, y, members = memo
+    trained = models.build("mlp", in_shape=(1, 8, 8), hidden=(256,), seed=0)
+    models.train(trained, x[members], y[members], epochs=150, batch_size=50, lr=3e-3, seed=0, progress=False)
+    bb = BlackBox(trained, mode="label")
+    res = inversion.mi_label_only(bb, x, y, max_shift=1, noise_samples=6, noise_sigma=0.05,
+                                  generator=torch.Generator().manual_seed(0))
+    assert res.extra["views"] == 4 * 1 + 1 + 6
+    assert res.queries.tolist() == [11] * 400 and bb.total == 11 * 400 and bb.queries.tolist() == [11] * 400
+    assert metrics.auc(res.scores, members) > 0.85
+    fresh = inversion.mi_label_only(BlackBox(models.build("mlp", in_shape=(1, 8, 8), seed=0), mode="label"),
+                                    x, y, max_shift=1)
+    assert abs(metrics.auc(fresh.scores, members) - 0.5) < 0.1
+    with pytest.raises(ConfigError, match="max_shift=8"):
+        inversion.mi_label_only(bb, x, y, max_shift=8)
+
+
+def test_translations_are_exact():
+    img = torch.zeros(1, 1, 5, 5)
+    img[0, 0, 2, 2] = 1.0
+    assert sorted(inversion._shifts(1)) == sorted([(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)])
+    assert len(inversion._shifts(2)) == 9
+    moved = inversion._translate(img, 1, -2)
+    assert moved[0, 0, 0, 3] == 1.0 and moved.sum() == 1.0
+    assert inversion._translate(img, 3, 3).sum() == 0.0
+
+
+# --------------------------------------------------- class-mean correlation (F07)
+
+
+def test_class_mean_correlation_finds_the_prototype(digits):
+    x, y = digits
+    means = inversion.class_means(x, y, 10)
+    assert means.shape == (10, 1, 8, 8)
+    torch.testing.assert_close(means[3], x[y == 3].double().mean(0))
+    corr = inversion.class_mean_correlation(means.float(), means)
+    torch.testing.assert_close(corr.diagonal(), torch.ones(10, dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    noisy = (means.float() + 0.05 * torch.randn(means.shape, generator=g)).clamp(0, 1)
+    assert torch.equal(inversion.class_mean_correlation(noisy, means).argmax(1), torch.arange(10))
+    flat = inversion.class_mean_correlation(torch.full((1, 1, 8, 8), 0.3), means)
+    assert torch.equal(flat, torch.zeros(1, 10, dtype=torch.float64))
+    with pytest.raises(ConfigError, match="class 9 has no examples"):
+        inversion.class_means(x[y < 9], y[y < 9], 10)
+
+
+# --------------------------------------------------------------- gradient leakage
+
+
+def _digit28(i=0, n=1):
+    """Real handwritten digits at 28x28: sklearn's 8x8 digits i..i+n-1, bilinearly upsampled."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    img = torch.tensor(d.images[i:i + n], dtype=torch.float32).view(n, 1, 8, 8) / 16.0
+    return torch.nn.functional.interpolate(img, size=(28, 28), mode="bilinear", align_corners=False).clamp(0, 1), \
+        torch.tensor(d.target[i:i + n], dtype=torch.long)
+
+
+def test_dlg_on_sigmoid_lenet_reaches_30_db_on_one_28x28_input():
+    x, y = _digit28(0)
+    net = models.build("lenet_sigmoid", in_shape=(1, 28, 28), seed=0)
+    res = inversion.dlg(net, x, y, steps=150, restarts=1, generator=torch.Generator().manual_seed(0))
+    assert res.y_rec.tolist() == y.tolist()
+    p = float(inversion.match_psnr(res.x_rec, x, batch_size=1)[0])
+    base = inversion.baseline_psnr(x, _digit28(100, 200)[0])    # mean of 200 other digits
+    assert p >= 30.0, p
+    assert p > max(base.values()) + 10
+
+
+def test_dlg_runs_the_steps_it_is_given_and_keeps_the_best_restart():
+    x, y = _digit28(1)
+    net = models.build("lenet_sigmoid", in_shape=(1, 28, 28), seed=1)
+    res = inversion.dlg(torch.nn.Sequential(net), x, y, steps=40, restarts=3,
+                        generator=torch.Generator().manual_seed(0))
+    assert res.iterations.tolist() == [40]                 # not cut short by tolerances
+    d = res.extra["restart_distance"]
+    assert d.shape == (1, 3) and float(res.grad_distance[0]) == float(d.min())
+    assert len(set(d[0].tolist())) == 3                    # different starts, different runs
+
+
+def test_dlg_noise_endpoint_falls_to_the_baseline():
+    x, y = _digit28(2)
+    net = models.build("lenet_sigmoid", in_shape=(1, 28, 28), seed=0)
+    clean = inversion.dlg(net, x, y, steps=100, clip=10.0, generator=torch.Generator().manual_seed(0))
+    noisy = inversion.dlg(net, x, y, steps=100, clip=10.0, noise_multiplier=10.0,
+                          generator=torch.Generator().manual_seed(0))
+    p_clean = float(inversion.match_psnr(clean.x_rec, x, batch_size=1)[0])
+    p_noisy = float(inversion.match_psnr(noisy.x_rec, x, batch_size=1)[0])
+    assert p_clean > 25 and p_noisy < 15
+
+
+def test_baseline_psnr_closed_form():
+    x = torch.full((2, 1, 2, 2), 0.5)
+    x[1] = 0.25
+    b = inversion.baseline_psnr(x, x)
+    # black: MSE 0.25 and 0.0625 -> 6.02 and 12.04 dB; mean image 0.375: MSE 0.015625 -> 18.06 dB.
+    assert b["black"] == pytest.approx((10 * math.log10(4) + 10 * math.log10(16)) / 2, abs=1e-9)
+    assert b["mean_image"] == pytest.approx(10 * math.log10(64), abs=1e-9)
+    assert inversion.psnr(x, x).tolist() == [120.0, 120.0]

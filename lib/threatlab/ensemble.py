@@ -36,7 +36,7 @@ from . import models, validate
 from .errors import ConfigError
 from .runtime import progress_disabled
 
-__all__ = ["Ensemble", "train_ensemble", "train_sequential", "half_splits"]
+__all__ = ["Ensemble", "ShadowSplits", "train_ensemble", "train_sequential", "half_splits", "shadow_splits"]
 
 
 @dataclass
@@ -92,6 +92,48 @@ def half_splits(n_pool: int, n_models: int, *, generator: torch.Generator | None
     mask = torch.zeros(n_models, n_pool, dtype=torch.bool)
     mask.scatter_(1, order[:, : n_pool // 2], True)
     return mask
+
+
+@dataclass(frozen=True)
+class ShadowSplits:
+    """Row bookkeeping of Shokri et al.'s shadow protocol over one data pool.
+
+    candidates: Long [n_candidates], pool rows on the target's side (what the attack
+        scores: the target trains on some of them, the others are its non-members).
+    attacker:   Long [n_pool - n_candidates], pool rows the attacker owns (shadow data).
+    shadow_in:  bool [n_shadows, len(attacker)], shadow m trains on attacker[shadow_in[m]].
+    The two row sets are disjoint; `shadow_rows(m)` gives shadow m's pool rows.
+    """
+
+    candidates: torch.Tensor
+    attacker: torch.Tensor
+    shadow_in: torch.Tensor
+
+    def shadow_rows(self, m: int) -> torch.Tensor:
+        """Pool rows shadow model m trains on (Long)."""
+        validate.number("m", m, low=0, high=self.shadow_in.shape[0] - 1, integer=True)
+        return self.attacker[self.shadow_in[m]]
+
+    def shadow_indices(self) -> torch.Tensor:
+        """Long [n_shadows, len(attacker) // 2]: every shadow's pool rows (for `train_ensemble`)."""
+        return torch.stack([self.attacker[r] for r in self.shadow_in])
+
+
+def shadow_splits(n_pool: int, *, n_candidates: int, n_shadows: int,
+                  generator: torch.Generator | None = None) -> ShadowSplits:
+    """Split a pool for the shadow-model attack (Shokri et al. 2017, arXiv 1610.05820).
+
+    A random permutation of the pool's rows: the first `n_candidates` are the target's
+    side, the rest the attacker's own data, disjoint from them; each of the `n_shadows`
+    shadow models trains on a random half of the attacker's rows (`half_splits`), so a
+    shadow's training set has the target's size when n_pool = 2 * n_candidates.
+    """
+    validate.number("n_pool", n_pool, low=4, integer=True)
+    validate.number("n_candidates", n_candidates, low=1, high=n_pool - 2, integer=True)
+    validate.positive("n_shadows", n_shadows, integer=True)
+    perm = torch.rand(n_pool, generator=generator).argsort()
+    cand, att = perm[:n_candidates], perm[n_candidates:]
+    return ShadowSplits(cand, att, half_splits(att.numel(), n_shadows, generator=generator))
 
 
 def _check(arch, x, y, indices, seeds, epochs, batch_size, lr, weight_decay):
