@@ -244,7 +244,7 @@ KERNELS = {
     "boundary": ("label", {"max_queries": 5}), "hopskipjump": ("label", {"max_queries": 5}),
     "mi_loss": ("probs", {}), "mi_confidence": ("probs", {}), "mi_entropy": ("probs", {}),
     "fredrikson": ("probs", {"steps": 1}), "dlg": ("model", {"steps": 1}),
-    "sign_noise": ("label", {"eps": 0.1}),
+    "sign_noise": ("label", {"eps": 0.1}), "mi_label_only": ("label", {}),
 }
 
 
@@ -266,7 +266,8 @@ def test_every_model_kernel_is_covered_by_the_entry_checks():
     data_first = {"label_flip_random", "label_flip_targeted", "badnets"}
     no_x = {"equation_solving"}
     pool_only = set(attacks.names("extraction")) - no_x - {"sign_noise"}  # (oracle, x), no labels
-    feature = {"feature_collision", "mi_shadow", "mi_lira"}   # need extra inputs; covered below
+    # need extra inputs (features, shadow outputs); covered below or in test_inversion
+    feature = {"feature_collision", "mi_shadow", "mi_lira", "mi_lira_offline", "mi_class_loss"}
     assert set(attacks.names()) - data_first - no_x - pool_only - feature - set(KERNELS) == set()
     for name in attacks.names():
         assert hasattr(attacks.get(name), "__wrapped__") and attacks.get(name).attack_name == name
