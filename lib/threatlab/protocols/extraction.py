@@ -142,6 +142,9 @@ def equation_solving_evidence(lr_victim, mlp_victim, pool: torch.Tensor, x_eval:
     lr_err = float(torch.maximum((lr_res.weight - w_true).abs().max(), (lr_res.bias - b_true).abs().max()))
     mlp_oracle = BlackBox(mlp_victim, mode="probs")
     mlp_res = ex.equation_solving(mlp_oracle, in_shape=in_shape, device=device, generator=g[1])
+    if pool.shape[0] < mlp_res.queries:
+        raise ConfigError(f"pool has {pool.shape[0]} images; the substitute needs as many as the solver's "
+                          f"{mlp_res.queries} queries (n_pool >= d + 1)")
     sub_oracle = BlackBox(mlp_victim, mode="probs")
     order = ex._randperm(pool.shape[0], g[2], pool.device)[:mlp_res.queries]
     sub = ex.train_substitute(sub_oracle, pool[order], generator=g[3], **sub_kw)
