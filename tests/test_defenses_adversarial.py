@@ -73,9 +73,10 @@ def test_bad_training_parameters(kwargs, message):
 
 def test_defenses_registry_mirrors_attacks():
     from threatlab import defenses
-    assert defenses.names() == ["adversarial_training", "dp_sgd", "input_quantization", "prada", "spectral_signatures"]
+    assert defenses.names() == ["activation_clustering", "adversarial_training", "dp_sgd", "input_quantization",
+                                "neural_cleanse", "prada", "spectral_signatures"]
     assert defenses.get("adversarial_training") is adversarial_training.adversarial_train
-    assert defenses.names("poisoning") == ["spectral_signatures"]
+    assert defenses.names("poisoning") == ["activation_clustering", "neural_cleanse", "spectral_signatures"]
     with pytest.raises(ConfigError, match="defense='nope'.*choose one of"):
         defenses.get("nope")
 

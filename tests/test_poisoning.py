@@ -110,25 +110,79 @@ def test_backdoor_success_counts_only_other_classes():
 # -------------------------------------------------------------------- feature collision
 
 
-def test_feature_collision_lowers_distance_within_bound():
-    torch.manual_seed(0)
-    model = models.build("mlp", in_shape=(1, 8, 8), num_classes=3, seed=0, hidden=(32,)).eval()
+class TinyExtractor(torch.nn.Module):
+    """A frozen smooth extractor (64 pixels -> 12 tanh features) and a linear head:
+    fewer features than pixels, so every target's features have many preimages."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12), torch.nn.Tanh())
+        self.head = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_feature_collision_collapses_distance_on_frozen_extractor():
+    """Poisons on a tiny frozen extractor: every feature distance falls below the
+    stopping rule's fraction (0.1) of its start, the loop stops early, and the reported
+    distance is the poison's own."""
+    model = TinyExtractor().eval()
     g = gen(2)
     base = torch.rand(6, 1, 8, 8, generator=g)
     target = torch.rand(2, 1, 8, 8, generator=g).repeat_interleave(3, 0)  # 3 poisons per target
     yb = torch.tensor([0, 0, 0, 1, 1, 1])
-    eps = 0.05
-    res = attacks.get("feature_collision")(model, base, yb, target=target, eps=eps, steps=50)
-    assert bool((res.dist_after < 0.9 * res.dist_before).all())
-    assert float((res.x_poison - base).abs().max()) <= eps + 1e-6
+    res = attacks.get("feature_collision")(model, base, yb, target=target, steps=2000, rel_tol=0.1)
+    assert bool((res.dist_after <= 0.1 * res.dist_before).all())
+    assert bool(res.extra["collided"].all())
+    assert int(res.extra["steps_run"].max()) < 2000            # stopped by the rule, not the cap
     assert float(res.x_poison.min()) >= 0 and float(res.x_poison.max()) <= 1
     assert torch.equal(res.y_poison, yb)
     with torch.no_grad():   # the reported distance is the poison's true distance
         d = (model.features(res.x_poison) - model.features(target)).norm(dim=1)
     assert torch.allclose(d, res.dist_after, atol=1e-5)
-    # A larger budget collides at least as well.
-    wide = attacks.get("feature_collision")(model, base, yb, target=target, eps=0.3, steps=50)
+    # Same inputs, same bytes; one row alone follows the same trajectory (Adam is elementwise).
+    again = attacks.get("feature_collision")(model, base, yb, target=target, steps=2000, rel_tol=0.1)
+    assert torch.equal(again.x_poison, res.x_poison)
+    # The default beta is Poison Frogs' beta_0 = 0.25 scaled by (feature dim / input dim)^2.
+    assert res.extra["beta"] == pytest.approx(0.25 * (12 / 64) ** 2)
+
+
+def test_feature_collision_respects_bound_and_cap():
+    model = models.build("mlp", in_shape=(1, 8, 8), num_classes=3, seed=0, hidden=(32,)).eval()
+    g = gen(2)
+    base = torch.rand(4, 1, 8, 8, generator=g)
+    target = torch.rand(4, 1, 8, 8, generator=g)
+    yb = torch.zeros(4, dtype=torch.long)
+    eps = 0.05
+    res = P.feature_collision(model, base, yb, target=target, eps=eps, steps=30, rel_tol=0.01)
+    assert float((res.x_poison - base).abs().max()) <= eps + 1e-6
+    assert bool((res.dist_after < res.dist_before).all())
+    assert not bool(res.extra["collided"].any())              # a tight ball cannot collide ...
+    assert res.extra["steps_run"].tolist() == [30] * 4        # ... so the cap ends the run
+    wide = P.feature_collision(model, base, yb, target=target, eps=0.3, steps=30, rel_tol=0.01)
     assert float(wide.dist_after.mean()) < float(res.dist_after.mean())
+
+
+def test_confusion_rate_on_constructed_predictions():
+    from threatlab import metrics
+
+    # 10 examples of class 3: 4 predicted 8, 1 predicted 5, 5 right; 5 of class 8, 2 predicted 3.
+    y = torch.tensor([3] * 10 + [8] * 5)
+    pred = torch.tensor([8, 8, 8, 8, 5, 3, 3, 3, 3, 3, 3, 3, 8, 8, 8])
+    assert metrics.confusion_rate(pred, y, source=3, target=8) == pytest.approx(0.4)
+    assert metrics.confusion_rate(pred, y, source=8, target=3) == pytest.approx(0.4)
+    assert metrics.confusion_rate(pred, y, source=3, target=5) == pytest.approx(0.1)
+    assert metrics.confusion_rate(pred, y, source=1, target=8) != metrics.confusion_rate(pred, y, source=1, target=8)
+    cm = metrics.confusion_matrix(pred, y, 10)
+    assert cm[3].tolist()[3] == 5 and cm[3, 8] == 4 and cm[8, 3] == 2 and int(cm.sum()) == 15
+    # Random flips relabel other classes *as* 3, which can raise class 3's recall; the
+    # confusion rate counts only 3 -> 8 and does not move with them.
+    model = type("Fixed", (torch.nn.Module,), {"forward": lambda self, x: torch.nn.functional.one_hot(
+        pred, 10).float()})()
+    eff = poisoning_protocol.flip_effects(model, torch.zeros(15, 1, 2, 2), y, source=3, target=8, num_classes=10)
+    assert eff == {"acc": pytest.approx(8 / 15), "confusion": pytest.approx(0.4), "source_recall": pytest.approx(0.5)}
 
 
 def test_finetune_transfer_freezes_features():
@@ -192,6 +246,14 @@ def test_spectral_signatures_flag_planted_outliers():
                                       target=x, eps=0.0), "eps=0.0"),
     (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0), x, y,
                                       target=x[:3], eps=0.1), "target"),
+    (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0), x, y,
+                                      target=x, rel_tol=1.0), "rel_tol=1.0"),
+    (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0), x, y,
+                                      target=x, step_size=float("inf")), "step_size=inf"),
+    (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0), x, y,
+                                      target=x, beta=float("nan")), "beta=nan"),
+    (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0),
+                                      x.clone().fill_(float("nan")), y, target=x), "finite"),
     (lambda x, y: spectral.spectral_signatures(torch.zeros(200, 4), y, remove_fraction=1.2),
      "remove_fraction=1.2"),
 ])
@@ -204,3 +266,22 @@ def test_bad_parameters_raise_before_compute(data, call, needle, monkeypatch):
     monkeypatch.setattr(P.LinfBall, "project", boom)
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
         call(x, y)
+
+
+def test_collision_trials_counts_each_target_once():
+    """A victim whose head is steered by the poisons: transfer-only retraining on
+    poisons labelled 1 sitting exactly on each target flips those targets."""
+    model = models.build("mlp", in_shape=(1, 4, 4), num_classes=2, seed=0, hidden=(8,)).eval()
+    g = gen(4)
+    x_clean = torch.rand(20, 1, 4, 4, generator=g)
+    y_clean = torch.zeros(20, dtype=torch.long)
+    x_target = torch.rand(3, 1, 4, 4, generator=g)
+    x_poison = x_target.unsqueeze(1).repeat(1, 15, 1, 1, 1)        # 15 exact copies per target
+    y_poison = torch.ones(3, dtype=torch.long)
+    out = poisoning_protocol.collision_trials(model, x_clean, y_clean, x_poison, y_poison, x_target,
+                                              regimes=("transfer",), epochs=30, lr=0.05, batch_size=35)
+    assert list(out) == ["transfer"] and len(out["transfer"]) == 3
+    assert all(isinstance(v, bool) for v in out["transfer"])
+    assert out["transfer"] == [True, True, True]
+    with pytest.raises(ConfigError, match="x_poison"):
+        poisoning_protocol.collision_trials(model, x_clean, y_clean, x_poison, y_poison[:2], x_target)

@@ -128,3 +128,27 @@ def queries_to_reach(queries, values, level: float, *, not_reached_factor: float
     # v[i - 1] < level <= v[i]: interpolate log(queries) in the value.
     t = (level - v[i - 1]) / (v[i] - v[i - 1])
     return float(math.exp(math.log(q[i - 1]) + t * (math.log(q[i]) - math.log(q[i - 1])))), True
+
+
+def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts [num_classes, num_classes] on the host: row = true class, column = prediction."""
+    p, t = pred.detach().long().cpu(), y.detach().long().cpu()
+    if p.shape != t.shape:
+        raise ValueError(f"pred {tuple(p.shape)} and y {tuple(t.shape)} differ")
+    flat = t * num_classes + p
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def confusion_rate(pred: torch.Tensor, y: torch.Tensor, *, source: int, target: int) -> float:
+    """Fraction of the examples of true class `source` predicted as `target`
+    (the damage of a source -> target label flip; NaN when no example is of `source`).
+
+    Unlike the source class's recall, it does not rise when other classes' examples are
+    relabelled as `source` (random flips do that), and it counts only the one confusion
+    the attacker wanted."""
+    p, t = pred.detach().cpu(), y.detach().cpu()
+    if p.shape != t.shape:
+        raise ValueError(f"pred {tuple(p.shape)} and y {tuple(t.shape)} differ")
+    src = t == source
+    n = int(src.sum())
+    return float((p[src] == target).sum()) / n if n else float("nan")

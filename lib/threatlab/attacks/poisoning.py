@@ -342,20 +342,28 @@ def backdoor_success(model, x, y, *, target_class, trigger, position=None, sourc
 
 
 @register("poisoning", "feature_collision")
-def feature_collision(model, x, y, *, target, eps=0.1, steps=200, step_size=None, beta=0.0,
-                      generator=None) -> CollisionResult:
+def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.01, beta=None,
+                      rel_tol=0.1, generator=None) -> CollisionResult:
     """Poison Frogs: clean-label poisons whose features collide with a target's.
 
     Shafahi, Huang, Najibi, Suciu, Studer, Dumitras, Goldstein (2018), "Poison Frogs!
     Targeted Clean-Label Poisoning Attacks on Neural Networks", arXiv 1804.00792.
     Threat model: white-box access to the victim's feature extractor
     (``model.features``); the attacker adds correctly labelled images (the bases,
-    slightly perturbed) to the training set, so that after training the target test
-    input is classified as the base class. Each poison p starts at its base b and
-    minimises ``||f(p) - f(t)||^2 + beta * ||p - b||^2`` with signed-gradient steps,
-    projected onto the L-inf ball of radius `eps` around b and the [0, 1] box (the
-    input-space bound that keeps the label clean to a human). The poison with the
-    lowest feature distance seen is kept.
+    perturbed) to the training set, so that after training the target test input is
+    classified as the base class. Each poison p starts at its base b and minimises the
+    paper's objective ``||f(p) - f(t)||^2 + beta * ||p - b||^2`` with
+    ``beta = 0.25 * (feature_dim / input_dim) ** 2`` by default (the paper's
+    beta_0 = 0.25 rescaled to this network's dimensions). The paper minimises it by
+    forward-backward splitting; here the proximal term is in the gradient and Adam
+    (elementwise, so each poison's trajectory is its own) takes the steps, followed by
+    a projection onto the [0, 1] box and, when `eps` < 1, onto the L-inf ball of radius
+    `eps` around b.
+
+    Stopping rule: a poison is done (frozen) once its feature distance has fallen to
+    ``rel_tol`` x its base's distance, the collision the attack needs; the loop ends
+    when every poison is done, or after `steps` steps (the cap). The lowest-distance
+    iterate of each poison is returned. One host read per step (whether all are done).
 
     Batched over pairs: poison i collides with target[i]; several poisons per target
     are several rows with the same target.
@@ -363,23 +371,29 @@ def feature_collision(model, x, y, *, target, eps=0.1, steps=200, step_size=None
     Args:
         x: base images [n, ...] in [0, 1]; y: their labels [n] (the poisons keep them).
         target: target images [n, ...] (row i is base i's target).
-        eps: L-inf input-space bound around each base, in (0, 1], default 0.1.
-        steps: optimisation steps (int > 0), default 200.
-        step_size: L-inf step; default 2.5 * eps / steps.
-        beta: weight of the proximal term ||p - b||^2 (>= 0), default 0 (the eps ball
-            alone bounds the change).
+        eps: L-inf bound around each base, in (0, 1]; 1.0 (default) = the box only,
+            as in the paper, which bounds the change through beta.
+        steps: step budget (int > 0), the cap of the stopping rule; default 1000.
+        step_size: Adam learning rate, in input units per step (> 0); default 0.01.
+        beta: weight of the proximal term (>= 0); None = the paper's scaled value.
+        rel_tol: relative feature distance at which a poison counts as collided and
+            stops, in (0, 1); default 0.1.
         generator: unused (deterministic); accepted for the common signature.
-    Shapes: x, target [n, C, H, W]; y [n] -> CollisionResult with x_poison like x.
+    Shapes: x, target [n, C, H, W]; y [n] -> CollisionResult with x_poison like x;
+    extra["steps_run"] Long [n] (steps each poison took before it collided, or the
+    cap), extra["collided"] bool [n].
 
     Example:
-        >>> res = feature_collision(model, x_base, y_base, target=x_t.expand_as(x_base), eps=0.1)
-        >>> (res.x_poison - x_base).abs().amax() <= 0.1
-        >>> res.dist_after < res.dist_before
+        >>> res = feature_collision(model, x_base, y_base, target=x_t.expand_as(x_base))
+        >>> res.dist_after / res.dist_before          # <= rel_tol where extra["collided"]
+        >>> res.extra["steps_run"].max()              # <= steps
     """
     validate.number("eps", eps, low=0, high=1, low_open=True)
     validate.positive("steps", steps, integer=True)
-    step_size = 2.5 * eps / steps if step_size is None else validate.positive("step_size", step_size)
-    validate.number("beta", beta, low=0, high=math.inf, high_open=True)
+    validate.number("step_size", step_size, low=0, high=math.inf, low_open=True, high_open=True)
+    if beta is not None:
+        validate.number("beta", beta, low=0, high=math.inf, high_open=True)
+    validate.number("rel_tol", rel_tol, low=0, high=1, low_open=True, high_open=True)
     _check_xy(x, y)
     if not torch.is_tensor(target) or target.shape != x.shape:
         raise ConfigError(f"target must be a tensor shaped like x {tuple(x.shape)}; got "
@@ -387,33 +401,50 @@ def feature_collision(model, x, y, *, target, eps=0.1, steps=200, step_size=None
     if not hasattr(model, "features"):
         raise ConfigError("model must expose .features (the feature extractor); see threatlab.models")
     for name, t in (("x", x), ("target", target)):
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise ConfigError(f"{name} must be finite (no NaN or inf pixels)")
         if t.numel() and (bool(t.min() < 0) or bool(t.max() > 1)):
             raise ConfigError(f"{name} must lie in [0, 1]; put normalization inside the model")
 
     feat = model.features
     ball = LinfBall(eps)
+    shape = (-1,) + (1,) * (x.dim() - 1)
     with torch.no_grad():
         f_t = feat(target).detach()
         d0 = flat_norm(feat(x) - f_t)
-    p = x.clone()
+    if beta is None:
+        beta = 0.25 * (f_t[0].numel() / max(1, x[0].numel())) ** 2
+    p = x.clone().requires_grad_(True)
+    opt = torch.optim.Adam([p], lr=step_size)
     best, best_d = x.clone(), d0.clone()
+    done = best_d <= rel_tol * d0
+    steps_run = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for _ in range(steps):
-        p_req = p.detach().requires_grad_(True)
+        if bool(done.all()):  # the one host read per step: stop once every poison collided
+            break
         with torch.enable_grad():
-            fp = feat(p_req)
-            dist = (fp - f_t).pow(2).flatten(1).sum(1)
-            loss = dist.sum() + beta * (p_req - x).pow(2).flatten(1).sum(1).sum()
-            (grad,) = torch.autograd.grad(loss, p_req)
-        # Keep the best iterate per poison (masked, no host sync): the fixed-size signed
-        # steps oscillate near the optimum.
-        d = dist.detach().sqrt()
-        better = d < best_d
-        best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), p, best)
-        best_d = torch.where(better, d, best_d)
-        p = ball.project(ball.step(p, -grad, step_size), x).detach()
+            dist2 = (feat(p) - f_t).pow(2).flatten(1).sum(1)
+            loss = (dist2 + beta * (p - x).pow(2).flatten(1).sum(1)).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        with torch.no_grad():
+            # dist2 belongs to the iterate before this step: keep that iterate if it is the best.
+            d = dist2.detach().sqrt()
+            better = (d < best_d) & ~done
+            best = torch.where(better.view(shape), p, best)
+            best_d = torch.where(better, d, best_d)
+            done = done | (best_d <= rel_tol * d0)
+            steps_run += (~done).long()
+            prev = p.detach().clone()
+            opt.step()
+            # Collided poisons stay where they are (Adam's momentum would move them on).
+            p.copy_(torch.where(done.view(shape), prev, ball.project(p, x)))
     with torch.no_grad():
         d_last = flat_norm(feat(p) - f_t)
-    better = d_last < best_d
-    best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), p, best)
-    best_d = torch.where(better, d_last, best_d)
-    return CollisionResult(best, y.clone(), d0, best_d, {"eps": eps, "steps": steps, "beta": beta})
+        better = (d_last < best_d) & ~done
+        best = torch.where(better.view(shape), p, best)
+        best_d = torch.where(better, d_last, best_d)
+    collided = best_d <= rel_tol * d0
+    return CollisionResult(best.detach(), y.clone(), d0, best_d,
+                           {"eps": eps, "steps": steps, "beta": float(beta), "rel_tol": rel_tol,
+                            "step_size": step_size, "steps_run": steps_run, "collided": collided})

@@ -20,7 +20,7 @@ import torch
 from .. import validate
 from ..errors import ConfigError
 
-__all__ = ["FilterResult", "detection_scores", "representations", "spectral_signatures"]
+__all__ = ["FilterResult", "detection_scores", "removal_curve", "representations", "spectral_signatures"]
 
 
 @dataclass
@@ -111,3 +111,36 @@ def detection_scores(flagged: torch.Tensor, is_poison: torch.Tensor) -> tuple[fl
         raise ConfigError(f"flagged {tuple(flagged.shape)} and is_poison {tuple(is_poison.shape)} differ")
     tp = int((flagged & is_poison).sum())
     return tp / max(1, int(is_poison.sum())), tp / max(1, int(flagged.sum()))
+
+
+def removal_curve(scores: torch.Tensor, labels: torch.Tensor, is_poison: torch.Tensor,
+                  fractions) -> dict[str, list[float]]:
+    """Recall and precision of spectral-signature filtering against the fraction removed.
+
+    For each fraction f in `fractions`, flag the ceil(f * n_c) highest `scores` of every
+    labelled class c (the rule of `spectral_signatures`, which computes the scores once
+    for every f) and score the flags against `is_poison`. Returns {"fraction": [...],
+    "removed": [...], "recall": [...], "precision": [...]} (removed = examples flagged).
+    """
+    if scores.shape != labels.shape or scores.shape != is_poison.shape:
+        raise ConfigError(f"scores {tuple(scores.shape)}, labels {tuple(labels.shape)} and is_poison "
+                          f"{tuple(is_poison.shape)} must have the same shape")
+    fr = [float(validate.number(f"fractions[{i}]", f, low=0, high=1)) for i, f in enumerate(fractions)]
+    s, lab, truth = scores.detach().cpu(), labels.detach().cpu(), is_poison.detach().cpu().bool()
+    out: dict[str, list[float]] = {"fraction": fr, "removed": [], "recall": [], "precision": []}
+    # Rank of each example within its class by descending score, computed once.
+    rank = torch.empty(s.shape[0], dtype=torch.long)
+    size = torch.zeros(s.shape[0], dtype=torch.long)
+    for k in lab.unique().tolist():
+        idx = (lab == k).nonzero().squeeze(1)
+        order = s[idx].argsort(descending=True, stable=True)
+        rank[idx[order]] = torch.arange(idx.numel())
+        size[idx] = idx.numel()
+    for f in fr:
+        m = torch.ceil(f * size.double() - 1e-9).long().clamp_max(size)
+        flagged = rank < m
+        recall, precision = detection_scores(flagged, truth)
+        out["removed"].append(int(flagged.sum()))
+        out["recall"].append(recall)
+        out["precision"].append(precision)
+    return out
