@@ -132,3 +132,29 @@ def test_temporary_names_are_fresh_and_never_reused(tmp_path, monkeypatch):
     assert len(set(names)) == 3 and all(os.path.basename(n).startswith(".r.json.") for n in names)
     assert all(s[1] & os.O_EXCL and s[2] == 0o666 for s in seen)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# --------------------------------------------------------------------------- provenance
+
+def test_provenance_lists_every_distribution_and_the_thread_pools(tmp_path):
+    from importlib import metadata
+
+    from threatlab.report import results
+
+    rec = Recorder("01_model_extraction", tmp_path, params={"seed": 3})
+    prov = json.loads(rec.save().read_text())["provenance"]
+    dists = prov["distributions"]
+    names = [d.split("==")[0] for d in dists]
+    canon = [results._canonical(n) for n in names]
+    assert canon == sorted(canon) and len(set(canon)) == len(canon)
+    installed = {results._canonical(d.metadata["Name"]) for d in metadata.distributions()
+                 if d.metadata is not None and d.metadata["Name"]}
+    assert set(canon) == installed and len(dists) > 20        # all of them, not 6 packages
+    for mod, dist in (("numpy", "numpy"), ("scipy", "scipy"), ("threadpoolctl", "threadpoolctl")):
+        assert f"{metadata.metadata(dist)['Name']}=={__import__(mod).__version__}" in dists
+    th = prov["threads"]
+    assert th["torch_intra_op"] == torch.get_num_threads()
+    # numpy is loaded, so its BLAS is in use and reported with its thread count.
+    blas = [p for p in th["pools"] if p["user_api"] == "blas"]
+    assert blas and all(isinstance(p["num_threads"], int) and p["filepath"] for p in blas)
+    assert prov["seed"] == 3 and prov["device"] in ("cpu", "cuda")
