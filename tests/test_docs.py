@@ -163,3 +163,25 @@ def test_index_takes_a_sweeps_verdicts_per_dataset(executed, tmp_path):
     assert "0.3 [0.2, 0.4]<br>0.05 [-0.05, 0.15]" in row and "gap = [0.1, 0, 0.2]" in row
     (f01,) = [line for line in index.splitlines() if line.startswith("<tr><td>F01")]
     assert '<span class="not-run">not run</span>' in f01
+
+
+def test_sanitize_drops_run_details_and_relativises_checkout_paths(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    r = str(root.resolve())
+    cell = new_code_cell(f"out_dir = '{r}/figures'", execution_count=4,
+                         metadata={"tags": ["injected-parameters"], "execution": {"iopub.status.idle": "t"},
+                                   "papermill": {"duration": 1.5}})
+    cell.id = "a1b2c3d4"
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                           text=f"{r}/figures {r}2/other {r}. {r}\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="warning\n")]
+    nb = new_notebook(cells=[cell], metadata={"papermill": {"start_time": "t0"},
+                                              "kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    out = docs.sanitize(nb, root=root)
+    assert dict(out.metadata) == {"kernelspec": {"name": "python3", "display_name": "Python 3"}}
+    (c,) = out.cells
+    assert c.id == "injected-parameters" and dict(c.metadata) == {"tags": ["injected-parameters"]}
+    assert c.source == "out_dir = 'figures'" and c.execution_count == 4
+    assert [o["text"] for o in c.outputs] == [f"figures {r}2/other .. .\n"]
+    assert nb.cells[0].id == "a1b2c3d4" and len(nb.cells[0].outputs) == 2   # the input is untouched

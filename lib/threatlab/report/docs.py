@@ -91,8 +91,10 @@ def _join(text: str | list[str]) -> str:
 
 
 def _relative_paths(text: str, root: str) -> str:
-    """Paths under the checkout `root` written relative to it."""
-    return text.replace(root + os.sep, "").replace(root, ".")
+    """Paths under the checkout `root` written relative to it ('<root>/figures' ->
+    'figures', '<root>' -> '.'); '<root>2/x', another folder, is left alone."""
+    return re.sub(re.escape(root) + r"(?:(/)|(?![\w-]|\.\w))",
+                  lambda m: "" if m.group(1) else ".", text)
 
 
 def sanitize(nb: Any, *, root: str | os.PathLike = REPO) -> Any:
