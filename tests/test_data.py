@@ -506,3 +506,147 @@ def test_nothing_found_names_the_command(monkeypatch, no_offline, tmp_path, name
     assert "set THREATLAB_DATA=<dir with the IDX files>" in msg and "pass download=True" in msg
     assert str(empty / name) in msg                                # where it looked
     assert files_in(no_offline) == []
+
+
+# --------------------------------------------------------------------------- set-up (provision)
+
+URL_ENV = {"mnist": "THREATLAB_MNIST_URL", "fashion_mnist": "THREATLAB_FASHION_MNIST_URL"}
+
+
+def serve_both_splits(monkeypatch, tmp_path, name, *, table_matches=True):
+    """Write train and test IDX files, make the checksum table agree with them (or not)."""
+    served = tmp_path / "served"
+    files = {}
+    for split, seed in (("train", 1), ("test", 2)):
+        files.update(write_idx_gz(served, split, *small_set(4 + seed, seed=seed)))
+    for fname, raw in files.items():
+        sha = hashlib.sha256(raw if table_matches else raw + b"!").hexdigest()
+        monkeypatch.setitem(data.SHA256[name], fname, sha)
+    return served, files
+
+
+@pytest.fixture
+def fake_apt(monkeypatch, tmp_path):
+    """A real `apt-get` executable first on PATH: it logs its arguments and, on
+    `install dataset-fashion-mnist`, copies <tmp>/deb/* into <tmp>/system (the stand-in
+    for /usr/share/datasets/fashion-mnist). With NEED_UPDATE=1 the install fails until
+    `apt-get update` ran, as on a fresh container with empty package lists."""
+    bindir, system, deb = tmp_path / "bin", tmp_path / "system", tmp_path / "deb"
+    for d in (bindir, system, deb):
+        d.mkdir()
+    log = tmp_path / "apt.log"
+    script = bindir / "apt-get"
+    script.write_text(f"""#!/bin/sh
+echo "$*" >> '{log}'
+case "$*" in
+  *update*) touch '{tmp_path}/updated' ;;
+  *"install "*dataset-fashion-mnist*)
+    if [ -n "$NEED_UPDATE" ] && [ ! -f '{tmp_path}/updated' ]; then
+      echo "E: Unable to locate package dataset-fashion-mnist" >&2; exit 100
+    fi
+    cp '{deb}'/* '{system}'/ ;;
+esac
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(data, "FASHION_SYSTEM_DIR", system)
+
+    def calls() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    return deb, bindir, calls
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "mnist"])
+def test_provision_downloads_over_http_when_apt_is_disabled(monkeypatch, no_offline, tmp_path,
+                                                            serve, fake_apt, name):
+    """The fresh-machine path: nothing installed, apt off -> the IDX files come over real
+    HTTP from 127.0.0.1, sha256-checked, into the cache; afterwards the loader reads them
+    with no network and no download permission."""
+    cache = no_offline
+    _, _, apt_calls = fake_apt
+    monkeypatch.setenv("THREATLAB_APT", "0")
+    served, files = serve_both_splits(monkeypatch, tmp_path, name)
+    server = serve(served)
+    monkeypatch.setenv(URL_ENV[name], server.url)
+    assert not data.present(name)
+
+    lines: list[str] = []
+    assert data.provision([name], log=lines.append) == {name: "download"}
+    assert sorted(server.requests) == sorted("/" + f for f in files)
+    assert apt_calls() == []                                       # apt-get never ran
+    assert files_in(cache) == sorted(files)                        # no temporary leftovers
+    for fname, raw in files.items():
+        assert (cache / name / fname).read_bytes() == raw
+    assert any(server.url in line for line in lines) and "downloaded into" in lines[-1]
+
+    server.close()                                                 # nothing downloads later
+    assert data.present(name)
+    x, y = data.load(name, "test")
+    images, labels = small_set(6, seed=2)
+    assert torch.equal(x[:, 0], torch.from_numpy(images).float() / 255)
+    assert torch.equal(y, torch.from_numpy(labels).long())
+    assert data.provision([name], log=lines.append) == {name: "present"}
+    assert len(server.requests) == 4
+
+
+def test_provision_cli_fails_with_one_line_naming_both_ways(monkeypatch, no_offline, tmp_path,
+                                                            serve, fake_apt, capsys):
+    _, _, apt_calls = fake_apt
+    served, _ = serve_both_splits(monkeypatch, tmp_path, "fashion_mnist", table_matches=False)
+    server = serve(served)
+    monkeypatch.setenv("THREATLAB_FASHION_MNIST_URL", server.url)
+    assert data.main(["provision", "--datasets", "fashion_mnist", "--no-apt"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("threatlab: Fashion-MNIST is missing")
+    assert "apt-get not tried (apt=False)" in err and "does not match the expected" in err
+    assert "`sudo apt-get install dataset-fashion-mnist`" in err
+    assert server.url in err and "THREATLAB_FASHION_MNIST_URL=" in err
+    assert apt_calls() == [] and files_in(no_offline) == []        # a bad download writes nothing
+
+    server.close()                                                 # unreachable: same one line
+    with pytest.raises(DataUnavailableError, match=r"download failed: could not download") as e:
+        data.provision(["fashion_mnist"], apt=False, log=lambda m: None)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("need_update", [False, True])
+def test_provision_installs_the_debian_package_when_apt_runs_without_password(
+        monkeypatch, no_offline, tmp_path, fake_apt, need_update):
+    deb, _, apt_calls = fake_apt
+    files = {}
+    for split in ("train", "test"):
+        files.update(write_idx_gz(deb, split, *small_set(3)))
+    for fname, raw in files.items():
+        monkeypatch.setitem(data.SHA256["fashion_mnist"], fname, hashlib.sha256(raw).hexdigest())
+    monkeypatch.setenv("THREATLAB_FASHION_MNIST_URL", "http://127.0.0.1:9/")  # never reached
+    monkeypatch.setattr(data.os, "geteuid", lambda: 0)             # root: no sudo needed
+    if need_update:
+        monkeypatch.setenv("NEED_UPDATE", "1")
+    assert data.provision(["fashion_mnist"], log=lambda m: None) == {"fashion_mnist": "apt"}
+    install = "install -y -qq --no-install-recommends dataset-fashion-mnist"
+    assert apt_calls() == ([install, "update -qq", install] if need_update else [install])
+    assert data.present("fashion_mnist") and files_in(no_offline) == []   # no cache copy
+
+
+def test_provision_without_root_or_passwordless_sudo_downloads(monkeypatch, no_offline,
+                                                               tmp_path, serve, fake_apt):
+    _, bindir, apt_calls = fake_apt
+    sudo = bindir / "sudo"                                         # sudo that wants a password
+    sudo.write_text(f"#!/bin/sh\necho \"$*\" >> '{tmp_path}/sudo.log'\n"
+                    "echo 'sudo: a password is required' >&2\nexit 1\n")
+    sudo.chmod(0o755)
+    monkeypatch.setattr(data.os, "geteuid", lambda: 1000)
+    served, _ = serve_both_splits(monkeypatch, tmp_path, "fashion_mnist")
+    monkeypatch.setenv("THREATLAB_FASHION_MNIST_URL", serve(served).url)
+    assert data.provision(["fashion_mnist"], log=lambda m: None) == {"fashion_mnist": "download"}
+    assert (tmp_path / "sudo.log").read_text().split() == ["-n", "true"]  # asked, never prompted
+    assert apt_calls() == []
+
+
+def test_provision_bad_arguments(env):
+    with pytest.raises(ConfigError, match=r"dataset='cifar10' is not a known dataset"):
+        data.provision(["cifar10"])
+    with pytest.raises(ConfigError, match=r"apt='yes' has type str"):
+        data.provision(["digits"], apt="yes")
+    assert data.provision(["digits"], log=lambda m: None) == {"digits": "present"}

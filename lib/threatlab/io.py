@@ -4,12 +4,18 @@ Every file threatlab writes (figures, results, checkpoints, tables) goes through
 `atomic_write`: the bytes land in a temporary file in the same folder, are flushed to
 disk, then renamed over the target. A run killed half-way leaves the previous good file
 in place, never a truncated one.
+
+File modes: the file gets the permissions a plain ``open(path, "w")`` would give a new
+file, ``0o666`` less the process umask (0644 under umask 022, 0664 under 002), and any
+default ACL of the folder applies as it would to ``open()``. ``tempfile.mkstemp`` would
+make every result, figure and checkpoint 0600, unreadable to a group sharing a cache or
+a sweep folder.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -22,7 +28,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"mode={mode!r}; atomic_open writes only ('wb' or 'w')")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_sibling(path)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as f:
             yield f
@@ -36,6 +42,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         except FileNotFoundError:
             pass
         raise
+
+
+def _create_sibling(path: Path) -> tuple[int, Path]:
+    """Create a new, empty temporary file next to `path`; return (fd, its path).
+
+    Like ``mkstemp`` (O_EXCL: never an existing file, random name) but created with mode
+    0o666 so the kernel applies the umask exactly as it does for ``open()``.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:

@@ -10,6 +10,11 @@ import torch
 
 #: Set to 1 to silence every progress bar (nbval and CI logs).
 NO_PROGRESS_ENV = "THREATLAB_NO_PROGRESS"
+#: tqdm's own switch. tqdm reads it only as the default of ``disable``, so a bar created
+#: with an explicit ``disable=False`` would still draw; threatlab passes the value of
+#: `progress_disabled`, which reads it too.
+TQDM_DISABLE_ENV = "TQDM_DISABLE"
+_TRUE = ("1", "true", "yes", "on")
 
 #: Rows sent through a model at once on a CPU. The notebooks' MNIST CNN, one thread:
 #: a forward + input-gradient backward costs 0.47 ms per row in chunks of 64-128 rows,
@@ -60,8 +65,10 @@ def row_slices(n: int, device: torch.device | str) -> list[slice]:
 
 
 def progress_disabled() -> bool:
-    """True when THREATLAB_NO_PROGRESS is set to a true value."""
-    return os.environ.get(NO_PROGRESS_ENV, "").lower() in ("1", "true", "yes")
+    """True when THREATLAB_NO_PROGRESS or TQDM_DISABLE is set to a true value
+    (1, true, yes, on; read at call time, so a notebook or test can set it late)."""
+    return any(os.environ.get(var, "").strip().lower() in _TRUE
+               for var in (NO_PROGRESS_ENV, TQDM_DISABLE_ENV))
 
 
 def describe(device: torch.device | str, seed: int) -> dict[str, str]:

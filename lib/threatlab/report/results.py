@@ -1,9 +1,11 @@
 """Results files with provenance.
 
 Each family notebook writes `<out>/results/<notebook>.json`: its evidence per finding,
-its other measurements, and what produced them (git sha, package versions, seed,
-device, parameters). Everything in that file is a function of code, parameters and
-machine, so two runs of a profile give identical bytes. What varies run to run (wall
+its other measurements, and what produced them: git sha, the main package versions,
+every installed distribution (``name==version``, sorted), the BLAS / OpenMP libraries
+and thread counts in use (threadpoolctl), seed, device and parameters. Everything in
+that file is a function of code, parameters and machine, so two runs of a profile give
+identical bytes. What varies run to run (wall
 time, per-attack timings, the date) goes to `<notebook>.run.json` beside it.
 """
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import subprocess
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +78,47 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _canonical(name: str) -> str:
+    """PEP 503 normalised name: 'Jinja2' and 'jinja2', 'nest_asyncio2' and 'nest-asyncio2' agree."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def distributions() -> list[str]:
+    """Every installed distribution as ``name==version``, sorted by normalised name.
+
+    Where a name is installed twice on ``sys.path``, the first one (the one ``import``
+    finds) is kept, as pip does.
+    """
+    seen: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata is not None else None
+        if not name:
+            continue                     # a broken .dist-info folder
+        seen.setdefault(_canonical(name), f"{name}=={dist.version}")
+    return [seen[k] for k in sorted(seen)]
+
+
+def threads() -> dict[str, Any]:
+    """Threads and native thread pools in use: torch's intra-/inter-op threads and, from
+    ``threadpoolctl.threadpool_info()``, each loaded BLAS / OpenMP library (API,
+    implementation, version, threads, file), sorted so the order is stable."""
+    from threadpoolctl import threadpool_info
+
+    pools = sorted((jsonable(p) for p in threadpool_info()),
+                   key=lambda p: (str(p.get("user_api")), str(p.get("internal_api")),
+                                  str(p.get("filepath"))))
+    return {"torch_intra_op": torch.get_num_threads(),
+            "torch_inter_op": torch.get_num_interop_threads(), "pools": pools}
+
+
+def provenance(seed: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """What produced a results file; the same on every run on one machine (no dates)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"git": git_sha(), "versions": versions(), "distributions": distributions(),
+            "threads": threads(), "seed": seed, "device": device,
+            "parameters": jsonable(params)}
+
+
 class Recorder:
     """Collects a notebook's numbers and writes them once, atomically.
 
@@ -110,11 +155,9 @@ class Recorder:
 
     def save(self) -> Path:
         """Write results/<notebook>.json and results/<notebook>.run.json; return the former."""
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         doc = {
             "notebook": self.notebook,
-            "provenance": {"git": git_sha(), "versions": versions(), "seed": self.params.get("seed"),
-                           "device": device, "parameters": jsonable(self.params)},
+            "provenance": provenance(self.params.get("seed"), self.params),
             **self.sections,
         }
         doc["provenance"]["data"] = {k: self.data_digests[k] for k in sorted(self.data_digests)}
