@@ -77,6 +77,9 @@ SPECS: dict[str, Spec] = {
     "mi_entropy": Spec("black", {}, fields=("scores",)),
     "mi_lira": Spec("black", {}, fields=("scores",), extra=_shadows),
     "mi_shadow": Spec("black", dict(steps=20), fields=("scores",), extra=_shadows),
+    "mi_class_loss": Spec("black", {}, fields=("scores",), extra=_shadows),
+    "mi_lira_offline": Spec("black", {}, fields=("scores",), extra=_shadows),
+    "mi_label_only": Spec("black", dict(max_shift=1, noise_samples=2), mode="label", fields=("scores",)),
     "fredrikson": Spec("black", dict(steps=3, samples=2, lr=0.5), fields=("x_rec",)),
     "dlg": Spec("white", dict(steps=3), fields=("x_rec",), exact=False),
     # poisoning
@@ -189,8 +192,10 @@ def test_cuda_matches_cpu(ctx, name):
 
 @pytest.mark.skipif("cuda" not in DEVICES, reason="no CUDA device")
 def test_ensemble_cuda_matches_cpu(ctx):
-    for k, v in ctx["ens_params"]["cpu"].items():
-        torch.testing.assert_close(ctx["ens_params"]["cuda"][k].cpu(), v, rtol=1e-3, atol=1e-4)
+    # Compared on outputs: a parameter whose gradient is ~0 can take an Adam step of
+    # either sign under different rounding, which moves it by ~lr without changing
+    # what the model computes.
+    torch.testing.assert_close(ctx["shadow_probs"]["cuda"].cpu(), ctx["shadow_probs"]["cpu"], rtol=0, atol=2e-3)
 
 
 @pytest.mark.parametrize("dev", DEVICES)
