@@ -68,7 +68,8 @@ print("python", platform.python_version(), "torch", torch.__version__, "cuda", t
       "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
 EOF
 }
-stage setup 150 setup
+export PY; export -f setup   # `timeout` runs programs, not shell functions
+stage setup 150 bash -c setup
 
 LIBS=$("$PY" - <<'EOF'
 import importlib.util as u
