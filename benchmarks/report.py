@@ -210,4 +210,21 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
         if r["note"]:
             L += ["", f"Note: {r['note']}"]
         L.append("")
+    L += extra_sections()
     return "\n".join(L).rstrip() + "\n"
+
+
+def extra_sections() -> list[str]:
+    """The sections the issue-22 benchmarks keep in results.md (ensemble_bench.py,
+    compile_bench.py), from their JSON beside this file, so a rerun of run.py keeps them."""
+    import json
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    out: list[str] = []
+    for stem, module in (("ensemble", "ensemble_bench"), ("compile", "compile_bench")):
+        path = here / f"{stem}.json"
+        if path.exists():
+            mod = __import__(module)
+            out += [mod.section(json.loads(path.read_text(encoding="utf-8"))), ""]
+    return out

@@ -2,15 +2,19 @@
 
 Membership inference needs many models of one architecture trained on different
 subsets of one data pool (Shokri et al. 2017 shadow models; LiRA's 16-256 reference
-models, Carlini et al. 2022). Trained one after another, each small model wastes most
-of a step on Python and kernel-launch overhead. Here the M models' parameters are
-stacked along a new leading dimension (`torch.func.stack_module_state`) and one step
-runs ``vmap(grad(loss))`` over that dimension, so M models cost about one launch
-sequence per step. The optimizer is Adam written out on the stacked tensors with the
-same update rule as ``torch.optim.Adam``, and every model m draws its batches from its
-own ``torch.Generator(seed=seeds[m])`` exactly as `models.train` does: the ensemble
-gives the same parameters as training each model with `models.train` (to float
-tolerance; `tests/test_ensemble.py` checks it).
+models, Carlini et al. 2022, arXiv 2112.03570). Trained one after another, each small
+model wastes most of a step on Python, autograd and optimizer overhead. Here the M
+models' parameters are stacked along a new leading dimension and one step runs all M
+models layer by layer on stacked tensors: a linear layer is one batched matmul
+(``torch.baddbmm``, [M, batch, in] x [M, in, out]), a convolution one grouped
+convolution (the M models are the M groups, in channels-last layout), pooling and ReLU
+one call on the stacked activations, the loss the sum of the M per-model mean
+cross-entropies (so each model's gradient is exactly its own), and one
+``torch.optim.Adam(foreach=True)`` steps all stacked tensors. Every model m draws its
+batches from its own ``torch.Generator(seed=seeds[m])`` exactly as `models.train` does:
+the ensemble gives the same parameters as training each model with `models.train` (to
+float tolerance; `tests/test_ensemble_dp.py` checks it). benchmarks/PROFILING.md has the
+profile behind this layout (a ``vmap(grad(...))`` step was slower than the plain loop).
 
     >>> from threatlab import ensemble
     >>> ens = ensemble.train_ensemble("mlp", x_pool, y_pool, indices, seeds=list(range(16)),
@@ -29,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from . import models, validate
@@ -156,6 +160,131 @@ def _check(arch, x, y, indices, seeds, epochs, batch_size, lr, weight_decay):
     models._check_train_params(epochs, batch_size, lr, weight_decay, "adam", 0.9, 0)
 
 
+#: How torch.optim.Adam runs over the stacked tensors: "fused" makes one pass over
+#: parameter, gradient and both moments per element (the stacked tensors do not fit in
+#: cache, so the foreach kernels' several passes cost as much as the matmuls; PROFILING.md).
+_ADAM_IMPL: dict[str, bool] = {"fused": True}
+
+#: Layers the stacked forward knows (every `models.ARCHITECTURES` entry is built from these).
+_STACKABLE = (models.Normalize, nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.MaxPool2d)
+
+
+def _layers(base: nn.Module) -> list[tuple[str, nn.Module]]:
+    """`base`'s layers in forward order with their parameter-name prefixes.
+
+    A `models.Classifier` runs ``head(features(x))``; anything else must be an
+    ``nn.Sequential`` of `_STACKABLE` layers.
+    """
+    if isinstance(base, models.Classifier):
+        seq = [(f"features.{k}", m) for k, m in base.features.named_children()] + [("head", base.head)]
+    elif isinstance(base, nn.Sequential):
+        seq = list(base.named_children())
+    else:
+        raise ConfigError(f"model {type(base).__name__} cannot be stacked; expected a models.Classifier "
+                          "or an nn.Sequential")
+    for name, m in seq:
+        if not isinstance(m, _STACKABLE):
+            raise ConfigError(f"layer {name} ({type(m).__name__}) cannot be stacked; allowed: "
+                              f"{[c.__name__ for c in _STACKABLE]}")
+        if isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros"
+                                          or isinstance(m.padding, str)):
+            raise ConfigError(f"layer {name}: only groups=1, numeric zero padding convolutions can be stacked")
+    return seq
+
+
+#: Models per grouped convolution call. A convolutional trunk's activations grow with
+#: the models stacked in one call ([64, 32 m, 28, 28] floats after SmallCNN's first
+#: conv on a batch of 64: 100 MB at m = 16, several such kept for the backward pass),
+#: so the trunk runs at most this many models at a time; everything after it (linear
+#: layers, loss, Adam) stays stacked over all M. On the 2-core CPU (K = 16, 3 rounds,
+#: load ~8) 1, 4 and 16 models per call trained SmallCNN in 2.28, 2.14 and 2.62 s
+#: (median) against 2.33 s for the sequential loop: convolution arithmetic bounds it
+#: and the chunk size is within noise (PROFILING.md); 4 keeps a K = 64 ensemble's
+#: activations at a quarter of one call's.
+CONV_MODELS_PER_CALL = 4
+
+
+def _run_layers(layers, params, buffers, x: torch.Tensor) -> torch.Tensor:
+    """`layers` of m models on stacked tensors; x [m, B, ...] -> [m, B, features] (or the
+    grouped [B, m*C, H, W] map when `layers` stops before the flatten)."""
+    m_count, b = x.shape[0], x.shape[1]
+    h, grouped = x, False                         # grouped: [B, m*C, H, W]; else [m, B, ...]
+    for name, layer in layers:
+        if isinstance(layer, models.Normalize):
+            if grouped:
+                raise ConfigError(f"layer {name}: Normalize after a convolution cannot be stacked")
+            h = (h - buffers[f"{name}.mean"]) / buffers[f"{name}.std"]   # [m,1,C,1,1] per model
+        elif isinstance(layer, nn.Conv2d):
+            if not grouped:
+                h = h.transpose(0, 1).reshape(b, -1, *h.shape[3:]).contiguous(memory_format=torch.channels_last)
+                grouped = True
+            w = params[f"{name}.weight"]
+            bias = params.get(f"{name}.bias")
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1),
+                         stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=m_count)
+        elif isinstance(layer, nn.MaxPool2d):
+            h = F.max_pool2d(h, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                             ceil_mode=layer.ceil_mode)
+        elif isinstance(layer, nn.ReLU):
+            h = torch.relu(h)
+        elif isinstance(layer, nn.Flatten):
+            # Each model's features in its own (C, H, W) order, as nn.Flatten gives them.
+            h = h.reshape(b, m_count, -1).transpose(0, 1) if grouped else h.flatten(2)
+            grouped = False
+        else:  # nn.Linear; the weight is held transposed, [m, in, out] (see _linear_keys)
+            wt = params[f"{name}.weight"]
+            bias = params.get(f"{name}.bias")
+            h = torch.bmm(h, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, wt)
+    return h
+
+
+def _stacked_forward(layers, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                     x: torch.Tensor, models_per_conv: int | None = None) -> torch.Tensor:
+    """M models' logits [M, B, classes] on their own batches x [M, B, C, H, W].
+
+    Linear layers run on [M, B, features] (one ``baddbmm`` for all M). A convolutional
+    trunk (everything up to the flatten after the last convolution) runs
+    `models_per_conv` (default `CONV_MODELS_PER_CALL`) models at a time as one grouped convolution ([B, m * C, H, W],
+    the m models are the m groups) in channels-last memory, where max-pooling is an
+    order of magnitude faster on the CPU than in NCHW; the trunk's stacked parameters
+    are split with ``Tensor.split``, whose backward writes each chunk's gradient into
+    one stacked gradient. Each model's numbers go through the same operations as in its
+    own forward, so they agree with ``model(x[m])`` to float rounding.
+    """
+    last_conv = max((i for i, (_, l) in enumerate(layers) if isinstance(l, nn.Conv2d)), default=-1)
+    cut = next((i + 1 for i, (_, l) in enumerate(layers) if i > last_conv and isinstance(l, nn.Flatten)),
+               0) if last_conv >= 0 else 0
+    if last_conv >= 0 and cut == 0:
+        raise ConfigError("the stacked model must flatten after its last convolution")
+    h, chunk = x, models_per_conv or CONV_MODELS_PER_CALL
+    if cut:
+        trunk = layers[:cut]
+        names = {f"{n}." for n, _ in trunk}
+        own = lambda d: {k: v.split(chunk) for k, v in d.items()  # noqa: E731
+                         if any(k.startswith(n) for n in names)}
+        p_parts, b_parts = own(params), own(buffers)
+        outs = []
+        for j, xc in enumerate(x.split(chunk)):
+            outs.append(_run_layers(trunk, {k: v[j] for k, v in p_parts.items()},
+                                    {k: v[j] for k, v in b_parts.items()}, xc))
+        h = torch.cat(outs) if len(outs) > 1 else outs[0]
+    h = _run_layers(layers[cut:], params, buffers, h)
+    if h.dim() != 3:  # pragma: no cover - every Classifier ends in its linear head
+        raise ConfigError("the stacked model must end in a linear layer on flattened features")
+    return h
+
+
+def _linear_keys(layers) -> list[str]:
+    """Names of the linear weights, which train as [M, in, out] (transposed, contiguous).
+
+    With the weight stored [M, out, in], autograd computes its gradient as
+    ``input^T @ grad_out`` = [M, in, out] and then copies it into the transposed layout:
+    one full pass over the largest tensor every step (PROFILING.md). Holding the
+    transpose avoids it; Adam is elementwise, so the layout does not change a number.
+    """
+    return [f"{name}.weight" for name, layer in layers if isinstance(layer, nn.Linear)]
+
+
 def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, *,
                    seeds: Sequence[int], epochs: int = 1, batch_size: int = 128, lr: float = 1e-3,
                    weight_decay: float = 0.0, num_classes: int = 10,
@@ -164,10 +293,12 @@ def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.T
     """Train M = len(seeds) models at once, model m on ``x[indices[m]], y[indices[m]]``.
 
     Model m is initialised as ``models.build(arch, seed=seeds[m], ...)`` and trained with
-    Adam (betas 0.9/0.999, eps 1e-8, L2 `weight_decay` added to the gradient as torch's
-    Adam does) on mean cross-entropy, visiting its examples in the order
+    ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, L2 `weight_decay` added to the
+    gradient) on mean cross-entropy, visiting its examples in the order
     ``torch.randperm(n, generator=Generator().manual_seed(seeds[m]))`` each epoch, i.e.
     exactly what ``models.train(net, x[indices[m]], y[indices[m]], seed=seeds[m])`` does.
+    Adam is elementwise, so one Adam over the stacked tensors is M independent Adams;
+    the summed loss gives model m the gradient of its own loss only.
 
     Args:
         arch: a `models.ARCHITECTURES` name; arch_params go to `models.build`.
@@ -182,28 +313,23 @@ def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.T
     dev = torch.device(device) if device is not None else torch.device("cpu")
     nets = [models.build(arch, in_shape=tuple(x.shape[1:]), num_classes=num_classes, seed=int(s),
                          **dict(arch_params or {})).to(dev) for s in seeds]
+    base = nets[0]  # its structure is used, its parameters are replaced by the stacked ones
+    layers = _layers(base)
     params, buffers = stack_module_state(nets)
-    params = {k: v.detach().clone() for k, v in params.items()}
-    base = nets[0]  # only its structure is used: functional_call swaps the parameters in
+    lin = set(_linear_keys(layers))
+    params = {k: (v.detach().transpose(1, 2) if k in lin else v.detach()).contiguous().requires_grad_(True)
+              for k, v in params.items()}
+    buffers = {k: v.detach() for k, v in buffers.items()}
+    opt = torch.optim.Adam(list(params.values()), lr=lr, weight_decay=weight_decay, **_ADAM_IMPL)
     m_count, n = indices.shape
     steps = (n + batch_size - 1) // batch_size
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     xs, ys = x.to(dev), y.to(dev, dtype=torch.long)
     idx_dev = indices.to(dev)
-
-    def loss_fn(p, b, xb, yb):
-        return F.cross_entropy(functional_call(base, (p, b), (xb,)), yb)
-
-    grad_all = vmap(grad(loss_fn, has_aux=False), in_dims=(0, 0, 0, 0))
-    loss_all = vmap(loss_fn, in_dims=(0, 0, 0, 0))
-    exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
-    exp_sq = {k: torch.zeros_like(v) for k, v in params.items()}
-    b1, b2, eps = 0.9, 0.999, 1e-8
     history: dict[str, Any] = {"loss": [], "epochs": epochs, "batch_size": batch_size}
     t0 = time.perf_counter()
     bar = tqdm(total=epochs * steps, desc=f"ensemble of {m_count} {arch}", unit="step",
                disable=(not progress) or progress_disabled(), leave=False)
-    step = 0
     try:
         for _ in range(epochs):
             # Same draws as models.train: one randperm per model per epoch from its own generator.
@@ -211,25 +337,20 @@ def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.T
             rows = torch.gather(idx_dev, 1, perms)
             loss_sum = torch.zeros(m_count, device=dev)
             for i in range(steps):
-                r = rows[:, i * batch_size:(i + 1) * batch_size]
-                xb, yb = xs[r], ys[r]
-                g = grad_all(params, buffers, xb, yb)
-                with torch.no_grad():
-                    loss_sum += loss_all(params, buffers, xb, yb) * r.shape[1]
-                step += 1
-                bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
-                with torch.no_grad():
-                    for k, p in params.items():
-                        gk = g[k] + weight_decay * p if weight_decay else g[k]
-                        exp_avg[k].lerp_(gk, 1 - b1)
-                        exp_sq[k].mul_(b2).addcmul_(gk, gk, value=1 - b2)
-                        denom = (exp_sq[k].sqrt() / (bc2 ** 0.5)).add_(eps)
-                        p.addcdiv_(exp_avg[k], denom, value=-lr / bc1)
+                r = rows[:, i * batch_size:(i + 1) * batch_size]           # [M, B]
+                logits = _stacked_forward(layers, params, buffers, xs[r])  # [M, B, classes]
+                per_model = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys[r].reshape(-1),
+                                            reduction="none").view(m_count, -1).mean(1)
+                opt.zero_grad(set_to_none=True)
+                per_model.sum().backward()
+                opt.step()
+                loss_sum += per_model.detach() * r.shape[1]
                 bar.update(1)
             history["loss"].append((loss_sum / n).cpu().tolist())
     finally:
         bar.close()
     history["seconds"] = time.perf_counter() - t0
+    params = {k: (v.detach().transpose(1, 2) if k in lin else v.detach()).contiguous() for k, v in params.items()}
     return Ensemble(base, params, buffers, history)
 
 
