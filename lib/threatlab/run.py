@@ -295,13 +295,17 @@ def preflight(path: Path, params: dict[str, Any]) -> None:
         raise ConfigError(f"notebook {path.stem}: {e}") from None
 
 
-def check_defaults_used(profile: Profile, paths: list[Path]) -> None:
-    """Each `defaults` key must be a parameter of at least one selected notebook."""
-    declared = set().union(*(notebook_parameters(p) for p in paths)) if paths else set()
+def check_defaults_used(profile: Profile, paths: list[Path], all_paths: list[Path] | None = None) -> None:
+    """Each `defaults` key must be a parameter of at least one notebook the run covers:
+    the selected ones, plus those the profile names (so `--only 05` does not turn the
+    profile's `seed` default into an error, while a misspelt key always is one)."""
+    named = [p for p in (all_paths or []) if p.stem in profile["notebooks"]]
+    covered = list(dict.fromkeys([*paths, *named]))
+    declared = set().union(*(notebook_parameters(p) for p in covered)) if covered else set()
     for key in profile["defaults"]:
         if key not in declared:
             raise ConfigError(f"{profile.where('defaults', key)}: defaults key {key!r} is not a parameter of "
-                              f"any selected notebook ({', '.join(p.stem for p in paths)})")
+                              f"any selected notebook ({', '.join(p.stem for p in covered)})")
 
 
 def select(paths: list[Path], only: list[str] | None) -> list[Path]:
@@ -551,8 +555,9 @@ def run(profile_name: str, *, only: list[str] | None = None, out: str | None = N
     """
     profile = load_profile(profile_name, notebooks_dir=notebooks_dir)
     out_dir = Path(out).resolve() if out else default_out(profile_name, profile)
-    paths = select(notebook_paths(notebooks_dir), only)
-    check_defaults_used(profile, paths)
+    every = notebook_paths(notebooks_dir)
+    paths = select(every, only)
+    check_defaults_used(profile, paths, every)
     # Check every notebook's parameters before executing any of them.
     plan = [(p, resolve_parameters(p, profile, profile_name, out_dir)) for p in paths]
     for p, params in plan:

@@ -231,8 +231,9 @@ def plan(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict
     ranges and cross-bounds) before anything runs."""
     grid = dict(grid or {})
     profile = R.load_profile(profile_name, notebooks_dir=notebooks_dir)
-    paths = R.select(R.notebook_paths(notebooks_dir), only)
-    R.check_defaults_used(profile, paths)
+    every = R.notebook_paths(notebooks_dir)
+    paths = R.select(every, only)
+    R.check_defaults_used(profile, paths, every)
     declared = {p.stem: R.notebook_parameters(p) for p in paths}
     for key, values in grid.items():
         owners = [nb for nb, d in declared.items() if key in d]

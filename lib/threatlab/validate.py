@@ -361,7 +361,9 @@ def cross(expr: str, values: dict[str, Any], reason: str | None = None) -> None:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as e:
         raise ConfigError(f"constraint {expr!r} is not an expression ({e.msg})") from None
-    names = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(CROSS_FUNCTIONS))
+    # In reading order, once each, so the message reads like the expression.
+    names = list(dict.fromkeys(n.id for n in ast.walk(tree)
+                               if isinstance(n, ast.Name) and n.id not in CROSS_FUNCTIONS))
     try:
         ok = _cross_eval(tree, {**CROSS_FUNCTIONS, **values})
     except KeyError as e:
@@ -369,7 +371,7 @@ def cross(expr: str, values: dict[str, Any], reason: str | None = None) -> None:
     except (ValueError, TypeError, IndexError, ZeroDivisionError) as e:
         raise ConfigError(f"constraint {expr!r} cannot be evaluated ({e})") from None
     if not ok:
-        shown = ", ".join(f"{n}={values[n]!r}" for n in names)
+        shown = ", ".join(f"{n}={values[n]!r}" for n in names if n in values)
         raise ConfigError(f"{shown}: {expr} does not hold" + (f" ({reason})" if reason else ""))
 
 
