@@ -6,10 +6,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.threatlab-setup
 PROFILE ?= quick
 
-.PHONY: setup figures test test-unit bench clean help
+.PHONY: setup figures sweep test test-unit bench clean help
 
 help:
 	@echo "make figures   run every notebook under the quick profile, regenerate figures/"
+	@echo "make sweep     the profile's notebooks over SEEDS x DATASETS on a local Dask cluster"
 	@echo "make test      unit tests, every notebook under the smoke profile, nbval on tutorials"
 	@echo "make bench     side-by-side timings (benchmarks/)"
 	@echo "make setup     create $(VENV) and install the pinned environment"
@@ -26,6 +27,15 @@ $(STAMP): requirements.txt pyproject.toml
 
 figures: setup
 	$(PY) -m threatlab run --profile $(PROFILE)
+
+# e.g. make sweep SEEDS=0-4 DATASETS=mnist ONLY="02 03 04 05"; WORKERS=0 runs in-process
+SEEDS    ?= 0-4
+DATASETS ?= mnist
+ONLY     ?=
+WORKERS  ?=
+sweep: setup
+	$(PY) -m threatlab sweep --profile $(PROFILE) --seeds $(SEEDS) --datasets $(DATASETS) \
+	  $(if $(ONLY),--only $(ONLY)) $(if $(WORKERS),--workers $(WORKERS))
 
 test: setup
 	THREATLAB_NO_PROGRESS=1 $(PY) -m pytest tests notebooks/tutorials --nbval-lax \
