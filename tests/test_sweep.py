@@ -74,18 +74,23 @@ def test_plan_refuses_unknown_grid_key_wrong_type_and_constraint_violations(toy)
         sweep.plan(str(toy), seeds=[0], datasets=["mnist"], only=[""])
 
 
-def test_notebook_without_dataset_cannot_be_swept_over_data_sets():
-    # Notebook 01 reads MNIST and has no `dataset` parameter (yet): an error, not a
-    # fashion_mnist label on MNIST numbers.
-    with pytest.raises(ConfigError, match="notebook 01_model_extraction has no 'dataset' parameter"):
-        sweep.plan("smoke", seeds=[0], datasets=["mnist", "fashion_mnist"])
-    p = sweep.plan("smoke", seeds=[0, 1], datasets=["mnist", "fashion_mnist"], only=["02", "03", "04", "05"])
-    assert len(p.points) == 2 * 2 * 4
+def test_notebook_without_dataset_cannot_be_swept_over_data_sets(tmp_path, monkeypatch):
+    # A notebook without a `dataset` parameter reads MNIST: sweeping it over another data
+    # set is an error, not a fashion_mnist label on MNIST numbers.
+    folder = tmp_path / "nbs"
+    prof = write_toy(folder, families=("01_toy", "02_nods"), no_dataset=("02_nods",))
+    monkeypatch.setattr(run, "NOTEBOOKS", folder)
+    with pytest.raises(ConfigError, match="notebook 02_nods has no 'dataset' parameter"):
+        sweep.plan(str(prof), seeds=[0], datasets=["mnist", "fashion_mnist"])
+    assert len(sweep.plan(str(prof), seeds=[0], datasets=["mnist"]).points) == 3
+    monkeypatch.undo()
+    p = sweep.plan("smoke", seeds=[0, 1], datasets=["mnist", "fashion_mnist"])
+    assert len(p.points) == 2 * 2 * 6
     # 05 depends on the three family points of its own (seed, data set).
     for pt in p.points:
         if pt.notebook == "05_findings":
             deps = [q for q in p.points if q.digest in pt.deps]
-            assert {(q.seed, q.dataset) for q in deps} == {(pt.seed, pt.dataset)} and len(deps) == 3
+            assert {(q.seed, q.dataset) for q in deps} == {(pt.seed, pt.dataset)} and len(deps) == 4
 
 
 def test_unreachable_scheduler_fails_fast_naming_it(toy, tmp_path):

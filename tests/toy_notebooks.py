@@ -64,11 +64,18 @@ def _notebook(params: str, validation: str | None, body: str) -> nbformat.Notebo
     return nb
 
 
-def write_toy(folder: Path, families=("01_toy",), findings=True, profile_extra: str = "") -> Path:
-    """Write toy notebooks into `folder` and a profile `folder/toy.yaml`; return the profile."""
+def write_toy(folder: Path, families=("01_toy",), findings=True, profile_extra: str = "",
+              no_dataset=()) -> Path:
+    """Write toy notebooks into `folder` and a profile `folder/toy.yaml`; return the profile.
+    Families named in `no_dataset` have no `dataset` parameter."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in families:
-        nbformat.write(_notebook(FAMILY_PARAMS, FAMILY_VALIDATION, FAMILY_BODY.replace("{name}", name)
+        params, validation, body = FAMILY_PARAMS, FAMILY_VALIDATION, FAMILY_BODY
+        if name in no_dataset:
+            params = params.replace('dataset: str = "mnist"  # the sweep\'s data set\n', "")
+            validation = validation.replace("dataset=dataset, ", "")
+            body = body.replace('"dataset": dataset, ', "")
+        nbformat.write(_notebook(params, validation, body.replace("{name}", name)
                                  .replace("{{", "{").replace("}}", "}")), folder / f"{name}.ipynb")
     if findings:
         nbformat.write(_notebook(FINDINGS_PARAMS, None, FINDINGS_BODY), folder / "05_findings.ipynb")

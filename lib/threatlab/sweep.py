@@ -68,6 +68,9 @@ IMPLICIT_DATASET = "mnist"
 CONNECT_TIMEOUT_S = 5
 #: Coordinates set by --seeds / --datasets, not --grid.
 COORDINATES = ("seed", "dataset")
+#: Notebooks that read the gathered table (<out>/sweep/points.jsonl): run once more in
+#: the published folder after collection, so its findings are the sweep's.
+SWEEP_READERS = ("05_findings",)
 
 
 # ------------------------------------------------------------------- parsing
@@ -264,7 +267,6 @@ def plan(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict
     gpu_key = profile.get("gpu", False)
     keys = list(grid)
     combos = [dict(zip(keys, c)) for c in itertools.product(*(grid[k] for k in keys))] or [{}]
-    readme_ok = R.readme_allowed(profile_name, publish_dir)
     points: list[Point] = []
     first: set[str] = set()
     for seed in seeds:
@@ -279,9 +281,9 @@ def plan(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict
                     params = R.resolve_parameters(path, profile, profile_name, Path("/"), overrides)
                     params.pop("out_dir")
                     if "update_readme" in params:
-                        # One point writes the README table: the published one, and only
-                        # when the published folder is the repository's own figures/.
-                        params["update_readme"] = bool(params["update_readme"]) and readme_ok and is_first
+                        # No point writes README: the sweep-level 05 run at publishing does,
+                        # and only into the repository's own figures/.
+                        params["update_readme"] = False
                     try:
                         R.preflight(path, params)
                     except ConfigError as e:
@@ -549,8 +551,7 @@ def write_manifest(plan_: Plan, outcomes: dict[str, dict[str, Any]]) -> Path:
                      "error": o.get("error"), "cell": o.get("cell"), "executed": o.get("executed")})
     doc = {"profile": plan_.profile_name, "seeds": plan_.seeds, "datasets": plan_.datasets,
            "grid": plan_.grid, "points": rows,
-           "failures": [failure_line(outcomes[p.digest]) for p in plan_.points
-                        if outcomes.get(p.digest, {}).get("status") in ("failed", "blocked")]}
+           "failures": [failure_line(o) for o in outcomes.values() if o["status"] in ("failed", "blocked")]}
     return atomic_write(plan_.root / MANIFEST, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
@@ -596,8 +597,8 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
                 client.close()
             if cluster is not None:
                 cluster.close()
-        manifest = write_manifest(plan_, outcomes)
         table = publish_sweep(plan_, outcomes, log) if publish else None
+        manifest = write_manifest(plan_, outcomes)
     counts = {s: sum(o["status"] in s for o in outcomes.values())
               for s in (("done",), ("skipped",), ("failed", "blocked"))}
     log(f"[threatlab] sweep {profile_name}: {counts[('done',)]} run, {counts[('skipped',)]} skipped, "
@@ -665,8 +666,11 @@ def collect(profile_name: str = "quick", *, out: str | None = None) -> Path:
 
 def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callable[[str], None]) -> Path:
     """Write the gathered table and, when every first-coordinate point completed, copy
-    those points' files into the publish folder as a single run writes them (staged,
-    swapped into place); then export HTML docs when the profile names a docs folder."""
+    those points' files into the publish folder as a single run writes them; run the
+    `SWEEP_READERS` (05) once more there, over the gathered table (README rewritten only
+    for the quick profile's own figures/); stage all of it and swap it into place; then
+    export HTML docs when the profile names a docs folder. A failing 05 run is added to
+    `outcomes` (key "publish:<notebook>") and nothing is published."""
     folder = plan_.publish_dir
     rows = collect_rows(plan_.store, {p.digest for p in plan_.points})
     firsts = [p for p in plan_.points if p.digest in plan_.first]
@@ -695,7 +699,34 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
                 log(f"[threatlab] sweep: not publishing into {folder}: a point of seed {plan_.seeds[0]}, "
                     f"data set {plan_.datasets[0]} failed")
             table = write_table(rows, staging, plan_.store)
-            R.swap_into_place(staging, folder)
+            failed = False
+            for p in (firsts if ok else []):
+                if p.notebook not in SWEEP_READERS:
+                    continue
+                params = {**p.params, "out_dir": str(staging)}
+                if "update_readme" in params:
+                    params["update_readme"] = R.readme_allowed(plan_.profile_name, folder)
+                target = staging / "executed" / f"{p.notebook}.ipynb"
+                t0 = time.perf_counter()
+                fail = R.execute(p.path, target, params, timeout_s=plan_.timeout_s, cwd=plan_.cwd)
+                R._relocate(target, staging, folder)
+                if fail is not None:
+                    kept = plan_.root / "publish-failed" / target.name
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(target, kept)
+                    outcomes[f"publish:{p.notebook}"] = {
+                        "digest": None, "notebook": p.notebook, "status": "failed",
+                        "label": f"{p.notebook} over the gathered table", "error": fail.error, "cell": fail.cell,
+                        "executed": str(kept), "attempts": 1, "seconds": round(time.perf_counter() - t0, 1)}
+                    failed = True
+                else:
+                    log(f"[threatlab] sweep: {p.notebook} over the gathered table in "
+                        f"{time.perf_counter() - t0:.1f} s")
+            if failed:
+                ok = False
+                log(f"[threatlab] sweep: not publishing into {folder}: the sweep-level 05 run failed")
+            else:
+                R.swap_into_place(staging, folder)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -726,8 +757,8 @@ def add_cli(sub: Any) -> None:
     s.add_argument("action", nargs="?", choices=["collect"], help="collect: only gather the table")
     s.add_argument("--profile", default="quick", help=f"one of {R.profile_names()} or a .yaml path")
     s.add_argument("--seeds", default="0-4", help="range a-b or list a,b,c (default 0-4)")
-    # mnist only until notebook 01 has a `dataset` parameter (then: mnist,fashion_mnist).
-    s.add_argument("--datasets", default="mnist", help="comma-separated data set names (default mnist)")
+    s.add_argument("--datasets", default="mnist,fashion_mnist",
+                   help="comma-separated data set names (default mnist,fashion_mnist)")
     s.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="extra parameter values")
     s.add_argument("--only", nargs="*", help="notebook names or prefixes (e.g. 02 04 05)")
     s.add_argument("--out", help="keep everything (points, manifest, figures/) under this folder")
