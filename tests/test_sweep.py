@@ -141,7 +141,8 @@ def test_sequential_and_distributed_sweeps_agree_and_resume(toy, tmp_path):
     # Published: seed 0's files, exactly as a single run writes them.
     pub = tmp_path / "a" / "figures"
     assert json.loads((pub / "results" / "01_toy.json").read_text())["metrics"]["score"] == 1.0
-    assert (pub / "findings.md").read_text() == "01_toy score=1.0\n"
+    # ... and 05 ran once more there, over the gathered table.
+    assert (pub / "findings.md").read_text() == "01_toy score=1.0\nsweep points=2\n"
     assert (pub / "executed" / "01_toy.ipynb").exists() and (pub / "tables" / "01_toy.csv").exists()
     # Resume: everything is complete, nothing re-executes, no byte changes.
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "a" / "points").rglob("*") if p.is_file()}

@@ -48,6 +48,9 @@ from threatlab.report import results
 
 docs = results.load_all(out_dir)
 lines = [f"{nb} score={doc['metrics']['score']}" for nb, doc in sorted(docs.items())]
+table = Path(out_dir) / "sweep" / "points.jsonl"
+if table.exists():  # as the real 05 does: judge over the gathered table when there is one
+    lines.append(f"sweep points={len(table.read_text().splitlines())}")
 atomic_write(Path(out_dir) / "findings.md", "\\n".join(lines) + "\\n")'''
 
 
