@@ -107,6 +107,19 @@ def test_unreachable_scheduler_fails_fast_naming_it(toy, tmp_path):
         sweep.sweep(str(toy), seeds=[0], datasets=["mnist"], out=str(tmp_path / "o"), scheduler="localhost")
 
 
+def test_gpu_points_ask_for_a_gpu_worker(tmp_path, monkeypatch):
+    folder = tmp_path / "nbs"
+    prof = write_toy(folder, families=("01_toy", "02_toy"), profile_extra="gpu: [02_toy]\n")
+    monkeypatch.setattr(run, "NOTEBOOKS", folder)
+    p = sweep.plan(str(prof), seeds=[0], datasets=["mnist"])
+    assert {q.notebook: q.gpu for q in p.points} == {"01_toy": False, "02_toy": True, "05_findings": False}
+    import torch
+
+    if not torch.cuda.is_available():  # a local cluster cannot serve GPU points here
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            sweep.sweep(str(prof), seeds=[0], datasets=["mnist"], out=str(tmp_path / "o"), workers=1)
+
+
 def test_cli_bad_input_exit_code_2(capsys):
     assert run.main(["sweep", "--profile", "smoke", "--seeds", "4-0"]) == 2
     assert "reversed" in capsys.readouterr().err
@@ -137,6 +150,10 @@ def test_sequential_and_distributed_sweeps_agree_and_resume(toy, tmp_path):
     assert set(rows[0]) == {"notebook", "dataset", "seed", "digest", "params", "results"}
     assert rows[1]["results"]["metrics"]["score"] == 2.0
     assert (tmp_path / "a" / "figures" / "sweep" / "points.csv").read_text().startswith("notebook,dataset,seed")
+    assert (tmp_path / "b" / "figures" / "sweep" / "points.jsonl").read_text() == "\n".join(lines) + "\n"
+    # `sweep collect` gathers the same table from the points alone.
+    (tmp_path / "b" / "figures" / "sweep" / "points.jsonl").unlink()
+    assert run.main(["sweep", "collect", "--profile", str(toy), "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "figures" / "sweep" / "points.jsonl").read_text() == "\n".join(lines) + "\n"
     # Published: seed 0's files, exactly as a single run writes them.
     pub = tmp_path / "a" / "figures"
