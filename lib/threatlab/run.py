@@ -23,12 +23,14 @@ import ast
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -186,9 +188,21 @@ def _parameters_cell(nb: Any, path: Path) -> int:
 
 
 def _read_notebook(path: Path) -> Any:
+    """The notebook at `path`, parsed once per version of the file (a sweep's planning
+    asks for every notebook's parameters and constraints once per point)."""
+    st = Path(path).stat()
+    return _read_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_cached(path: str, mtime_ns: int, size: int) -> Any:
     import nbformat
 
-    return nbformat.read(str(path), as_version=4)
+    with warnings.catch_warnings():
+        # Only reading: a notebook saved without cell ids is still read correctly, and the
+        # runner's output should be its own lines, not nbformat's advice.
+        warnings.simplefilter("ignore")
+        return nbformat.read(path, as_version=4)
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:

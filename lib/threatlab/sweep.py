@@ -452,10 +452,6 @@ def _connect(scheduler: str | None, workers: int | None, need_gpu: bool, log: Ca
         except (OSError, TimeoutError) as e:
             raise ConfigError(f"--scheduler {scheduler} is unreachable within {CONNECT_TIMEOUT_S} s "
                               f"({type(e).__name__}: {R._first_line(e)})") from None
-        if need_gpu and not any("GPU" in (w.get("resources") or {})
-                                for w in client.scheduler_info().get("workers", {}).values()):
-            log(f"[threatlab] sweep: no worker of {scheduler} offers the resource GPU yet; GPU points wait for "
-                "one (dask worker ... --resources GPU=1)")
         return client, None
     n = workers if workers else (os.cpu_count() or 1)
     resources = None
@@ -567,38 +563,53 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
         raise ConfigError(f"--workers {workers!r} must be a non-negative integer (0 = in this process)")
     if scheduler and workers is not None:
         raise ConfigError("--workers sizes the local cluster; it cannot be combined with --scheduler")
-    plan_ = plan(profile_name, seeds=seeds, datasets=datasets, grid=grid, only=only, out=out,
-                 notebooks_dir=notebooks_dir)
-    R.check_writable(plan_.store)
-    if publish:
-        R.check_writable(plan_.publish_dir.parent)
+    remote = None
+    if scheduler:  # an unreachable scheduler is bad input: found first, within seconds
+        remote = _connect(scheduler, None, False, log)[0]
+    try:
+        plan_ = plan(profile_name, seeds=seeds, datasets=datasets, grid=grid, only=only, out=out,
+                     notebooks_dir=notebooks_dir)
+        R.check_writable(plan_.store)
+        if publish:
+            R.check_writable(plan_.publish_dir.parent)
+    except BaseException:
+        if remote is not None:
+            remote.close()
+        raise
+    if remote is not None and any(p.gpu for p in plan_.points) and not any(
+            "GPU" in (w.get("resources") or {}) for w in remote.scheduler_info().get("workers", {}).values()):
+        log(f"[threatlab] sweep: no worker of {scheduler} offers the resource GPU yet; GPU points wait for "
+            "one (dask worker ... --resources GPU=1)")
     t0 = time.perf_counter()
-    with R.folder_lock(plan_.root):
-        client = cluster = None
-        if scheduler or workers != 0:
-            # An unreachable scheduler is bad input too: found before any point runs.
-            client, cluster = _connect(scheduler, workers, any(p.gpu for p in plan_.points), log)
-        try:
-            _cleanup_store(plan_.store)
-            n_skip = sum(is_complete(p.folder, p.identity) for p in plan_.points)
-            log(f"[threatlab] sweep {profile_name}: {len(plan_.points)} points "
-                f"({n_skip} complete already), seeds {plan_.seeds}, data sets {plan_.datasets}"
-                + (f", grid {plan_.grid}" if plan_.grid else ""))
-            progress = _Progress(len(plan_.points), log)
+    try:
+        with R.folder_lock(plan_.root):
+            client, cluster = remote, None
+            if remote is None and workers != 0:
+                client, cluster = _connect(None, workers, any(p.gpu for p in plan_.points), log)
             try:
-                if client is None:
-                    outcomes = _run_sequential(plan_, progress)
-                else:
-                    outcomes = _run_dask(plan_, progress, client, log)
+                _cleanup_store(plan_.store)
+                n_skip = sum(is_complete(p.folder, p.identity) for p in plan_.points)
+                log(f"[threatlab] sweep {profile_name}: {len(plan_.points)} points "
+                    f"({n_skip} complete already), seeds {plan_.seeds}, data sets {plan_.datasets}"
+                    + (f", grid {plan_.grid}" if plan_.grid else ""))
+                progress = _Progress(len(plan_.points), log)
+                try:
+                    if client is None:
+                        outcomes = _run_sequential(plan_, progress)
+                    else:
+                        outcomes = _run_dask(plan_, progress, client, log)
+                finally:
+                    progress.close()
             finally:
-                progress.close()
-        finally:
-            if client is not None:
-                client.close()
-            if cluster is not None:
-                cluster.close()
-        table = publish_sweep(plan_, outcomes, log) if publish else None
-        manifest = write_manifest(plan_, outcomes)
+                if client is not None:
+                    client.close()
+                if cluster is not None:
+                    cluster.close()
+            table = publish_sweep(plan_, outcomes, log) if publish else None
+            manifest = write_manifest(plan_, outcomes)
+    finally:
+        if remote is not None:
+            remote.close()  # closing twice is harmless
     counts = {s: sum(o["status"] in s for o in outcomes.values())
               for s in (("done",), ("skipped",), ("failed", "blocked"))}
     log(f"[threatlab] sweep {profile_name}: {counts[('done',)]} run, {counts[('skipped',)]} skipped, "
