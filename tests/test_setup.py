@@ -150,7 +150,8 @@ def test_makefile_setup_installs_the_lock_then_provides_the_data():
     assert re.search(r"^setup: \$\(STAMP\) data$", mk, re.M)
     assert re.search(r"^data: \$\(STAMP\)\n\t\$\(PY\) -m threatlab\.data provision$", mk, re.M)
     assert re.search(r"^test: setup$", mk, re.M) and re.search(r"^figures: setup$", mk, re.M)
-    assert "-m threatlab sweep --profile $(PROFILE) --seeds $(SEEDS) --datasets $(DATASETS)" in mk
+    assert "SWEEP_ARGS = --profile $(PROFILE) --seeds $(SEEDS) --datasets $(DATASETS)" in mk
+    assert "-m threatlab sweep $(SWEEP_ARGS)" in mk
     for var, default in (("PROFILE", "quick"), ("SEEDS", "0-4"), ("DATASETS", "mnist,fashion_mnist")):
         assert re.search(rf"^{var}\s*\?= {re.escape(default)}$", mk, re.M)
     out = subprocess.run(["make", "-n", "-C", str(REPO), "figures", "PY=true"],

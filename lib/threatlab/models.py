@@ -519,11 +519,23 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, key: str, arch
     Metadata: ``key`` (the cache key), ``arch``, ``sha256`` of the concatenated tensor
     bytes in state-dict order, ``format``, plus `extra` (strings). The file is built in
     memory and renamed into place, so an interrupted save leaves any previous file intact.
+
+    Safe under concurrent writers of the same key (sweep points share one cache): each
+    writer fills its own temporary file and renames it over `path`, an atomic step, so a
+    reader sees one complete file or the other, never a mix; the same key gives the same
+    bytes, so which rename lands last does not matter. A writer that finds those exact
+    bytes already in place leaves the file alone (readers keep their open inode).
     """
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {**(extra or {}), "key": key, "arch": arch, "sha256": _content_sha(state),
             "format": CHECKPOINT_FORMAT}
     data = _canonical_header(safetensors.torch.save(state, metadata=meta))
+    path = Path(path)
+    try:
+        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            return path
+    except OSError:
+        pass  # unreadable or vanished meanwhile: write it
     return tio.atomic_write(path, data)
 
 

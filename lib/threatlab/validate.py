@@ -250,3 +250,146 @@ def params(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
         else:
             rule(key, values[key])
     return values
+
+
+# ------------------------------------------------------------- declared constraints
+#
+# A notebook declares its ranges and cross-parameter bounds once, as a literal dict in
+# its validation cell (the cell right after `parameters`):
+#
+#     CONSTRAINTS = {
+#         "eps_linf": {"low": 0, "high": 1, "low_open": True},
+#         "n_train": {"low": 1, "integer": True},
+#         "dataset": {"choices": ["mnist", "fashion_mnist"]},
+#         "flip_rates": {"nonempty": True, "items": {"low": 0, "high": 1}},
+#         "__cross__": ["n_jsma <= n_norms", ["0.2 in flip_rates", "F09 is judged at 20% flips"]],
+#     }
+#     v.check_notebook(PARAMS, CONSTRAINTS)
+#
+# The runner reads the same dict with `ast` (it is a literal) and calls `check_notebook`
+# on the resolved parameters of every selected notebook before the first one executes,
+# so a bad value in the last notebook is reported before the first one runs.
+
+#: Keys a per-parameter rule may hold.
+RULE_KEYS = frozenset({"low", "high", "low_open", "high_open", "integer", "choices", "nonempty",
+                       "items", "type"})
+#: `type` names a rule may ask for (the parameters cell's annotations).
+RULE_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
+#: Functions a cross-parameter expression may call.
+CROSS_FUNCTIONS = {"len": len, "min": min, "max": max, "sum": sum, "sorted": sorted, "abs": abs,
+                   "all": all, "any": any, "list": list}
+
+
+def check_rule(name: str, value: Any, rule: dict[str, Any]) -> Any:
+    """Check one value against one declarative rule (see `RULE_KEYS`); return the value."""
+    if not isinstance(rule, dict) or set(rule) - RULE_KEYS:
+        raise ConfigError(f"constraint for {name!r} must be a dict with keys from {sorted(RULE_KEYS)}, "
+                          f"got {rule!r}")
+    if "type" in rule:
+        if rule["type"] not in RULE_TYPES:
+            raise ConfigError(f"constraint for {name!r}: type {rule['type']!r} is not one of {sorted(RULE_TYPES)}")
+        want = RULE_TYPES[rule["type"]]
+        of_type(name, value, (int, float) if want is float else want)
+    if "choices" in rule:
+        choice(name, value, rule["choices"])
+    if rule.get("nonempty") and (not isinstance(value, (list, tuple, str)) or len(value) == 0):
+        raise ConfigError(f"{name}={value!r} must be a non-empty list")
+    if "items" in rule:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}={value!r} must be a list")
+        for i, item in enumerate(value):
+            check_rule(f"{name}[{i}]", item, rule["items"])
+    bounds = {k: rule[k] for k in ("low", "high", "low_open", "high_open", "integer") if k in rule}
+    if bounds:
+        number(name, value, **bounds)
+    return value
+
+
+def _cross_eval(node: Any, env: dict[str, Any]) -> Any:
+    import ast
+    import operator as op
+
+    bin_ops = {ast.Add: op.add, ast.Sub: op.sub, ast.Mult: op.mul, ast.Div: op.truediv,
+               ast.FloorDiv: op.floordiv, ast.Mod: op.mod, ast.Pow: op.pow}
+    cmp_ops = {ast.Lt: op.lt, ast.LtE: op.le, ast.Gt: op.gt, ast.GtE: op.ge, ast.Eq: op.eq,
+               ast.NotEq: op.ne, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
+    if isinstance(node, ast.Expression):
+        return _cross_eval(node.body, env)
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in env:
+            raise KeyError(node.id)
+        return env[node.id]
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_cross_eval(e, env) for e in node.elts]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Not)):
+        v = _cross_eval(node.operand, env)
+        return -v if isinstance(node.op, ast.USub) else not v
+    if isinstance(node, ast.BinOp) and type(node.op) in bin_ops:
+        return bin_ops[type(node.op)](_cross_eval(node.left, env), _cross_eval(node.right, env))
+    if isinstance(node, ast.BoolOp):
+        vals = (_cross_eval(v, env) for v in node.values)
+        return all(vals) if isinstance(node.op, ast.And) else any(vals)
+    if isinstance(node, ast.Compare) and all(type(o) in cmp_ops for o in node.ops):
+        left = _cross_eval(node.left, env)
+        for o, comp in zip(node.ops, node.comparators):
+            right = _cross_eval(comp, env)
+            if not cmp_ops[type(o)](left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.Subscript):
+        return _cross_eval(node.value, env)[_cross_eval(node.slice, env)]
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CROSS_FUNCTIONS
+            and not node.keywords):
+        return CROSS_FUNCTIONS[node.func.id](*(_cross_eval(a, env) for a in node.args))
+    raise ValueError(f"unsupported syntax {type(node).__name__}")
+
+
+def cross(expr: str, values: dict[str, Any], reason: str | None = None) -> None:
+    """Check a cross-parameter bound such as ``"n_jsma <= n_norms"`` on `values`.
+
+    The expression may use parameter names, numbers, strings, lists, arithmetic,
+    comparisons (including ``in``), ``and``/``or``/``not``, indexing and the functions in
+    `CROSS_FUNCTIONS`; nothing else is evaluated. ConfigError names the expression and
+    the values of the parameters it reads.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise ConfigError(f"constraint {expr!r} is not an expression ({e.msg})") from None
+    # In reading order, once each, so the message reads like the expression.
+    names = list(dict.fromkeys(n.id for n in ast.walk(tree)
+                               if isinstance(n, ast.Name) and n.id not in CROSS_FUNCTIONS))
+    try:
+        ok = _cross_eval(tree, {**CROSS_FUNCTIONS, **values})
+    except KeyError as e:
+        raise ConfigError(f"constraint {expr!r} reads {e.args[0]!r}, which is not a parameter") from None
+    except (ValueError, TypeError, IndexError, ZeroDivisionError) as e:
+        raise ConfigError(f"constraint {expr!r} cannot be evaluated ({e})") from None
+    if not ok:
+        shown = ", ".join(f"{n}={values[n]!r}" for n in names if n in values)
+        raise ConfigError(f"{shown}: {expr} does not hold" + (f" ({reason})" if reason else ""))
+
+
+def check_notebook(values: dict[str, Any], constraints: dict[str, Any]) -> dict[str, Any]:
+    """Check a notebook's parameters against its declared `constraints` (format above).
+
+    Per-parameter rules first (every rule's parameter must be present), then each
+    ``"__cross__"`` expression (a string, or ``[expression, reason]``). Returns `values`.
+    """
+    if not isinstance(constraints, dict):
+        raise ConfigError(f"CONSTRAINTS must be a dict, got {type(constraints).__name__}")
+    for key, rule in constraints.items():
+        if key == "__cross__":
+            continue
+        if key not in values:
+            raise ConfigError(f"constraint names parameter {key!r}, which is missing")
+        check_rule(key, values[key], rule)
+    for item in constraints.get("__cross__", []):
+        expr, reason = (item, None) if isinstance(item, str) else (item[0], item[1])
+        cross(expr, values, reason)
+    return values
