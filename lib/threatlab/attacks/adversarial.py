@@ -5,7 +5,8 @@ generator=None) -> AttackResult`. `model` maps inputs in [0, 1] of shape [n, ...
 logits [n, classes] and is put in eval mode by the caller; kernels never touch its
 parameters or their `.grad`. Work is batched over the first dimension with fixed
 iteration counts: examples that are done are masked, not removed, so no Python loop
-runs over examples and nothing is read back to the host inside an iteration loop.
+runs over examples and nothing is read back to the host inside an iteration loop
+(DeepFool is the exception: one read per step, to drop rows that have flipped).
 On a CPU a batch of more than 128 rows is attacked in even row chunks, one after the
 other (attacks/chunks.py: the same result for every example, several times faster).
 `success` is always re-evaluated from `model(x_adv).argmax(1)` at the end; FGSM, BIM
@@ -369,8 +370,14 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
         targeted, target: must be False / None (ConfigError otherwise).
         generator: unused (deterministic); accepted for the common signature.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
-        Examples already misclassified (or flipped) stop moving; the loop ends early
-        once every example is misclassified.
+        Examples already misclassified (or flipped) stop moving and leave the batch
+        (unlike the other kernels, which mask): each step costs forward and backward
+        passes for the rows still classified as y only, found with one host read per
+        step; the loop ends once every example is misclassified. Each step is
+        r = (|f| / ||w|| + 1e-4) * w / ||w|| as in the reference code (LTS4/DeepFool):
+        the 1e-4 is an L2 length in input units added to the step, not to |f|.
+        A batch that shrinks to 1-3 rows is rounded differently by the CPU matrix
+        kernel, so row chunking changes results only at float-rounding level.
 
     Example:
         >>> res = deepfool(model, x, y, steps=50)
@@ -395,39 +402,47 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
     n = x.shape[0]
     r_tot = torch.zeros_like(x)
     x_adv = x.clone()
+    # Rows still classified as y, as host indices. Flipped rows leave the batch: the
+    # (num_classes - 1) backward passes of a step are paid only by rows still moving.
+    idx = torch.arange(n, device=x.device)
     for _ in range(steps):
-        xa = x_adv.detach().requires_grad_(True)
+        xa = x_adv[idx].detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xa)
-        # Done examples are masked, so the batch keeps its shape. Stop once every
-        # example has flipped: DeepFool usually converges in a few steps, and each
-        # further step costs (num_classes - 1) backward passes that change nothing
-        # (done examples take zero steps). This one host read per step is the
-        # exception to "no sync in the loop": it is tiny next to those passes.
-        active = logits.detach().argmax(1) == y
-        if not bool(active.any()):
+        # One host read per step (the documented exception to "no sync in the loop"):
+        # which rows still have label y. It is tiny next to the backward passes, and
+        # it both ends the loop once every row has flipped and compacts the batch.
+        keep = (logits.detach().argmax(1) == y[idx]).nonzero().squeeze(1)
+        if keep.numel() == 0:
             break
+        if keep.numel() < idx.numel():
+            # Re-run the forward on the rows that stay: a backward through the old
+            # graph would still cost the flipped rows' share, num_classes - 1 times.
+            idx = idx[keep]
+            xa = x_adv[idx].detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xa)
+        ya, cand, m_rows = y[idx], candidates[idx], idx.numel()
         with torch.enable_grad():
-            z_y = logits.gather(1, y[:, None]).squeeze(1)
-            best_dist = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
-            best_f = torch.zeros(n, device=x.device, dtype=x.dtype)
-            best_w = torch.zeros_like(x)
+            z_y = logits.gather(1, ya[:, None]).squeeze(1)
+            best_dist = torch.full((m_rows,), math.inf, device=x.device, dtype=x.dtype)
+            best_w = torch.zeros_like(xa)
             # Loop over candidate classes (<= classes - 1), never over examples: the
             # gradient of a batch sum is each example's own gradient.
             for k in range(m):
-                f_k = logits.gather(1, candidates[:, k:k + 1]).squeeze(1) - z_y
+                f_k = logits.gather(1, cand[:, k:k + 1]).squeeze(1) - z_y
                 (w_k,) = torch.autograd.grad(f_k.sum(), xa, retain_graph=k < m - 1)
-                f_k = f_k.detach()
-                dist = f_k.abs() / flat_norm(w_k).clamp_min(_TINY)
+                dist = f_k.detach().abs() / flat_norm(w_k).clamp_min(_TINY)
                 closer = dist < best_dist
                 best_dist = torch.where(closer, dist, best_dist)
-                best_f = torch.where(closer, f_k, best_f)
-                best_w = torch.where(_per_example(closer, x), w_k, best_w)
-        # 1e-4 as in the reference code: land just past the linearized boundary.
-        coef = (best_f.abs() + 1e-4) / flat_norm(best_w).clamp_min(_TINY).pow(2)
-        r = best_w * _per_example(torch.where(active, coef, torch.zeros_like(coef)), x)
-        r_tot = r_tot + r
-        x_adv = torch.clamp(x + (1 + overshoot) * r_tot, 0.0, 1.0)
+                best_w = torch.where(_per_example(closer, xa), w_k, best_w)
+        # As in the reference code (LTS4/DeepFool), 1e-4 is added to the step's length
+        # |f| / ||w||, not to |f|: r = (|f| / ||w|| + 1e-4) * w / ||w||, so the step
+        # lands 1e-4 (input units, L2) past the linearized boundary at any logit scale.
+        w_norm = flat_norm(best_w).clamp_min(_TINY)
+        r = best_w * _per_example((best_dist + 1e-4) / w_norm, xa)
+        r_tot[idx] = r_tot[idx] + r
+        x_adv[idx] = torch.clamp(x[idx] + (1 + overshoot) * r_tot[idx], 0.0, 1.0)
 
     x_adv = x_adv.detach()
     return AttackResult(x_adv, _success(model, x_adv, y, None, False))
