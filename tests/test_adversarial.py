@@ -19,7 +19,7 @@ from threatlab import attacks
 from threatlab.attacks.norms import L2Ball, LinfBall, flat_norm
 from threatlab.errors import ConfigError
 
-ALL = ["bim", "cw_l2", "deepfool", "fgsm", "jsma", "pgd_l2", "pgd_linf"]
+ALL = ["apgd_ce", "apgd_dlr", "bim", "cw_l2", "deepfool", "fgsm", "jsma", "min_linf", "pgd_l2", "pgd_linf"]
 
 # Cheap settings per kernel, used wherever the test is about the contract, not strength.
 QUICK = {
@@ -30,8 +30,11 @@ QUICK = {
     "cw_l2": dict(steps=30, binary_search_steps=3, initial_const=1.0),
     "deepfool": dict(steps=10),
     "jsma": dict(gamma=0.1),
+    "min_linf": dict(bisection_steps=3, steps=5, eps_max=0.3),
+    "apgd_ce": dict(eps=0.1, steps=10),
+    "apgd_dlr": dict(eps=0.1, steps=10),
 }
-TARGETABLE = [a for a in ALL if a != "deepfool"]
+TARGETABLE = [a for a in ALL if a not in ("deepfool", "apgd_ce", "apgd_dlr")]
 LINF = ["fgsm", "bim", "pgd_linf"]
 
 
@@ -173,7 +176,7 @@ def test_result_contract(digits, name, targeted):
     """Shapes, dtypes, the box, detached outputs, success = the model's own verdict,
     and a model and input left exactly as they were (also under torch.no_grad)."""
     if targeted and name not in TARGETABLE:
-        pytest.skip("DeepFool is untargeted")
+        pytest.skip(f"{name} is untargeted")
     model, x, y = digits
     target = (y + 1 + torch.randint(0, 9, y.shape, generator=gen(1))) % 10 if targeted else None
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -434,6 +437,19 @@ def test_jsma_picks_the_papers_most_salient_pair(theta):
                 best, pair = -a * b, {p, q}
         assert pair is not None
         assert set((res.x_adv[i] != x[i]).nonzero().squeeze(1).tolist()) == pair
+
+
+def test_jsma_records_which_examples_hit_the_pixel_cap(digits):
+    model, x, y = digits
+    cap = 2 * (int(0.05 * 64) // 2)
+    res = attacks.get("jsma")(model, x, y, gamma=0.05)
+    hit = res.extra["hit_cap"]
+    assert hit.dtype == torch.bool and hit.shape == y.shape
+    assert torch.equal(hit, res.extra["changed"] == cap)
+    # with a 4-pixel cap some examples are stopped by it, and those that are not
+    # stopped by it succeeded before reaching it
+    assert hit.any()
+    assert bool(res.success[~hit].all())
 
 
 def test_jsma_succeeds_on_a_simple_model(digits):
