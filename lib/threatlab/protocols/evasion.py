@@ -149,3 +149,46 @@ def mean_off_diagonal(matrix: dict[str, dict[str, float]]) -> float:
     """Mean of the entries whose source and target differ."""
     vals = [v for s, row in matrix.items() for t, v in row.items() if s != t]
     return sum(vals) / len(vals) if vals else float("nan")
+
+
+# ------------------------------------------------------------ worst-case robustness
+
+
+def worst_case_robust(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                      steps: int = 100, square_queries: int = 1000,
+                      generator: torch.Generator | None = None) -> dict[str, Any]:
+    """AutoAttack-style worst-case robustness at L-inf budget `eps`, per example.
+
+    Croce & Hein (2020), arXiv 2003.01690: an example counts as robust only if it is
+    classified correctly and survives every attack of the ensemble: APGD-CE and
+    APGD-DLR (`steps` each, white-box) and Square-L-inf (`square_queries` score-based
+    queries through a probabilities `BlackBox`). Each attack runs on the examples
+    the previous ones left robust, as AutoAttack does (so the cost falls with each).
+    This is the standard (untargeted) version's attack set without the targeted
+    FAB; the number RobustBench reports as robust accuracy.
+
+    Returns {"robust": bool [n] (CPU), "robust_accuracy": float, "clean_accuracy": float,
+    "robust_after": {attack: accuracy after it and the ones before}}.
+    """
+    from ..oracle import BlackBox
+
+    validate.positive("eps", eps)
+    validate.positive("steps", steps, integer=True)
+    validate.positive("square_queries", square_queries, integer=True)
+    with torch.no_grad():
+        robust = (model(x).argmax(1) == y).cpu()
+    out: dict[str, Any] = {"clean_accuracy": float(robust.float().mean()), "robust_after": {}}
+    for name in ("apgd_ce", "apgd_dlr", "square_linf"):
+        idx = robust.nonzero().squeeze(1)
+        if idx.numel():
+            xi, yi = x[idx.to(x.device)], y[idx.to(y.device)]
+            if name == "square_linf":
+                res = attacks.get(name)(BlackBox(model, mode="probs"), xi, yi, eps=eps,
+                                        max_queries=square_queries, generator=generator)
+            else:
+                res = attacks.get(name)(model, xi, yi, eps=eps, steps=steps, generator=generator)
+            robust[idx] = ~res.success.cpu()
+        out["robust_after"][name] = float(robust.float().mean())
+    out["robust"] = robust
+    out["robust_accuracy"] = float(robust.float().mean())
+    return out
