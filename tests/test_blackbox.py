@@ -373,3 +373,17 @@ def test_boundary_window_rules():
     torch.testing.assert_close(w.rate()[:2], torch.tensor([0.5, 0.5]))
     w.clear(torch.tensor([True, False, False]))
     assert w.full().tolist() == [False, True, False]
+
+
+def test_boundary_batched_candidates_are_all_charged(digits_cnn):
+    model, x, y = digits_cnn
+    oracle = BlackBox(model, mode="label")
+    res = attacks.get("boundary")(oracle, x, y, max_queries=2000, candidates=4, generator=gen(0))
+    assert torch.equal(res.queries, oracle.count()[: len(y)])
+    assert int(res.queries.max()) <= 2000
+    l2 = res.extra["trace"]["l2"]
+    assert float(l2[-1].median()) < 0.8 * float(l2[0].median())
+    with torch.no_grad():
+        assert torch.equal(res.success, model(res.x_adv).argmax(1) != y)
+    # the walk only ever moves closer
+    assert bool((l2[1:] <= l2[:-1] + 1e-6).all())

@@ -638,7 +638,7 @@ def _boundary_proposals(x, x_adv, sph, src, generator):
 
 @register("adversarial", "boundary")
 def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, source_step=0.01,
-             step_adaptation=1.5, stats_every=10, spherical_window=100, step_window=30,
+             step_adaptation=1.5, candidates=1, stats_every=10, spherical_window=100, step_window=30,
              init_tries=10, generator=None) -> AttackResult:
     """Boundary attack: a random walk along the decision boundary towards x.
 
@@ -647,13 +647,15 @@ def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, s
     step-size control of the reference implementation (bethgelab/foolbox
     attacks/boundary_attack.py). Threat model: decision-based black box (labels only),
     untargeted, minimises L2. Starts from uniform noise the oracle misclassifies,
-    bisected towards x. Each iteration draws one proposal: an orthogonal (spherical)
-    step of relative size `spherical_step` on the sphere around x, then a step of
-    relative size `source_step` towards x; it is kept if adversarial and closer (one
-    query). Every `stats_every`-th iteration the spherical candidate alone is also
-    queried, and two per-example statistics are recorded: whether the spherical
-    candidate was adversarial (window `spherical_window`) and whether the combined
-    one was (window `step_window`). When a window is full: a spherical success rate
+    bisected towards x. Each iteration draws `candidates` proposals per example, each
+    an orthogonal (spherical) step of relative size `spherical_step` on the sphere
+    around x followed by a step of relative size `source_step` towards x, asks the
+    oracle about all of them in one call (`candidates` queries) and keeps the first
+    that is adversarial and closer (the reference's batch of directions). Every
+    `stats_every`-th iteration the spherical candidates alone are also queried, and
+    two per-example statistics are recorded: whether each spherical candidate was
+    adversarial (window `spherical_window`) and whether each combined one was
+    (window `step_window`). When a window is full: a spherical success rate
     above 0.5 multiplies both steps by `step_adaptation` (the boundary is locally
     flat), below 0.2 divides both; a combined success rate above 0.5 multiplies the
     source step alone, below 0.2 divides it; a window whose rule fired is cleared.
@@ -667,6 +669,9 @@ def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, s
             Foolbox's "epsilon" criterion); default None = use the whole budget.
         spherical_step, source_step: initial relative step sizes, in (0, 1), default 0.01.
         step_adaptation: factor (> 1) of the step-size adaptation, default 1.5.
+        candidates: proposals per example per iteration (int > 0), default 1. More
+            spend the same queries in fewer, larger oracle calls (what makes 10^4
+            queries per example affordable on a CPU); each one is charged.
         stats_every: iterations between spherical probes (int > 0), default 10.
         spherical_window, step_window: outcomes per decision (ints > 0), defaults
             100 and 30 (Foolbox's).
@@ -687,6 +692,7 @@ def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, s
     validate.number("spherical_step", spherical_step, low=0, high=1, low_open=True, high_open=True)
     validate.number("source_step", source_step, low=0, high=1, low_open=True, high_open=True)
     validate.number("step_adaptation", step_adaptation, low=1, low_open=True, high=math.inf, high_open=True)
+    _positive("candidates", candidates, integer=True)
     _positive("stats_every", stats_every, integer=True)
     _positive("spherical_window", spherical_window, integer=True)
     _positive("step_window", step_window, integer=True)
@@ -700,29 +706,39 @@ def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, s
     src = torch.full((n,), float(source_step), device=dev, dtype=dt)
     sph_stats = _Window(n, spherical_window, dev)
     step_stats = _Window(n, step_window, dev)
+    k = candidates
     it = 0
     while True:
         it += 1
         probe = it % stats_every == 0
         # One host read per iteration (the mask of examples still running).
-        active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(2 if probe else 1)
+        active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(2 * k if probe else k)
         if not bool(active.any()):
             # Out of budget for a probe iteration may still leave room for a plain one.
             if probe:
-                active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(1)
+                active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(k)
                 probe = False
             if not bool(active.any()):
                 break
         idx = active.nonzero().squeeze(1).to(dev)
-        spherical, cand = _boundary_proposals(x, x_adv, sph, src, generator)
-        ok = torch.zeros(n, dtype=torch.bool, device=dev)
-        ok[idx] = _is_adv(ledger, cand[idx], idx, y)
-        closer = flat_norm(cand - x) < flat_norm(x_adv - x)
-        x_adv = torch.where(_per_example(ok & closer, x), cand, x_adv)
+        m = idx.numel()
+        rep = lambda t: t[idx].repeat_interleave(k, 0)  # noqa: E731  [m * k, ...], candidate-minor
+        spherical, cand = _boundary_proposals(rep(x), rep(x_adv), rep(sph), rep(src), generator)
+        ids = idx.repeat_interleave(k)
+        ok = _is_adv(ledger, cand, ids, y).reshape(m, k)
+        closer = (flat_norm(cand - rep(x)) < flat_norm(rep(x_adv) - rep(x))).reshape(m, k)
+        good = ok & closer
+        first = good.to(torch.int8).argmax(1)  # the first good candidate (0 if none)
+        take = torch.zeros(n, dtype=torch.bool, device=dev)
+        take[idx] = good.any(1)
+        picked = x_adv.clone()
+        picked[idx] = cand.reshape(m, k, *x.shape[1:])[torch.arange(m, device=dev), first]
+        x_adv = torch.where(_per_example(take, x), picked, x_adv)
         if probe:
-            sph_ok = _is_adv(ledger, spherical[idx], idx, y)
-            sph_stats.record(idx, sph_ok)
-            step_stats.record(idx, ok[idx])
+            sph_ok = _is_adv(ledger, spherical, ids, y).reshape(m, k)
+            for j in range(k):  # a loop over the few candidates, not over examples
+                sph_stats.record(idx, sph_ok[:, j])
+                step_stats.record(idx, ok[:, j])
             one = torch.ones_like(sph)
             up = torch.full_like(sph, step_adaptation)
             down = torch.full_like(sph, 1.0 / step_adaptation)
