@@ -80,8 +80,7 @@ def _f14(e: dict[str, Any]) -> Verdict:
                "L2 C&W < DeepFool": log_ratio_margin(l2["deepfool"], l2["cw_l2"]),
                "cost C&W > DeepFool": log_ratio_margin(cost["cw_l2"], cost["deepfool"])}
     numbers = {"eps": num(eps[i]), "PGD success": num(pgd[i]), "FGSM success": num(fgsm[i]),
-               "median L2": l2, "model passes per example": cost,
-               "seconds per example (run file)": e.get("seconds_per_example")}
+               "median L2": l2, "model passes per example": cost}
     checks = [power_check("PGD reaches 90 % on the eps grid", max(num(p) for p in pgd), bool(hit))]
     return judged(margins, numbers, checks=checks)
 
