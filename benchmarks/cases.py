@@ -33,7 +33,8 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
           deepfool_steps: int = 50, overshoot: float = 0.02, num_classes: int = 10,
           cw_max_n: int = 50, sq_eps: float = 0.2, sq_queries: int = 300, sq_p_init: float = 0.8,
           hsj_queries: int = 1000, hsj_iters: int = 5, hsj_init_evals: int = 100,
-          hsj_max_evals: int = 1000, bb_max_n: int = 20, mi_pool: int = 1000, mi_shadows: int = 4,
+          hsj_max_evals: int = 1000, bd_queries: int = 2000, bd_steps: int = 1800, bb_max_n: int = 20,
+          mi_pool: int = 1000, mi_shadows: int = 4,
           mi_epochs: int = 20, mi_hidden: int = 128, mi_attack_epochs: int = 100,
           seed: int = 0, row_chunk: int | None = None) -> list[Case]:
     """The table, sized by the shared hyper-parameters (defaults = results.md's).
@@ -200,6 +201,28 @@ def cases(*, n: int, eps_linf: float = 0.1, eps_l2: float = 1.5, pgd_steps: int 
                               steps=hsj_iters, initial_gradient_eval_steps=hsj_init_evals,
                               max_gradient_eval_steps=hsj_max_evals, gamma=1.0,
                               stepsize_search="geometric_progression", constraint="l2"),
+        }))
+    # Boundary (Brendel et al.): threatlab stops by its query budget, foolbox (the
+    # reference implementation's current version) by its step count; both query one
+    # candidate per step and the spherical candidate every 10th step, with the same
+    # initial steps, adaptation factor and statistics windows (100 spherical, 30 step).
+    out.append(Case(
+        "Boundary-L2", "min_l2", max_n=n_bb,
+        settings={"max_queries (threatlab)": bd_queries, "steps (foolbox)": bd_steps,
+                  "spherical_step": 0.01, "source_step": 0.01, "step_adaptation": 1.5,
+                  "update_stats_every_k": 10, "targeted": False},
+        note="threatlab starts from uniform noise bisected to the boundary (<= 20 queries), "
+             "foolbox from its blended-noise line search; steps are then 1 query each plus the "
+             "spherical probe every 10th step, so foolbox's step count is chosen to spend about "
+             "the same queries; compare median L2 at the measured queries per example. ART's "
+             "BoundaryAttack draws dozens of candidates per step (num_trial x sample_size) and is "
+             "not comparable at this budget.",
+        impls={
+            "threatlab": _entry(peers.threatlab_blackbox, "boundary", mode="label", max_queries=bd_queries,
+                                spherical_step=0.01, source_step=0.01, step_adaptation=1.5),
+            "foolbox": _entry(peers.foolbox_counted, "BoundaryAttack", epsilon=None, steps=bd_steps,
+                              spherical_step=0.01, source_step=0.01, step_adaptation=1.5,
+                              update_stats_every_k=10),
         }))
     # Shadow-model membership inference (Shokri et al.): one target and mi_shadows shadows
     # (notebook 02's setting, smaller). Both libraries train their own attack model on the

@@ -41,6 +41,47 @@ def test_adversarial_training_raises_robust_accuracy(data):
     assert r_rob >= r_std + 0.1, (r_std, r_rob)  # measured: 0.547 -> 0.693
 
 
+def test_fgsm_random_start_training_raises_robust_accuracy_at_one_attack_pass_per_batch(data):
+    """Wong et al. (2020): FGSM from a uniform random start, alpha = 1.25 eps, trains a
+    robust model with one attack forward-backward per batch instead of PGD's `steps`."""
+    x, y, xt, yt = data
+    eps = 0.1
+    std = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
+    models.train(std, x, y, epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False)
+
+    class Counted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, inp):
+            self.calls += 1
+            return self.inner(inp)
+
+    rob = Counted(models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0))
+    hist = adversarial_training.adversarial_train(rob, x, y, eps=eps, epochs=15, batch_size=64, lr=3e-3,
+                                                  seed=0, method="fgsm_rs", progress=False)
+    batches = 15 * ((len(y) + 63) // 64)
+    # one attack forward + one training forward per batch (plus whatever models.train
+    # evaluates per epoch, which does not scale with the batches)
+    assert 2 * batches <= rob.calls <= 2 * batches + 15 * 4
+    assert len(hist["loss"]) == 15
+    r_std, r_rob = robust_acc(std, xt, yt, eps), robust_acc(rob.inner, xt, yt, eps)
+    assert models.accuracy(rob.inner, xt, yt) > 0.7
+    assert r_rob >= r_std + 0.1, (r_std, r_rob)
+
+
+def test_fgsm_rs_perturbation_stays_in_the_ball():
+    torch.manual_seed(0)
+    m = models.build("mlp", in_shape=(1, 8, 8), seed=0).eval()
+    xb = torch.rand(16, 1, 8, 8)
+    yb = torch.randint(0, 10, (16,))
+    xa = adversarial_training._fgsm_rs_batch(m, xb, yb, 0.1, 0.125, torch.Generator().manual_seed(0))
+    assert float((xa - xb).abs().max()) <= 0.1 + 1e-6
+    assert xa.min() >= 0 and xa.max() <= 1
+    assert not torch.equal(xa, xb)
+
+
 def test_quantization_masks_gradients_and_bpda_breaks_it(data):
     x, y, xt, yt = data
     base = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
@@ -61,6 +102,7 @@ def test_quantization_masks_gradients_and_bpda_breaks_it(data):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(eps=0.0), "eps=0.0"), (dict(eps=0.1, steps=0), "steps=0"),
     (dict(eps=0.1, warmup=1.0), "warmup=1.0"), (dict(eps=0.1, epochs=0), "epochs=0"),
+    (dict(eps=0.1, method="free"), "method='free' is not allowed"),
 ])
 def test_bad_training_parameters(kwargs, message):
     m = models.build("mlp", in_shape=(1, 8, 8), seed=0)

@@ -65,10 +65,15 @@ SPECS: dict[str, Spec] = {
     "cw_l2": Spec("white", dict(steps=10, binary_search_steps=2, initial_const=1.0)),
     "deepfool": Spec("white", dict(steps=10)),
     "jsma": Spec("white", dict(theta=1.0, gamma=0.1)),
+    "apgd_ce": Spec("white", dict(eps=0.1, steps=5), "linf"),
+    "apgd_dlr": Spec("white", dict(eps=0.1, steps=5), "linf"),
+    "min_linf": Spec("white", dict(eps_max=0.5, bisection_steps=3, steps=3)),
     # evasion, black-box (queries counted by the oracle)
     "square_linf": Spec("black", dict(eps=0.2, max_queries=60), "linf"),
     "square_l2": Spec("black", dict(eps=2.0, max_queries=60), "l2"),
     "simba": Spec("black", dict(eps=2.0, step=0.3, max_queries=60), "l2"),
+    "nes_linf": Spec("black", dict(eps=0.2, max_queries=60, samples=10), "linf"),
+    "nes_l2": Spec("black", dict(eps=2.0, max_queries=60, samples=10), "l2"),
     "boundary": Spec("black", dict(max_queries=120), mode="label", exact=False),
     "hopskipjump": Spec("black", dict(max_queries=150, init_evals=10, max_evals=20), mode="label", exact=False),
     # inversion and membership inference

@@ -29,13 +29,17 @@ GOOD = {
             "collided_fraction": 0.9},
     "F12": {"recall": 0.9, "precision": 0.3, "n_poison": 100, "removal_multiple": 1.5, "success_before": 0.99,
             "success_after": 0.05, "clean_acc_after": 0.98},
-    "F13": {"n_pixels": 784, "median": {"jsma": {"l0": 20, "linf": 1.0}, "pgd_linf": {"l0": 600, "linf": 0.3}}},
+    "F13": {"median": {"jsma": {"l0": 20, "l2": 3.0, "linf": 1.0}, "cw_l2": {"l0": 300, "l2": 1.2, "linf": 0.4},
+                       "deepfool": {"l0": 400, "l2": 1.4, "linf": 0.35}, "min_linf": {"l0": 600, "l2": 2.5, "linf": 0.12}}},
     "F14": {"eps": [0.1, 0.2, 0.3], "success": {"pgd_linf": [0.5, 0.95, 1.0], "fgsm": [0.3, 0.6, 0.8]},
-            "median_l2": {"cw_l2": 1.2, "deepfool": 1.4, "pgd_l2": 1.9}},
-    "F15": {"median_queries": {"score": {"square": 200}, "decision": {"hsja": 2000, "boundary": 5000}}},
+            "median_l2": {"cw_l2": 1.2, "deepfool": 1.4}, "passes_per_example": {"cw_l2": 1000.0, "deepfool": 40.0}},
+    "F15": {"levels": [0.1, 0.25, 0.5], "best": {"score": [20, 60, 200], "decision": [500, 1500, 4000]},
+            "budget": {"score": 10000, "decision": 10000}},
     "F16": {"untargeted_at_0.3": 0.6, "targeted_at_0.3": 0.1},
-    "F17": {"success_eot": 0.9, "success_plain": 0.3},
-    "F18": {"robust_at": 0.8, "robust_undefended": 0.0, "masked_plain_robust": 0.9, "masked_adaptive_robust": 0.1},
+    "F17": {"fooled_in_90pct": {"clean": 0.0, "plain": 0.1, "eot": 0.5}, "clean_accuracy_under_transform": 0.97},
+    "F18": {"robust_at": 0.8, "robust_undefended": 0.0, "clean_at": 0.97, "clean_undefended": 0.99,
+            "train_passes_at": 40000, "train_passes_standard": 10000, "masked_plain_robust": 0.9,
+            "masked_adaptive_robust": 0.1},
 }
 
 BAD = {  # one number pushed across each bar
@@ -52,11 +56,11 @@ BAD = {  # one number pushed across each bar
     "F10": {**GOOD["F10"], "clean_acc": [0.98, 0.95, 0.96]},
     "F11": {**GOOD["F11"], "hits_end2end": 15},
     "F12": {**GOOD["F12"], "success_after": 0.5},
-    "F13": {"n_pixels": 784, "median": {"jsma": {"l0": 100, "linf": 1.0}, "pgd_linf": {"l0": 600, "linf": 0.3}}},
-    "F14": {**GOOD["F14"], "median_l2": {"cw_l2": 1.5, "deepfool": 1.4, "pgd_l2": 1.9}},
-    "F15": {"median_queries": {"score": {"square": 900}, "decision": {"hsja": 2000}}},
+    "F13": {"median": {**GOOD["F13"]["median"], "jsma": {"l0": 350, "l2": 3.0, "linf": 1.0}}},
+    "F14": {**GOOD["F14"], "median_l2": {"cw_l2": 1.5, "deepfool": 1.4}},
+    "F15": {**GOOD["F15"], "best": {"score": [20, 60, 900], "decision": [500, 1500, 2000]}},
     "F16": {"untargeted_at_0.3": 0.2, "targeted_at_0.3": 0.1},
-    "F17": {"success_eot": 0.5, "success_plain": 0.3},
+    "F17": {**GOOD["F17"], "fooled_in_90pct": {"clean": 0.0, "plain": 0.3, "eot": 0.45}},
     "F18": {**GOOD["F18"], "robust_at": 0.4},
 }
 
@@ -85,7 +89,7 @@ def test_not_run_without_results_or_evidence():
     assert findings.get("F13").judge({}).status == NOT_RUN
     v = findings.get("F13").judge({"04_adversarial": {"evidence": {}}})
     assert v.status == NOT_RUN and "no evidence" in v.note
-    v = findings.get("F13").judge(results_with({"F13": {"n_pixels": 784}}))
+    v = findings.get("F13").judge(results_with({"F13": {"n_common": 3}}))
     assert v.status == NOT_RUN and "incomplete" in v.note
 
 

@@ -112,9 +112,12 @@ def test_verified_without_note_and_missing_column_are_rejected(tmp_path):
 # --- the join ------------------------------------------------------------------------
 
 DOCS = {"04_adversarial": {"evidence": {
-    "F13": {"n_pixels": 784, "median": {"jsma": {"l0": 31.0}, "pgd_linf": {"l0": 700.0}}},
+    "F13": {"n_pixels": 784, "median": {"jsma": {"l0": 31.0, "l2": 3.0, "linf": 1.0},
+                                        "cw_l2": {"l0": 400.0, "l2": 1.25, "linf": 0.4},
+                                        "deepfool": {"l0": 420.0, "l2": 1.5, "linf": 0.45},
+                                        "min_linf": {"l0": 700.0, "l2": 2.5, "linf": 0.12}}},
     "F14": {"eps": [0.1, 0.25, 0.3], "success": {"fgsm": [0.2, 0.6, 0.8], "pgd_linf": [0.5, 1.0, 1.0]},
-            "median_l2": {"cw_l2": 1.25, "pgd_l2": 2.0}}}}}
+            "median_l2": {"cw_l2": 1.25, "deepfool": 1.5}, "passes_per_example": {"cw_l2": 1000.0, "deepfool": 40.0}}}}}
 
 
 def test_resolve_paths_selectors_ratios_and_complements():
@@ -228,7 +231,8 @@ def _points(values, dataset="mnist"):
     return [{"notebook": "04_adversarial", "dataset": dataset, "seed": s, "digest": f"{dataset}{s}",
              "params": {"seed": s}, "results": {"evidence": {"F14": {
                  "eps": [0.1, 0.25, 0.3], "success": {"fgsm": [0.2, v, 0.8], "pgd_linf": [0.5, 1.0, 1.0]},
-                 "median_l2": {"cw_l2": 1.2, "pgd_l2": 2.0}}}}} for s, v in enumerate(values)]
+                 "median_l2": {"cw_l2": 1.2, "deepfool": 1.5},
+                 "passes_per_example": {"cw_l2": 1000.0, "deepfool": 40.0}}}}} for s, v in enumerate(values)]
 
 
 def test_reported_vs_sweep_gives_the_seed_interval(rows):

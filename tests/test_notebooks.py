@@ -53,7 +53,7 @@ def test_bad_notebook_parameter_fails_before_compute(tmp_path):
     nb = run.NOTEBOOKS / "04_adversarial.ipynb"
     with pytest.raises(papermill.PapermillExecutionError) as err:
         papermill.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                                   parameters={"eps_linf": -0.1, "out_dir": str(tmp_path)},
+                                   parameters={"eps_l2": -0.1, "out_dir": str(tmp_path)},
                                    progress_bar=False, cwd=str(run.NOTEBOOKS))
-    assert "ConfigError" in str(err.value) and "eps_linf=-0.1" in str(err.value)
+    assert "ConfigError" in str(err.value) and "eps_l2=-0.1" in str(err.value)
     assert not (tmp_path / "results").exists()

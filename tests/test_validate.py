@@ -245,6 +245,10 @@ KERNELS = {
     "mi_loss": ("probs", {}), "mi_confidence": ("probs", {}), "mi_entropy": ("probs", {}),
     "fredrikson": ("probs", {"steps": 1}), "dlg": ("model", {"steps": 1}),
     "sign_noise": ("label", {"eps": 0.1}), "mi_label_only": ("label", {}),
+    "apgd_ce": ("model", {"eps": 0.1, "steps": 1}), "apgd_dlr": ("model", {"eps": 0.1, "steps": 1}),
+    "min_linf": ("model", {"bisection_steps": 0, "steps": 1}),
+    "nes_linf": ("probs", {"eps": 0.1, "max_queries": 5, "samples": 2}),
+    "nes_l2": ("probs", {"eps": 1.0, "max_queries": 5, "samples": 2}),
 }
 
 

@@ -112,3 +112,32 @@ def success_under_transforms(model: torch.nn.Module, x_adv: torch.Tensor, y: tor
     for _ in range(draws):  # a loop over draws, not examples
         fooled += (model(transform(x_adv, generator)).argmax(1) != y).float()
     return (fooled / draws).cpu()
+
+
+def fooled_in_most_draws(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
+                         transform: RandomTransform, *, draws: int = 20, threshold: float = 0.9,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per example, whether the model misclassifies x_adv in at least `threshold` of
+    `draws` fresh transformations (bool [n], on the CPU): the robust-fooling metric of
+    F17 (Athalye et al. 2018 report the mean; this counts examples that survive nearly
+    every draw). With x_adv = clean x it is the baseline: clean images the distribution
+    alone fools.
+
+    Args:
+        draws: fresh transformations per example (int > 0), default 20.
+        threshold: fraction of draws that must fool the model, in (0, 1], default 0.9.
+    """
+    validate.number("threshold", threshold, low=0, high=1, low_open=True)
+    rate = success_under_transforms(model, x_adv, y, transform, draws=draws, generator=generator)
+    # Compare counts, not fractions: 18 of 20 is exactly 0.9 and must count.
+    return torch.round(rate * draws) >= math.ceil(threshold * draws - 1e-9)
+
+
+@torch.no_grad()
+def accuracy_under_transforms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                              transform: RandomTransform, *, draws: int = 20,
+                              generator: torch.Generator | None = None) -> float:
+    """The model's accuracy on transformed clean images, averaged over examples and
+    `draws` fresh transformations each: how well the model handles the distribution."""
+    return float(1.0 - success_under_transforms(model, x, y, transform, draws=draws,
+                                                generator=generator).mean())

@@ -5,7 +5,8 @@ generator=None) -> AttackResult`. `model` maps inputs in [0, 1] of shape [n, ...
 logits [n, classes] and is put in eval mode by the caller; kernels never touch its
 parameters or their `.grad`. Work is batched over the first dimension with fixed
 iteration counts: examples that are done are masked, not removed, so no Python loop
-runs over examples and nothing is read back to the host inside an iteration loop.
+runs over examples and nothing is read back to the host inside an iteration loop
+(DeepFool is the exception: one read per step, to drop rows that have flipped).
 On a CPU a batch of more than 128 rows is attacked in even row chunks, one after the
 other (attacks/chunks.py: the same result for every example, several times faster).
 `success` is always re-evaluated from `model(x_adv).argmax(1)` at the end; FGSM, BIM
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from .. import validate
 from ..errors import ConfigError
-from .norms import _TINY, L2Ball, LinfBall, _per_example, flat_norm
+from .norms import _TINY, L2Ball, LinfBall, _per_example, _rand, flat_norm
 from . import checks
 from .chunks import in_row_chunks, row_slices
 from .registry import register
@@ -54,7 +55,41 @@ def _check_batch(x, y, targeted, target, *, attack: str, can_target: bool = True
     checks.images(x)
 
 
-def _input_grad(model, x_adv: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+LOSSES = ("ce", "margin")
+
+
+def _check_loss(loss, confidence) -> None:
+    validate.choice("loss", loss, LOSSES)
+    _non_negative("confidence", confidence)
+
+
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool,
+                confidence: float = 0.0) -> torch.Tensor:
+    """Per-example margin loss to ascend, capped at `confidence` (Carlini & Wagner 2017,
+    arXiv 1608.04644): untargeted max_{j != y} z_j - z_y, targeted z_t - max_{j != t} z_j.
+
+    Unlike cross-entropy it stops pulling once the example is `confidence` past the
+    boundary: the cap has zero gradient, so fooled examples (or, in EOT, fooled
+    transformed copies) no longer steer the step. Returns [n].
+    """
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], -math.inf).amax(1)
+    m = own - other if targeted else other - own
+    return torch.clamp(m, max=confidence)
+
+
+def attack_loss(logits, labels, targeted, loss="ce", confidence=0.0) -> torch.Tensor:
+    """The summed loss an attack ascends: cross-entropy of y (descended for a target),
+    or `margin_loss`. The sum keeps each example's gradient independent of the batch."""
+    if loss == "margin":
+        return margin_loss(logits, labels, targeted, confidence).sum()
+    ce = F.cross_entropy(logits, labels, reduction="sum")
+    # Targeted: descend the loss of the target class.
+    return -ce if targeted else ce
+
+
+def _input_grad(model, x_adv: torch.Tensor, labels: torch.Tensor, targeted: bool,
+                loss: str = "ce", confidence: float = 0.0) -> torch.Tensor:
     """Gradient of the loss the attack ascends, w.r.t. the input only.
 
     autograd.grad (not .backward) so parameter .grad fields stay untouched; the sum
@@ -62,10 +97,9 @@ def _input_grad(model, x_adv: torch.Tensor, labels: torch.Tensor, targeted: bool
     """
     x_adv = x_adv.detach().requires_grad_(True)
     with torch.enable_grad():  # callers often wrap evaluation in no_grad
-        loss = F.cross_entropy(model(x_adv), labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
-    # Targeted: descend the loss of the target class.
-    return -grad if targeted else grad
+        value = attack_loss(model(x_adv), labels, targeted, loss, confidence)
+        (grad,) = torch.autograd.grad(value, x_adv)
+    return grad
 
 
 @torch.no_grad()
@@ -84,7 +118,7 @@ def _step_size(step_size, eps, steps):
 
 
 def _pgd(model, x, y, ball, *, steps, step_size, random_start, targeted, target, generator,
-         evaluate):
+         evaluate, loss="ce", confidence=0.0):
     labels = target if targeted else y
     # The start is drawn for the whole batch, so it does not depend on the chunking.
     start = ball.random_init(x, generator) if random_start else x.clone()
@@ -92,7 +126,7 @@ def _pgd(model, x, y, ball, *, steps, step_size, random_start, targeted, target,
     for rows in row_slices(x):  # one chunk off the CPU; see attacks/chunks.py
         x0, x_adv, lab = x[rows], start[rows], labels[rows]
         for _ in range(steps):
-            grad = _input_grad(model, x_adv, lab, targeted)
+            grad = _input_grad(model, x_adv, lab, targeted, loss, confidence)
             x_adv = ball.project(ball.step(x_adv, grad, step_size), x0).detach()
         chunks.append(x_adv)
     x_adv = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
@@ -171,8 +205,9 @@ def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=No
 
 
 @register("adversarial", "pgd_linf")
-def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
-             targeted=False, target=None, generator=None, evaluate=True) -> AttackResult:
+def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True, loss="ce",
+             confidence=0.0, targeted=False, target=None, generator=None,
+             evaluate=True) -> AttackResult:
     """Projected gradient descent in the L-inf ball, from a random start.
 
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018), "Towards Deep Learning Models
@@ -184,7 +219,11 @@ def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
         steps: number of sign-gradient steps (int > 0), default 40.
         step_size: L-inf step per iteration in input units; default 2.5 * eps / steps.
         random_start: start uniformly in the ball (drawn from `generator`), default True.
-        targeted, target: if True, descend the cross-entropy of `target` ([n] Long).
+        loss: "ce" (cross-entropy, Madry et al.) or "margin" (`margin_loss`: the logit
+            margin capped at `confidence`, so fooled examples stop moving); default "ce".
+        confidence: the margin loss's cap kappa (>= 0, logit units), default 0.
+        targeted, target: if True, descend the cross-entropy of `target` ([n] Long)
+            (or ascend its margin).
         generator: torch.Generator for the random start (any device); None = global RNG.
         evaluate: re-evaluate success from model(x_adv) (one forward), default True;
             False returns success=None.
@@ -200,15 +239,17 @@ def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
     step_size = _step_size(step_size, eps, steps)
     validate.of_type("random_start", random_start, bool)
     validate.of_type("evaluate", evaluate, bool)
+    _check_loss(loss, confidence)
     _check_batch(x, y, targeted, target, attack="pgd_linf")
     return _pgd(model, x, y, LinfBall(eps), steps=steps, step_size=step_size,
                 random_start=random_start, targeted=targeted, target=target,
-                generator=generator, evaluate=evaluate)
+                generator=generator, evaluate=evaluate, loss=loss, confidence=confidence)
 
 
 @register("adversarial", "pgd_l2")
-def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
-           targeted=False, target=None, generator=None, evaluate=True) -> AttackResult:
+def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True, loss="ce",
+           confidence=0.0, targeted=False, target=None, generator=None,
+           evaluate=True) -> AttackResult:
     """Projected gradient descent in the L2 ball (normalized-gradient steps).
 
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018), "Towards Deep Learning Models
@@ -220,7 +261,11 @@ def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
         steps: number of steps (int > 0), default 40.
         step_size: L2 length of each step in input units; default 2.5 * eps / steps.
         random_start: start uniformly in the ball (drawn from `generator`), default True.
-        targeted, target: if True, descend the cross-entropy of `target` ([n] Long).
+        loss: "ce" (cross-entropy, Madry et al.) or "margin" (`margin_loss`: the logit
+            margin capped at `confidence`, so fooled examples stop moving); default "ce".
+        confidence: the margin loss's cap kappa (>= 0, logit units), default 0.
+        targeted, target: if True, descend the cross-entropy of `target` ([n] Long)
+            (or ascend its margin).
         generator: torch.Generator for the random start (any device); None = global RNG.
         evaluate: re-evaluate success from model(x_adv) (one forward), default True;
             False returns success=None.
@@ -236,10 +281,11 @@ def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True,
     step_size = _step_size(step_size, eps, steps)
     validate.of_type("random_start", random_start, bool)
     validate.of_type("evaluate", evaluate, bool)
+    _check_loss(loss, confidence)
     _check_batch(x, y, targeted, target, attack="pgd_l2")
     return _pgd(model, x, y, L2Ball(eps), steps=steps, step_size=step_size,
                 random_start=random_start, targeted=targeted, target=target,
-                generator=generator, evaluate=evaluate)
+                generator=generator, evaluate=evaluate, loss=loss, confidence=confidence)
 
 
 # ------------------------------------------------------------------- Carlini-Wagner
@@ -369,8 +415,14 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
         targeted, target: must be False / None (ConfigError otherwise).
         generator: unused (deterministic); accepted for the common signature.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool.
-        Examples already misclassified (or flipped) stop moving; the loop ends early
-        once every example is misclassified.
+        Examples already misclassified (or flipped) stop moving and leave the batch
+        (unlike the other kernels, which mask): each step costs forward and backward
+        passes for the rows still classified as y only, found with one host read per
+        step; the loop ends once every example is misclassified. Each step is
+        r = (|f| / ||w|| + 1e-4) * w / ||w|| as in the reference code (LTS4/DeepFool):
+        the 1e-4 is an L2 length in input units added to the step, not to |f|.
+        A batch that shrinks to 1-3 rows is rounded differently by the CPU matrix
+        kernel, so row chunking changes results only at float-rounding level.
 
     Example:
         >>> res = deepfool(model, x, y, steps=50)
@@ -395,39 +447,47 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
     n = x.shape[0]
     r_tot = torch.zeros_like(x)
     x_adv = x.clone()
+    # Rows still classified as y, as host indices. Flipped rows leave the batch: the
+    # (num_classes - 1) backward passes of a step are paid only by rows still moving.
+    idx = torch.arange(n, device=x.device)
     for _ in range(steps):
-        xa = x_adv.detach().requires_grad_(True)
+        xa = x_adv[idx].detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xa)
-        # Done examples are masked, so the batch keeps its shape. Stop once every
-        # example has flipped: DeepFool usually converges in a few steps, and each
-        # further step costs (num_classes - 1) backward passes that change nothing
-        # (done examples take zero steps). This one host read per step is the
-        # exception to "no sync in the loop": it is tiny next to those passes.
-        active = logits.detach().argmax(1) == y
-        if not bool(active.any()):
+        # One host read per step (the documented exception to "no sync in the loop"):
+        # which rows still have label y. It is tiny next to the backward passes, and
+        # it both ends the loop once every row has flipped and compacts the batch.
+        keep = (logits.detach().argmax(1) == y[idx]).nonzero().squeeze(1)
+        if keep.numel() == 0:
             break
+        if keep.numel() < idx.numel():
+            # Re-run the forward on the rows that stay: a backward through the old
+            # graph would still cost the flipped rows' share, num_classes - 1 times.
+            idx = idx[keep]
+            xa = x_adv[idx].detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xa)
+        ya, cand, m_rows = y[idx], candidates[idx], idx.numel()
         with torch.enable_grad():
-            z_y = logits.gather(1, y[:, None]).squeeze(1)
-            best_dist = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
-            best_f = torch.zeros(n, device=x.device, dtype=x.dtype)
-            best_w = torch.zeros_like(x)
+            z_y = logits.gather(1, ya[:, None]).squeeze(1)
+            best_dist = torch.full((m_rows,), math.inf, device=x.device, dtype=x.dtype)
+            best_w = torch.zeros_like(xa)
             # Loop over candidate classes (<= classes - 1), never over examples: the
             # gradient of a batch sum is each example's own gradient.
             for k in range(m):
-                f_k = logits.gather(1, candidates[:, k:k + 1]).squeeze(1) - z_y
+                f_k = logits.gather(1, cand[:, k:k + 1]).squeeze(1) - z_y
                 (w_k,) = torch.autograd.grad(f_k.sum(), xa, retain_graph=k < m - 1)
-                f_k = f_k.detach()
-                dist = f_k.abs() / flat_norm(w_k).clamp_min(_TINY)
+                dist = f_k.detach().abs() / flat_norm(w_k).clamp_min(_TINY)
                 closer = dist < best_dist
                 best_dist = torch.where(closer, dist, best_dist)
-                best_f = torch.where(closer, f_k, best_f)
-                best_w = torch.where(_per_example(closer, x), w_k, best_w)
-        # 1e-4 as in the reference code: land just past the linearized boundary.
-        coef = (best_f.abs() + 1e-4) / flat_norm(best_w).clamp_min(_TINY).pow(2)
-        r = best_w * _per_example(torch.where(active, coef, torch.zeros_like(coef)), x)
-        r_tot = r_tot + r
-        x_adv = torch.clamp(x + (1 + overshoot) * r_tot, 0.0, 1.0)
+                best_w = torch.where(_per_example(closer, xa), w_k, best_w)
+        # As in the reference code (LTS4/DeepFool), 1e-4 is added to the step's length
+        # |f| / ||w||, not to |f|: r = (|f| / ||w|| + 1e-4) * w / ||w||, so the step
+        # lands 1e-4 (input units, L2) past the linearized boundary at any logit scale.
+        w_norm = flat_norm(best_w).clamp_min(_TINY)
+        r = best_w * _per_example((best_dist + 1e-4) / w_norm, xa)
+        r_tot[idx] = r_tot[idx] + r
+        x_adv[idx] = torch.clamp(x[idx] + (1 + overshoot) * r_tot[idx], 0.0, 1.0)
 
     x_adv = x_adv.detach()
     return AttackResult(x_adv, _success(model, x_adv, y, None, False))
@@ -459,7 +519,9 @@ def jsma(model, x, y, *, theta=1.0, gamma=0.1, targeted=False, target=None,
         targeted, target: if True, drive the prediction to `target` ([n] Long).
         generator: unused (deterministic); accepted for the common signature.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x, success [n] bool;
-        extra["target"] [n], extra["changed"] [n] (features changed). Memory is
+        extra["target"] [n], extra["changed"] [n] (features changed), extra["hit_cap"]
+        [n] bool (changed the most features the cap allows, 2 * (floor(gamma * d) // 2):
+        the budget, not the attack, decided its L0). Memory is
         O(n * d^2) for the pair search (d = 784: about 2.5 MB per example per buffer).
 
     Example:
@@ -519,5 +581,282 @@ def jsma(model, x, y, *, theta=1.0, gamma=0.1, targeted=False, target=None,
         changed |= pick
 
     x_adv = x_flat.reshape(x.shape).detach()
+    n_changed = changed.sum(1)
+    # The cap is floor(gamma * d) rounded down to pairs: an example that changed that
+    # many features was stopped by the budget (whether or not the last pair fooled it).
     return AttackResult(x_adv, _success(model, x_adv, y, target, targeted),
-                        extra={"target": tgt, "changed": changed.sum(1)})
+                        extra={"target": tgt, "changed": n_changed,
+                               "hit_cap": n_changed >= 2 * iterations})
+
+
+# ------------------------------------------------------------------ minimal L-inf
+
+
+def _linf(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).abs().amax(1)
+
+
+@register("adversarial", "min_linf")
+@in_row_chunks
+def min_linf(model, x, y, *, eps_max=1.0, bisection_steps=12, steps=20, targeted=False,
+             target=None, generator=None) -> AttackResult:
+    """Minimal L-inf perturbation: PGD with a per-example bisection over its budget eps.
+
+    Built on Madry et al. (2018), "Towards Deep Learning Models Resistant to Adversarial
+    Attacks", arXiv 1706.06083: PGD-L-inf with the margin loss of Carlini & Wagner
+    (2017, arXiv 1608.04644) at kappa = 0, run at eps_max, then `bisection_steps` times
+    at the midpoint between the largest budget known to fail and the smallest L-inf
+    norm of an adversarial found so far (any PGD iterate the model misclassifies
+    counts, so a success at budget b usually tightens the bound below b). Threat model:
+    white-box, minimal L-inf perturbation within [0, 1]. Deterministic: every run starts
+    at x. On a two-class affine model a sign step is optimal, so this converges to the
+    closed-form distance to within eps_max / 2^bisection_steps.
+
+    Args:
+        eps_max: largest budget tried, in input units, in (0, 1], default 1.0.
+        bisection_steps: halvings of the bracket after the first run (int >= 0),
+            default 12 (resolution eps_max / 4096).
+        steps: PGD steps per run (int > 0), default 20; step size 2.5 * eps / steps.
+        targeted, target: if True, make `target` ([n] Long) the prediction.
+        generator: unused (deterministic); accepted for the common signature.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x (x itself where no
+        adversarial was found within eps_max), success [n] bool; extra["linf"] [n]
+        (L-inf norm of the kept adversarial, inf on failure). Cost: (bisection_steps + 1)
+        * (steps + 1) forward-backward passes.
+
+    Example:
+        >>> res = min_linf(model, x, y, bisection_steps=10, steps=20)
+        >>> res.extra["linf"][res.success].median()
+    """
+    validate.number("eps_max", eps_max, low=0, high=1, low_open=True)
+    validate.non_negative("bisection_steps", bisection_steps, integer=True)
+    _positive("steps", steps, integer=True)
+    _check_batch(x, y, targeted, target, attack="min_linf")
+    n, dev, dt = x.shape[0], x.device, x.dtype
+    labels = target if targeted else y
+    lo = torch.zeros(n, device=dev, dtype=dt)            # largest budget known to fail
+    best = torch.full((n,), math.inf, device=dev, dtype=dt)
+    best_adv = x.clone()
+
+    def keep(x_adv, logits):
+        nonlocal best, best_adv
+        pred = logits.detach().argmax(1)
+        hit = pred == target if targeted else pred != y
+        norm = _linf(x_adv - x)
+        better = hit & (norm < best)
+        best = torch.where(better, norm, best)
+        best_adv = torch.where(_per_example(better, x), x_adv, best_adv)
+
+    for b in range(bisection_steps + 1):
+        if b == 0:
+            eps = torch.full((n,), float(eps_max), device=dev, dtype=dt)
+        else:
+            # Examples never fooled at eps_max keep trying eps_max (they stay failures).
+            eps = torch.where(torch.isfinite(best), (lo + best) / 2, torch.full_like(best, eps_max))
+        e = _per_example(eps, x)
+        step = e * (2.5 / steps)
+        x_adv = x.clone()
+        found = best.clone()
+        for t in range(steps + 1):
+            xa = x_adv.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xa)
+                value = margin_loss(logits, labels, targeted, 0.0).sum()
+                grad = torch.autograd.grad(value, xa)[0] if t < steps else None
+            keep(x_adv.detach(), logits)
+            if grad is None:
+                break
+            x_adv = torch.clamp(x + torch.clamp(x_adv + step * grad.sign() - x, -e, e), 0.0, 1.0).detach()
+        # A run that improved nothing failed at its budget: raise the lower bound.
+        failed = ~(best < found)
+        lo = torch.where(failed & torch.isfinite(best), torch.maximum(lo, eps), lo)
+    x_adv = best_adv.detach()
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted), extra={"linf": best})
+
+
+# -------------------------------------------------------------------------- APGD
+
+APGD_NORMS = ("linf", "l2")
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference-of-logits ratio (Croce & Hein 2020, arXiv 2003.01690), per example:
+    -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), pi = logits sorted descending.
+    Invariant to shifting and rescaling the logits; needs >= 3 classes."""
+    z_sorted = logits.sort(1, descending=True).values
+    own = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], -math.inf).amax(1)
+    return -(own - other) / (z_sorted[:, 0] - z_sorted[:, 2] + 1e-12)
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """Iterations (1-based, after that many steps) at which APGD checks its step size.
+
+    The paper's p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06),
+    counted in whole steps as the reference code does: the first period is
+    int(0.22 * steps) steps, each next one int(0.03 * steps) shorter, never shorter
+    than int(0.06 * steps) (all at least 1). steps=100 -> [22, 41, 57, 70, 80, 87, 93, 99].
+    """
+    period = max(int(0.22 * steps), 1)
+    shortest = max(int(0.06 * steps), 1)
+    decrease = max(int(0.03 * steps), 1)
+    out, at = [], period
+    while at <= steps:
+        out.append(at)
+        period = max(period - decrease, shortest)
+        at += period
+    return out
+
+
+def _apgd_start(x, eps, norm, generator):
+    # As in the reference code: a random point on the ball's surface (L-inf: uniform
+    # noise rescaled to max |t| = 1; L2: a Gaussian direction), clipped to the box.
+    if norm == "linf":
+        t = 2 * _rand("uniform", x, generator) - 1
+        t = t / _per_example(_linf(t).clamp_min(_TINY), x)
+    else:
+        t = _rand("normal", x, generator)
+        t = t / _per_example(flat_norm(t).clamp_min(_TINY), x)
+    return torch.clamp(x + eps * t, 0.0, 1.0)
+
+
+def _apgd_run(model, x, y, start, *, eps, norm, steps, loss, rho):
+    """One APGD run on one row chunk (all per-example state as tensors, no host sync)."""
+    n = x.shape[0]
+    ball = LinfBall(eps) if norm == "linf" else L2Ball(eps)
+
+    def move(xa, g, size):
+        if norm == "linf":
+            d = g.sign()
+        else:
+            d = g / _per_example(flat_norm(g).clamp_min(_TINY), g)
+        return ball.project(xa + _per_example(size, xa) * d, x)
+
+    def evaluate(xa):
+        xa = xa.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xa)
+            per = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else dlr_loss(logits, y)
+            (g,) = torch.autograd.grad(per.sum(), xa)
+        return per.detach(), g, logits.detach().argmax(1) != y
+
+    checks_at = set(apgd_checkpoints(steps))
+    period = apgd_checkpoints(steps)[0] if checks_at else steps
+
+    x_adv = start
+    cur, grad, fooled = evaluate(x_adv)
+    x_best_adv = torch.where(_per_example(fooled, x), x_adv, x)
+    best, x_best, grad_best = cur.clone(), x_adv.clone(), grad.clone()
+    size = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
+    x_old = x_adv.clone()
+    ups = torch.zeros(n, device=x.device, dtype=x.dtype)     # loss increases this period
+    prev = cur.clone()
+    best_at_check = best.clone()
+    reduced_at_check = torch.ones(n, dtype=torch.bool, device=x.device)
+    for i in range(steps):
+        momentum_term = x_adv - x_old
+        x_old = x_adv
+        # alpha = 0.75 momentum from the second step on (the first is a plain step).
+        a = 0.75 if i > 0 else 1.0
+        z = move(x_adv, grad, size)
+        x_adv = ball.project(x_adv + a * (z - x_adv) + (1 - a) * momentum_term, x).detach()
+        cur, grad, hit = evaluate(x_adv)
+        x_best_adv = torch.where(_per_example(hit, x), x_adv, x_best_adv)
+        fooled = fooled | hit
+        ups += (cur > prev).to(x.dtype)
+        prev = cur
+        better = cur > best
+        best = torch.where(better, cur, best)
+        x_best = torch.where(_per_example(better, x), x_adv, x_best)
+        grad_best = torch.where(_per_example(better, x), grad, grad_best)
+        if i + 1 in checks_at:
+            # Halve the step (and restart from the best point) where the loss rose in
+            # at most rho of this period's steps, or where the step was not halved at
+            # the last checkpoint and the best loss has not improved since.
+            oscillating = ups <= period * rho
+            stalled = ~reduced_at_check & (best_at_check >= best)
+            reduce = oscillating | stalled
+            reduced_at_check = reduce
+            best_at_check = best.clone()
+            size = torch.where(reduce, size / 2, size)
+            x_adv = torch.where(_per_example(reduce, x), x_best, x_adv)
+            grad = torch.where(_per_example(reduce, x), grad_best, grad)
+            ups.zero_()
+            nxt = [c for c in sorted(checks_at) if c > i + 1]
+            period = nxt[0] - (i + 1) if nxt else steps
+    return torch.where(_per_example(fooled, x), x_best_adv, x_best)
+
+
+def _apgd(model, x, y, *, eps, norm, steps, rho, random_start, targeted, target, generator,
+          loss, attack):
+    _positive("eps", eps)
+    validate.choice("norm", norm, APGD_NORMS)
+    _positive("steps", steps, integer=True)
+    validate.number("rho", rho, low=0, high=1, low_open=True, high_open=True)
+    validate.of_type("random_start", random_start, bool)
+    _check_batch(x, y, targeted, target, attack=attack, can_target=False)
+    if loss == "dlr":
+        with torch.no_grad():
+            k = model(x[:1]).shape[1]
+        if k < 3:
+            raise ConfigError(f"apgd_dlr needs a model with >= 3 classes (the DLR loss divides by "
+                              f"z_1 - z_3); this one has {k}")
+    # The start is drawn for the whole batch, so it does not depend on the chunking.
+    start = _apgd_start(x, float(eps), norm, generator) if random_start else x.clone()
+    parts = [_apgd_run(model, x[r], y[r], start[r], eps=float(eps), norm=norm, steps=steps,
+                       loss=loss, rho=rho) for r in row_slices(x)]
+    x_adv = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return AttackResult(x_adv, _success(model, x_adv, y, None, False))
+
+
+_APGD_DOC = """
+
+    Croce, Hein (2020), "Reliable evaluation of adversarial robustness with an ensemble
+    of diverse parameter-free attacks", arXiv 2003.01690 (Auto-PGD), following the
+    reference code fra31/auto-attack. Threat model: white-box, untargeted, L-inf or L2
+    ball of radius eps within [0, 1]. Step size starts at 2 eps; each step is a
+    gradient step followed by momentum (alpha = 0.75) and projection; at checkpoints
+    (after 22 % of the steps, then periods 3 % shorter, at least 6 %) an example's step
+    is halved and it restarts from its best point when its loss rose in at most
+    rho of the period's steps, or when its step was kept at the last checkpoint and its
+    best loss has not improved since. One forward-backward pass per step (plus one).
+
+    Args:
+        eps: budget in input units, > 0. Required.
+        norm: "linf" or "l2", default "linf".
+        steps: iterations (int > 0), default 100.
+        rho: the checkpoint's fraction of loss increases, in (0, 1), default 0.75.
+        random_start: start on the ball's surface (drawn from `generator`), default True.
+        targeted, target: must be False / None (untargeted only).
+        generator: torch.Generator for the start.
+    Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x (the first misclassified
+        iterate's latest update where one was found, else the highest-loss point),
+        success [n] bool.
+"""
+
+
+@register("adversarial", "apgd_ce")
+def apgd_ce(model, x, y, *, eps, norm="linf", steps=100, rho=0.75, random_start=True,
+            targeted=False, target=None, generator=None) -> AttackResult:
+    return _apgd(model, x, y, eps=eps, norm=norm, steps=steps, rho=rho, random_start=random_start,
+                 targeted=targeted, target=target, generator=generator, loss="ce", attack="apgd_ce")
+
+
+@register("adversarial", "apgd_dlr")
+def apgd_dlr(model, x, y, *, eps, norm="linf", steps=100, rho=0.75, random_start=True,
+             targeted=False, target=None, generator=None) -> AttackResult:
+    return _apgd(model, x, y, eps=eps, norm=norm, steps=steps, rho=rho, random_start=random_start,
+                 targeted=targeted, target=target, generator=generator, loss="dlr", attack="apgd_dlr")
+
+
+apgd_ce.__doc__ = "APGD-CE: Auto-PGD ascending the cross-entropy." + _APGD_DOC + """
+    Example:
+        >>> res = apgd_ce(model, x, y, eps=0.3, steps=100, generator=g)
+        >>> res.success_rate
+"""
+apgd_dlr.__doc__ = ("APGD-DLR: Auto-PGD ascending the difference-of-logits ratio (`dlr_loss`), "
+                    "which a rescaled or saturated softmax cannot flatten." + _APGD_DOC + """
+    Example:
+        >>> res = apgd_dlr(model, x, y, eps=0.3, steps=100, generator=g)
+        >>> res.success_rate
+""")

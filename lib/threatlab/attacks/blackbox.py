@@ -41,7 +41,7 @@ from .. import validate
 from ..errors import ConfigError
 from ..oracle import BlackBox
 from .adversarial import _check_batch, _positive
-from .norms import _TINY, _per_example, _rand, flat_norm
+from .norms import _TINY, L2Ball, LinfBall, _per_example, _rand, flat_norm
 from . import checks
 from .registry import register
 from .result import AttackResult
@@ -405,6 +405,120 @@ def simba(oracle, x, y, *, eps=3.0, step=0.2, max_queries=1000, generator=None) 
     return _final(oracle, x_cur, y, ledger, trace)
 
 
+# ---------------------------------------------------------------------------- NES
+
+
+def _nes(oracle, x, y, *, eps, norm, max_queries, samples, sigma, step_size, generator):
+    n = x.shape[0]
+    dev = x.device
+    half = samples // 2
+    ledger, trace = _Ledger(oracle, n, max_queries), _Trace()
+    ball = LinfBall(eps) if norm == "linf" else L2Ball(eps)
+    x_cur = x.clone()
+    fooled = torch.zeros(n, dtype=torch.bool, device=dev)
+    go = ledger.can_afford(1)
+    idx = go.nonzero().squeeze(1).to(dev)
+    if idx.numel():
+        fooled[idx] = _labels(ledger.ask(x_cur[idx], idx)) != y[idx]
+    trace.add(ledger, x_cur, x, fooled)
+    cost = 2 * half + 1  # the antithetic pairs, then the new point
+    while True:
+        # One host read per iteration: the rows still running that can pay for one.
+        active = (~fooled).cpu() & ledger.can_afford(cost)
+        if not bool(active.any()):
+            break
+        idx = active.nonzero().squeeze(1).to(dev)
+        m = idx.numel()
+        xa = x_cur[idx]
+        u = _rand("normal", x, generator, (m, half, *x.shape[1:]))
+        probes = torch.cat([xa[:, None] + sigma * u, xa[:, None] - sigma * u], 1)
+        # Probes are clipped to [0, 1], since an API takes only images; at a pixel on the
+        # edge of the box the pair then differs on one side only (a smaller estimate).
+        probes = probes.reshape(m * 2 * half, *x.shape[1:]).clamp(0, 1)
+        ids = idx.repeat_interleave(2 * half)
+        loss = _margin(ledger.ask(probes, ids), y[ids]).reshape(m, 2 * half)
+        diff = (loss[:, :half] - loss[:, half:])  # [m, half]
+        # Antithetic estimate of grad E[margin]: sum_i (L(x + s u_i) - L(x - s u_i)) u_i / (2 s half).
+        grad = (diff.reshape(m, half, *([1] * (x.dim() - 1))) * u).sum(1) / (2 * sigma * half)
+        # Descend the margin (log p_y - max other log p): PGD on the estimate.
+        stepped = ball.project(ball.step(xa, -grad, step_size), x[idx])
+        x_new = x_cur.clone()
+        x_new[idx] = stepped
+        x_cur = x_new
+        out = ledger.ask(x_cur[idx], idx)
+        f = torch.zeros(n, dtype=torch.bool, device=dev)
+        f[idx] = _labels(out) != y[idx]
+        fooled = fooled | f
+        trace.add(ledger, x_cur, x, fooled)
+    return _final(oracle, x_cur, y, ledger, trace)
+
+
+_NES_DOC = """
+
+    Ilyas, Engstrom, Athalye, Lin (2018), "Black-box Adversarial Attacks with Limited
+    Queries and Information", arXiv 1804.08598 (NES gradient estimation + PGD). Threat
+    model: score-based black box (probabilities), untargeted, {ball}. Each
+    iteration estimates the gradient of the margin log p_y - max_(j != y) log p_j at
+    the current point from `samples` antithetic Gaussian probes x +- sigma u_i
+    (samples / 2 draws, two queries each), takes one PGD step of size `step_size`
+    against it ({step}), projects to the ball, and queries the new point
+    (1 query) to see whether it is fooled; fooled examples stop. An iteration costs
+    samples + 1 queries and runs only where the budget covers it; the start costs 1.
+
+    Args:
+        oracle: BlackBox in mode "probs", "topk" or "rounded".
+        eps: {unit} budget in input units, > 0. Required.
+        max_queries: per-example query budget (int > 0), default 10000.
+        samples: probes per estimate, even int >= 2, default 50 (the paper's).
+        sigma: probe scale in input units, > 0, default 0.001 (the paper's).
+        step_size: PGD step in input units, > 0; default eps / 10.
+        generator: torch.Generator for the probes.
+    Shapes: as `square_linf`, with ||x_adv - x||_{p} <= eps.
+"""
+
+
+def _check_nes(oracle, x, y, eps, max_queries, samples, sigma, step_size, attack):
+    _positive("eps", eps)
+    validate.number("samples", samples, low=2, integer=True)
+    if samples % 2:
+        raise ConfigError(f"samples={samples} must be even (antithetic pairs)")
+    _positive("sigma", sigma)
+    if step_size is not None:
+        _positive("step_size", step_size)
+    _common(oracle, x, y, max_queries, attack, SCORE_MODES)
+    return float(eps) / 10 if step_size is None else float(step_size)
+
+
+@register("adversarial", "nes_linf")
+def nes_linf(oracle, x, y, *, eps, max_queries=10000, samples=50, sigma=0.001, step_size=None,
+             generator=None) -> AttackResult:
+    step_size = _check_nes(oracle, x, y, eps, max_queries, samples, sigma, step_size, "nes_linf")
+    return _nes(oracle, x, y, eps=float(eps), norm="linf", max_queries=max_queries, samples=samples,
+                sigma=float(sigma), step_size=step_size, generator=generator)
+
+
+@register("adversarial", "nes_l2")
+def nes_l2(oracle, x, y, *, eps, max_queries=10000, samples=50, sigma=0.001, step_size=None,
+           generator=None) -> AttackResult:
+    step_size = _check_nes(oracle, x, y, eps, max_queries, samples, sigma, step_size, "nes_l2")
+    return _nes(oracle, x, y, eps=float(eps), norm="l2", max_queries=max_queries, samples=samples,
+                sigma=float(sigma), step_size=step_size, generator=generator)
+
+
+nes_linf.__doc__ = "NES-L-inf: PGD on an antithetic finite-difference gradient estimate." + _NES_DOC.format(
+    ball="L-inf ball of radius eps", step="sign of the estimate", unit="L-inf", p="inf") + """
+    Example:
+        >>> res = nes_linf(BlackBox(model), x, y, eps=0.3, max_queries=10000, generator=g)
+        >>> res.queries[res.success].median()
+"""
+nes_l2.__doc__ = "NES-L2: PGD on an antithetic finite-difference gradient estimate." + _NES_DOC.format(
+    ball="L2 ball of radius eps", step="normalized estimate", unit="L2", p="2") + """
+    Example:
+        >>> res = nes_l2(BlackBox(model), x, y, eps=3.0, max_queries=10000, generator=g)
+        >>> res.success_rate
+"""
+
+
 # -------------------------------------------------------------- decision-based start
 
 
@@ -463,20 +577,90 @@ def _far(x_adv, x, eps):
 # ------------------------------------------------------------------------ Boundary
 
 
+class _Window:
+    """Per-example ring buffers of the last `size` outcomes (Foolbox's deques).
+
+    `record` appends for the rows in `rows`; `rate` is the mean of a full window (nan
+    while filling); `clear` empties the windows of the rows whose step just changed,
+    so the next decision uses outcomes of the new step size only.
+    """
+
+    def __init__(self, n: int, size: int, device):
+        self.size = size
+        self.buf = torch.zeros(n, size, device=device)
+        self.fill = torch.zeros(n, dtype=torch.long, device=device)
+        self.pos = torch.zeros(n, dtype=torch.long, device=device)
+
+    def record(self, rows: torch.Tensor, outcome: torch.Tensor) -> None:
+        self.buf[rows, self.pos[rows]] = outcome.to(self.buf.dtype)
+        self.pos[rows] = (self.pos[rows] + 1) % self.size
+        self.fill[rows] = torch.clamp(self.fill[rows] + 1, max=self.size)
+
+    def full(self) -> torch.Tensor:
+        return self.fill == self.size
+
+    def rate(self) -> torch.Tensor:
+        return self.buf.mean(1)
+
+    def clear(self, rows_mask: torch.Tensor) -> None:
+        self.fill = torch.where(rows_mask, torch.zeros_like(self.fill), self.fill)
+        self.pos = torch.where(rows_mask, torch.zeros_like(self.pos), self.pos)
+        self.buf = torch.where(rows_mask[:, None], torch.zeros_like(self.buf), self.buf)
+
+
+#: Step floors of the Boundary attack (relative to the current distance). The reference
+#: code declares convergence when the source step falls below 1e-7; here the steps
+#: stop shrinking there instead (the example keeps walking with the smallest steps).
+BOUNDARY_MIN_STEP = 1e-7
+BOUNDARY_MAX_STEP = 1.0
+
+
+def _boundary_proposals(x, x_adv, sph, src, generator):
+    """Brendel et al.'s proposal, as in Foolbox: an orthogonal step of relative size
+    `sph` on the sphere around x through x_adv, then a step of relative size `src`
+    towards x (corrected for the sphere's deviation after clipping). Returns
+    (spherical candidate, combined candidate), both clipped to [0, 1]."""
+    diff = x - x_adv
+    dist = flat_norm(diff).clamp_min(_TINY)
+    unit = diff / _per_example(dist, x)
+    eta = _rand("normal", x, generator)
+    eta = eta - unit * _per_example((eta * unit).flatten(1).sum(1), x)
+    eta = eta * _per_example(sph * dist / flat_norm(eta).clamp_min(_TINY), x)
+    # x_adv + eta lies sqrt(1 + sph^2) * dist from x: scale back onto the sphere.
+    shrink = 1.0 / torch.sqrt(1.0 + sph ** 2)
+    spherical = torch.clamp(x + _per_example(shrink, x) * (eta - diff), 0, 1)
+    to_x = x - spherical
+    to_x_norm = flat_norm(to_x).clamp_min(_TINY)
+    length = (src * dist + (to_x_norm - dist)).clamp_min(0) / to_x_norm
+    combined = torch.clamp(spherical + _per_example(length, x) * to_x, 0, 1)
+    return spherical, combined
+
+
 @register("adversarial", "boundary")
 def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, source_step=0.01,
-             step_adaptation=1.5, init_tries=10, generator=None) -> AttackResult:
+             step_adaptation=1.5, candidates=1, stats_every=10, spherical_window=100, step_window=30,
+             init_tries=10, generator=None) -> AttackResult:
     """Boundary attack: a random walk along the decision boundary towards x.
 
     Brendel, Rauber, Bethge (2018), "Decision-Based Adversarial Attacks: Reliable
-    Attacks Against Black-Box Machine Learning Models", arXiv 1712.04248. Threat model:
-    decision-based black box (labels only), untargeted, minimises L2. Starts from
-    uniform noise the oracle misclassifies, bisects towards x, then each iteration
-    proposes an orthogonal (spherical) step of relative size `spherical_step` followed
-    by a step of relative size `source_step` towards x, and keeps it if it is still
-    adversarial (one query). Every 10 iterations both steps grow by `step_adaptation`
-    when more than half of the proposals were kept and shrink when fewer than a fifth
-    were (a one-query variant of the paper's two-query adaptation).
+    Attacks Against Black-Box Machine Learning Models", arXiv 1712.04248, with the
+    step-size control of the reference implementation (bethgelab/foolbox
+    attacks/boundary_attack.py). Threat model: decision-based black box (labels only),
+    untargeted, minimises L2. Starts from uniform noise the oracle misclassifies,
+    bisected towards x. Each iteration draws `candidates` proposals per example, each
+    an orthogonal (spherical) step of relative size `spherical_step` on the sphere
+    around x followed by a step of relative size `source_step` towards x, asks the
+    oracle about all of them in one call (`candidates` queries) and keeps the first
+    that is adversarial and closer (the reference's batch of directions). Every
+    `stats_every`-th iteration the spherical candidates alone are also queried, and
+    two per-example statistics are recorded: whether each spherical candidate was
+    adversarial (window `spherical_window`) and whether each combined one was
+    (window `step_window`). When a window is full: a spherical success rate
+    above 0.5 multiplies both steps by `step_adaptation` (the boundary is locally
+    flat), below 0.2 divides both; a combined success rate above 0.5 multiplies the
+    source step alone, below 0.2 divides it; a window whose rule fired is cleared.
+    Steps stay within [BOUNDARY_MIN_STEP, BOUNDARY_MAX_STEP] = [1e-7, 1] (the
+    reference stops at a source step below 1e-7; here the walk continues at the floor).
 
     Args:
         oracle: BlackBox (any mode; only the arg-max label is used).
@@ -485,10 +669,17 @@ def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, s
             Foolbox's "epsilon" criterion); default None = use the whole budget.
         spherical_step, source_step: initial relative step sizes, in (0, 1), default 0.01.
         step_adaptation: factor (> 1) of the step-size adaptation, default 1.5.
+        candidates: proposals per example per iteration (int > 0), default 1. More
+            spend the same queries in fewer, larger oracle calls (what makes 10^4
+            queries per example affordable on a CPU); each one is charged.
+        stats_every: iterations between spherical probes (int > 0), default 10.
+        spherical_window, step_window: outcomes per decision (ints > 0), defaults
+            100 and 30 (Foolbox's).
         init_tries: noise draws to find an adversarial start (int > 0), default 10.
         generator: torch.Generator for the noise and the proposals.
     Shapes: x [n, C, H, W] in [0, 1], y [n] Long -> x_adv like x (x itself where no
-        adversarial start was found), success [n] bool, queries [n] int64, extra["trace"].
+        adversarial start was found), success [n] bool, queries [n] int64,
+        extra["trace"], extra["spherical_step"] / extra["source_step"] [n] (final).
 
     Example:
         >>> bb = BlackBox(model, mode="label")
@@ -501,6 +692,10 @@ def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, s
     validate.number("spherical_step", spherical_step, low=0, high=1, low_open=True, high_open=True)
     validate.number("source_step", source_step, low=0, high=1, low_open=True, high_open=True)
     validate.number("step_adaptation", step_adaptation, low=1, low_open=True, high=math.inf, high_open=True)
+    _positive("candidates", candidates, integer=True)
+    _positive("stats_every", stats_every, integer=True)
+    _positive("spherical_window", spherical_window, integer=True)
+    _positive("step_window", step_window, integer=True)
     _positive("init_tries", init_tries, integer=True)
     n, dev, dt = x.shape[0], x.device, x.dtype
     ledger, trace = _Ledger(oracle, n, max_queries), _Trace()
@@ -509,40 +704,58 @@ def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, s
     trace.add(ledger, x_adv, x, found)
     sph = torch.full((n,), float(spherical_step), device=dev, dtype=dt)
     src = torch.full((n,), float(source_step), device=dev, dtype=dt)
-    kept = torch.zeros(n, device=dev, dtype=dt)
+    sph_stats = _Window(n, spherical_window, dev)
+    step_stats = _Window(n, step_window, dev)
+    k = candidates
     it = 0
     while True:
-        active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(1)
-        if not bool(active.any()):
-            break
-        diff = x - x_adv
-        dist = flat_norm(diff).clamp_min(_TINY)
-        unit = diff / _per_example(dist, x)
-        eta = _rand("normal", x, generator)
-        eta = eta - unit * _per_example((eta * unit).flatten(1).sum(1), x)
-        eta = eta / _per_example(flat_norm(eta).clamp_min(_TINY), x) * _per_example(sph * dist, x)
-        # Back onto the sphere of radius dist around x, then towards x.
-        cand = x_adv + eta
-        to_x = cand - x
-        cand = x + to_x * _per_example(dist / flat_norm(to_x).clamp_min(_TINY), x)
-        cand = torch.clamp(cand + _per_example(src, x) * (x - cand), 0, 1)
-        idx = active.nonzero().squeeze(1).to(dev)
-        ok = torch.zeros(n, dtype=torch.bool, device=dev)
-        ok[idx] = _is_adv(ledger, cand[idx], idx, y)
-        x_adv = torch.where(_per_example(ok, x), cand, x_adv)
-        kept += ok.to(dt)
         it += 1
-        if it % 10 == 0:
-            grow = kept > 5
-            shrink = kept < 2
-            factor = torch.where(grow, torch.full_like(sph, step_adaptation),
-                                 torch.where(shrink, torch.full_like(sph, 1 / step_adaptation),
-                                             torch.ones_like(sph)))
-            sph = (sph * factor).clamp(1e-6, 0.5)
-            src = (src * factor).clamp(1e-6, 0.5)
-            kept.zero_()
+        probe = it % stats_every == 0
+        # One host read per iteration (the mask of examples still running).
+        active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(2 * k if probe else k)
+        if not bool(active.any()):
+            # Out of budget for a probe iteration may still leave room for a plain one.
+            if probe:
+                active = found.cpu() & _far(x_adv, x, eps) & ledger.can_afford(k)
+                probe = False
+            if not bool(active.any()):
+                break
+        idx = active.nonzero().squeeze(1).to(dev)
+        m = idx.numel()
+        rep = lambda t: t[idx].repeat_interleave(k, 0)  # noqa: E731  [m * k, ...], candidate-minor
+        spherical, cand = _boundary_proposals(rep(x), rep(x_adv), rep(sph), rep(src), generator)
+        ids = idx.repeat_interleave(k)
+        ok = _is_adv(ledger, cand, ids, y).reshape(m, k)
+        closer = (flat_norm(cand - rep(x)) < flat_norm(rep(x_adv) - rep(x))).reshape(m, k)
+        good = ok & closer
+        first = good.to(torch.int8).argmax(1)  # the first good candidate (0 if none)
+        take = torch.zeros(n, dtype=torch.bool, device=dev)
+        take[idx] = good.any(1)
+        picked = x_adv.clone()
+        picked[idx] = cand.reshape(m, k, *x.shape[1:])[torch.arange(m, device=dev), first]
+        x_adv = torch.where(_per_example(take, x), picked, x_adv)
+        if probe:
+            sph_ok = _is_adv(ledger, spherical, ids, y).reshape(m, k)
+            for j in range(k):  # a loop over the few candidates, not over examples
+                sph_stats.record(idx, sph_ok[:, j])
+                step_stats.record(idx, ok[:, j])
+            one = torch.ones_like(sph)
+            up = torch.full_like(sph, step_adaptation)
+            down = torch.full_like(sph, 1.0 / step_adaptation)
+            # Spherical success rate drives both steps ...
+            full, rate = sph_stats.full(), sph_stats.rate()
+            f = torch.where(full & (rate > 0.5), up, torch.where(full & (rate < 0.2), down, one))
+            sph_stats.clear(f != 1)
+            sph, src = sph * f, src * f
+            # ... the combined (spherical + source) success rate drives the source step.
+            full, rate = step_stats.full(), step_stats.rate()
+            g = torch.where(full & (rate > 0.5), up, torch.where(full & (rate < 0.2), down, one))
+            step_stats.clear(g != 1)
+            src = src * g
+            sph = sph.clamp(BOUNDARY_MIN_STEP, BOUNDARY_MAX_STEP)
+            src = src.clamp(BOUNDARY_MIN_STEP, BOUNDARY_MAX_STEP)
         trace.add(ledger, x_adv, x, found)
-    return _final(oracle, x_adv, y, ledger, trace)
+    return _final(oracle, x_adv, y, ledger, trace, {"spherical_step": sph, "source_step": src})
 
 
 # --------------------------------------------------------------------- HopSkipJump

@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .. import validate
 from ..errors import ConfigError
 from ..transforms import RandomTransform
-from .adversarial import _check_batch, _positive, _step_size, _success
+from .adversarial import _check_batch, _check_loss, _positive, _step_size, _success, attack_loss
 from .norms import LinfBall
 from .registry import register
 from .result import AttackResult
@@ -19,7 +18,8 @@ from .result import AttackResult
 
 @register("adversarial", "eot_pgd")
 def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=None,
-            random_start=True, targeted=False, target=None, generator=None) -> AttackResult:
+            random_start=True, loss="ce", confidence=0.0, targeted=False, target=None,
+            generator=None) -> AttackResult:
     """L-inf PGD whose gradient is the mean over `samples` random transformations.
 
     Athalye, Engstrom, Ilyas, Kwok (2018), "Synthesizing Robust Adversarial Examples",
@@ -27,7 +27,10 @@ def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=
     Threat model: white-box, L-inf ball of radius eps; the input then goes through a
     transformation drawn from `transform` before the model sees it. Each step draws
     `samples` transformations per example (all from `generator`) and ascends the summed
-    cross-entropy of the transformed copies.
+    loss of the transformed copies: cross-entropy, or (loss="margin") the logit margin
+    capped at `confidence`, under which copies already fooled by `confidence` stop
+    steering the step (cross-entropy keeps weighting them). With the identity
+    transformation and the same loss, steps and budget it is `pgd_linf` exactly.
 
     Args:
         eps: L-inf budget in input units, > 0. Required.
@@ -35,6 +38,7 @@ def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=
         samples: transformations per example per step (int > 0), default 8.
         steps: PGD steps (int > 0), default 40. step_size: default 2.5 * eps / steps.
         random_start: uniform start in the ball, default True.
+        loss, confidence: "ce" or "margin" and the margin's cap (>= 0), as for pgd_linf.
         targeted, target: as for pgd_linf.
         generator: torch.Generator for the start and every transformation.
     Shapes: x [n, C, H, W] in [0, 1], y [n] Long -> x_adv like x, success [n] bool
@@ -51,6 +55,7 @@ def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=
     _positive("steps", steps, integer=True)
     step_size = _step_size(step_size, eps, steps)
     validate.of_type("random_start", random_start, bool)
+    _check_loss(loss, confidence)
     if transform is None:
         transform = RandomTransform()
     if not isinstance(transform, RandomTransform):
@@ -65,7 +70,7 @@ def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=
         xa = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
             copies = transform(xa.repeat(samples, 1, 1, 1), generator)
-            loss = F.cross_entropy(model(copies), labels, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, xa)
-        x_adv = ball.project(ball.step(x_adv, -grad if targeted else grad, step_size), x).detach()
+            value = attack_loss(model(copies), labels, targeted, loss, confidence)
+            (grad,) = torch.autograd.grad(value, xa)
+        x_adv = ball.project(ball.step(x_adv, grad, step_size), x).detach()
     return AttackResult(x_adv, _success(model, x_adv, y, target, targeted))

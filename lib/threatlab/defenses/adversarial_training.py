@@ -1,7 +1,11 @@
-"""PGD adversarial training, a defense against evasion (Madry et al. 2018).
+"""Adversarial training, a defense against evasion (Madry et al. 2018; Wong et al. 2020).
 
 - `adversarial_train` (Madry et al. 2018, arXiv 1706.06083): minimise the loss on PGD
-  adversarials of each batch, found afresh for the current parameters.
+  adversarials of each batch, found afresh for the current parameters; or, with
+  method="fgsm_rs", on single FGSM steps from a uniform random start (Wong, Rice,
+  Kolter 2020, "Fast is better than free", arXiv 2001.03994): one forward-backward
+  pass per batch for the attack instead of `steps`, so thousands of optimiser steps fit
+  a CPU budget.
 - `cached_adversarial`: the same, once per configuration, kept in the checkpoint cache
   (`models.save_checkpoint` / `load_checkpoint`, content-addressed key).
 
@@ -25,7 +29,10 @@ from .. import models, validate
 from ..attacks.norms import LinfBall
 from ..errors import IntegrityError
 
-__all__ = ["adversarial_train", "cached_adversarial"]
+__all__ = ["METHODS", "adversarial_train", "cached_adversarial"]
+
+#: How each batch's adversarials are found: PGD (Madry et al.) or FGSM from a random start (Wong et al.).
+METHODS = ("pgd", "fgsm_rs")
 
 
 def _pgd_batch(model, xb, yb, eps, steps, step_size, gen):
@@ -40,17 +47,30 @@ def _pgd_batch(model, xb, yb, eps, steps, step_size, gen):
     return xa.detach()
 
 
+def _fgsm_rs_batch(model, xb, yb, eps, alpha, gen):
+    """Wong et al.'s FGSM with random start: delta ~ U(-eps, eps), one signed step of
+    size alpha, then back into the eps-ball and the box."""
+    ball = LinfBall(eps)
+    xa = ball.random_init(xb, gen).requires_grad_(True)
+    loss = F.cross_entropy(model(xa), yb, reduction="sum")
+    (g,) = torch.autograd.grad(loss, xa)
+    return ball.project(ball.step(xa.detach(), g, alpha), xb).detach()
+
+
 def adversarial_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 5,
                       step_size: float | None = None, epochs: int = 1, batch_size: int = 128,
-                      lr: float = 1e-3, warmup: float = 0.0, seed: int = 0,
+                      lr: float = 1e-3, warmup: float = 0.0, seed: int = 0, method: str = "pgd",
                       progress: bool = True) -> dict[str, Any]:
-    """Train `model` in place on PGD-L-inf adversarials of every batch (Madry et al. 2018).
+    """Train `model` in place on L-inf adversarials of every batch (Madry et al. 2018).
 
     Args:
         model: maps x in [0, 1] to logits; trained with Adam on its own device.
         x, y: training inputs [n, ...] in [0, 1] and integer labels [n].
         eps: L-inf training budget in input units, in (0, 1].
         steps: PGD steps per batch (int > 0), default 5. step_size: default 2.5 * eps / steps.
+        method: "pgd" (Madry et al.) or "fgsm_rs" (Wong et al. 2020: one FGSM step of
+            size step_size, default 1.25 * eps, from a uniform start in the ball; `steps`
+            is then ignored). Default "pgd".
         epochs, batch_size, lr: as `models.train`. seed: shuffling and PGD random starts.
         warmup: fraction of all training batches over which the training eps (and the
             step size) ramps linearly from eps / n_warmup_batches up to eps, in [0, 1),
@@ -62,7 +82,12 @@ def adversarial_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     """
     validate.number("eps", eps, low=0, high=1, low_open=True)
     validate.positive("steps", steps, integer=True)
-    step_size = 2.5 * eps / steps if step_size is None else validate.positive("step_size", step_size)
+    validate.choice("method", method, METHODS)
+    if step_size is None:
+        # Wong et al.'s alpha = 1.25 eps; Madry et al.'s 2.5 eps / steps.
+        step_size = 1.25 * eps if method == "fgsm_rs" else 2.5 * eps / steps
+    else:
+        validate.positive("step_size", step_size)
     validate.positive("epochs", epochs, integer=True)
     validate.positive("batch_size", batch_size, integer=True)
     validate.positive("lr", lr)
@@ -74,6 +99,8 @@ def adversarial_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
 
     def perturb(model, xb, yb, step, gen):
         frac = min(1.0, (step + 1) / ramp)
+        if method == "fgsm_rs":
+            return _fgsm_rs_batch(model, xb, yb, eps * frac, step_size * frac, gen)
         return _pgd_batch(model, xb, yb, eps * frac, steps, step_size * frac, gen)
 
     return models.train(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -83,7 +110,7 @@ def adversarial_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
 def cached_adversarial(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                        steps: int = 5, epochs: int = 1, batch_size: int = 128, lr: float = 1e-3,
                        warmup: float = 0.0, seed: int = 0, num_classes: int = 10, cache_dir: str | os.PathLike | None = None,
-                       progress: bool = True) -> tuple[models.Classifier, dict[str, Any]]:
+                       method: str = "pgd", progress: bool = True) -> tuple[models.Classifier, dict[str, Any]]:
     """`adversarial_train` a fresh `models.build(arch, seed=seed)` once per configuration.
 
     The key hashes the architecture, data set name and tensors, every training
@@ -97,7 +124,7 @@ def cached_adversarial(arch: str, dataset_name: str, x: torch.Tensor, y: torch.T
     in_shape = tuple(x.shape[1:])
     record = {"arch": arch, "dataset": dataset_name, "data": models.tensor_digest(x, y), "eps": eps,
               "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup": warmup, "seed": seed,
-              "num_classes": num_classes, "in_shape": list(in_shape), "models": models.CODE_VERSION,
+              "method": method, "num_classes": num_classes, "in_shape": list(in_shape), "models": models.CODE_VERSION,
               "code": hashlib.sha256(open(__file__, "rb").read()).hexdigest()}
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     path = models.checkpoint_dir(cache_dir) / f"{arch}-at-{models._slug(dataset_name)}-{key[:20]}.safetensors"
@@ -110,7 +137,7 @@ def cached_adversarial(arch: str, dataset_name: str, x: torch.Tensor, y: torch.T
         except (IntegrityError, OSError, ValueError):
             model = models.build(arch, in_shape=in_shape, num_classes=num_classes, seed=seed)
     hist = adversarial_train(model, x, y, eps=eps, steps=steps, epochs=epochs, batch_size=batch_size,
-                             lr=lr, warmup=warmup, seed=seed, progress=progress)
+                             lr=lr, warmup=warmup, seed=seed, method=method, progress=progress)
     stored = {k: v for k, v in hist.items() if k != "seconds"}
     models.save_checkpoint(model, path, key=key, arch=arch,
                            extra={"dataset": dataset_name, "history": json.dumps(stored, sort_keys=True)})
