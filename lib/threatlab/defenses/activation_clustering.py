@@ -26,6 +26,7 @@ import torch
 
 from .. import validate
 from ..errors import ConfigError
+from .spectral_signatures import check_features
 
 __all__ = ["ClusteringResult", "ANALYSES", "REDUCTIONS", "activation_clustering", "kmeans2"]
 
@@ -134,19 +135,7 @@ def activation_clustering(features: torch.Tensor, labels: torch.Tensor, *, n_dim
     validate.number("size_threshold", size_threshold, low=0, high=0.5, low_open=True)
     validate.non_negative("seed", seed, integer=True)
     validate.positive("iters", iters, integer=True)
-    if not torch.is_tensor(features) or features.dim() != 2 or not features.is_floating_point():
-        raise ConfigError(f"features must be a floating tensor [n, d]; got "
-                          f"{tuple(features.shape) if torch.is_tensor(features) else type(features).__name__}")
-    if features.numel() and not bool(torch.isfinite(features).all()):
-        raise ConfigError("features must be finite (no NaN or inf)")
-    n = features.shape[0]
-    if (not torch.is_tensor(labels) or labels.shape != (n,) or labels.is_floating_point()
-            or labels.dtype == torch.bool):
-        raise ConfigError(f"labels must be an integer tensor of shape ({n},)")
-    c = int(labels.max()) + 1 if num_classes is None else int(
-        validate.number("num_classes", num_classes, low=2, integer=True))
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= c):
-        raise ConfigError(f"labels must lie in 0..{c - 1}")
+    n, c = check_features(features, labels, num_classes)
 
     feats = features.detach().double()  # SVDs of near-degenerate classes are steadier in float64
     flagged = torch.zeros(n, dtype=torch.bool, device=features.device)

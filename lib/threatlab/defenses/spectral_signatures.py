@@ -33,6 +33,25 @@ class FilterResult:
     removed_per_class: torch.Tensor
 
 
+def check_features(features: torch.Tensor, labels: torch.Tensor, num_classes: int | None) -> tuple[int, int]:
+    """(n, classes) of a representation filter's inputs: features a finite floating
+    tensor [n, d], labels integers [n] in 0..classes-1; ConfigError otherwise."""
+    if not torch.is_tensor(features) or features.dim() != 2 or not features.is_floating_point():
+        raise ConfigError(f"features must be a floating tensor [n, d]; got "
+                          f"{tuple(features.shape) if torch.is_tensor(features) else type(features).__name__}")
+    if features.numel() and not bool(torch.isfinite(features).all()):
+        raise ConfigError("features must be finite (no NaN or inf)")
+    n = features.shape[0]
+    if (not torch.is_tensor(labels) or labels.shape != (n,) or labels.is_floating_point()
+            or labels.dtype == torch.bool):
+        raise ConfigError(f"labels must be an integer tensor of shape ({n},)")
+    c = int(labels.max()) + 1 if num_classes is None else int(
+        validate.number("num_classes", num_classes, low=2, integer=True))
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= c):
+        raise ConfigError(f"labels must lie in 0..{c - 1}")
+    return n, c
+
+
 @torch.no_grad()
 def representations(model, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """``model.penultimate(x)`` in batches, in eval mode: [n, feature_dim] on x's device."""
@@ -73,17 +92,7 @@ def spectral_signatures(features: torch.Tensor, labels: torch.Tensor, *, remove_
         >>> x_clean, y_clean = x[keep], y[keep]
     """
     validate.number("remove_fraction", remove_fraction, low=0, high=1)
-    if not torch.is_tensor(features) or features.dim() != 2 or not features.is_floating_point():
-        raise ConfigError(f"features must be a floating tensor [n, d]; got "
-                          f"{tuple(features.shape) if torch.is_tensor(features) else type(features).__name__}")
-    n = features.shape[0]
-    if (not torch.is_tensor(labels) or labels.shape != (n,) or labels.is_floating_point()
-            or labels.dtype == torch.bool):
-        raise ConfigError(f"labels must be an integer tensor of shape ({n},)")
-    c = int(labels.max()) + 1 if num_classes is None else int(
-        validate.number("num_classes", num_classes, low=2, integer=True))
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= c):
-        raise ConfigError(f"labels must lie in 0..{c - 1}")
+    n, c = check_features(features, labels, num_classes)
 
     feats = features.detach().double()  # SVD of near-degenerate classes is steadier in float64
     scores = torch.zeros(n, dtype=torch.float64, device=features.device)
