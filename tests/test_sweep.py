@@ -299,3 +299,16 @@ def test_two_processes_writing_one_checkpoint_key_at_once(tmp_path):
     single = tmp_path / "single.safetensors"
     models.save_checkpoint(reference, single, key="k" * 64, arch="mlp")
     assert path.read_bytes() == single.read_bytes()
+
+
+@pytest.mark.notebooks
+def test_profile_naming_docs_gets_html_pages_of_the_published_notebooks(tmp_path, monkeypatch):
+    folder = tmp_path / "nbs"
+    prof = write_toy(folder, profile_extra="docs: docs\n")
+    monkeypatch.setattr(run, "NOTEBOOKS", folder)
+    res = sweep.sweep(str(prof), seeds=[0], datasets=["mnist"], out=str(tmp_path / "o"), workers=0,
+                      log=lambda m: None)
+    assert not res.failures
+    # Contained in --out: <out>/docs, one page per published notebook and an index.
+    assert sorted(p.name for p in (tmp_path / "o" / "docs").iterdir()) == ["01_toy.html", "05_findings.html",
+                                                                          "index.html"]

@@ -743,19 +743,21 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
                 shutil.rmtree(staging, ignore_errors=True)
     log(f"[threatlab] sweep: {len(rows)} point results gathered into {folder / 'sweep' / POINTS_JSONL}")
     if ok and plan_.docs_dir is not None and executed:
-        export_docs(executed, plan_.docs_dir, log)
+        export_docs(executed, plan_.docs_dir, log, figures_dir=folder, source_dir=plan_.cwd)
     return folder / "sweep" / table.name
 
 
-def export_docs(executed: list[Path], docs_dir: Path, log: Callable[[str], None]) -> bool:
-    """`threatlab.report.docs.export(executed, docs_dir)` when that module exists."""
+def export_docs(executed: list[Path], docs_dir: Path, log: Callable[[str], None], *,
+                figures_dir: Path, source_dir: Path) -> bool:
+    """`threatlab.report.docs.export(executed, docs_dir, figures_dir=...)` when that
+    module exists (the published folder's findings and figures are what it links)."""
     if importlib.util.find_spec("threatlab.report.docs") is None:
         log(f"[threatlab] sweep: threatlab.report.docs is not part of this checkout; "
             f"HTML export to {docs_dir} skipped")
         return False
     from .report import docs
 
-    docs.export(executed, docs_dir)
+    docs.export(executed, docs_dir, figures_dir=figures_dir, source_dir=source_dir)
     log(f"[threatlab] sweep: executed notebooks exported as HTML into {docs_dir}")
     return True
 
