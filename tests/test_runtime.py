@@ -41,3 +41,20 @@ def test_either_switch_silences_an_explicitly_requested_bar(no_switches, monkeyp
 def test_false_values_leave_bars_on(no_switches, monkeypatch, value):
     monkeypatch.setenv(runtime.TQDM_DISABLE_ENV, value)
     assert not runtime.progress_disabled()
+
+
+def test_seeded_draws_match_torch_on_the_generators_device():
+    """runtime's draws are torch's own draws on the generator's device, then moved: on a
+    CPU generator exactly the numbers torch.rand/randn/randint/randperm give."""
+    from threatlab import runtime
+
+    def g():
+        return torch.Generator().manual_seed(7)
+
+    assert torch.equal(runtime.rand((3, 4), g()), torch.rand(3, 4, generator=g()))
+    assert torch.equal(runtime.randn((5,), g(), dtype=torch.float64),
+                       torch.randn(5, generator=g(), dtype=torch.float64))
+    assert torch.equal(runtime.randint(1, 9, (6,), g()), torch.randint(1, 9, (6,), generator=g()))
+    assert torch.equal(runtime.randperm(10, g()), torch.randperm(10, generator=g()))
+    moved = runtime.rand((2,), g(), device="meta")
+    assert moved.device.type == "meta" and runtime.rand((2,), g()).device.type == "cpu"

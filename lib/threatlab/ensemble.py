@@ -36,7 +36,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from . import models, validate
+from . import models, runtime, validate
 from .errors import ConfigError
 from .runtime import progress_disabled
 
@@ -91,7 +91,7 @@ def half_splits(n_pool: int, n_models: int, *, generator: torch.Generator | None
     """
     validate.number("n_pool", n_pool, low=2, integer=True)
     validate.positive("n_models", n_models, integer=True)
-    scores = torch.rand(n_models, n_pool, generator=generator)
+    scores = runtime.rand((n_models, n_pool), generator)
     order = scores.argsort(dim=1)
     mask = torch.zeros(n_models, n_pool, dtype=torch.bool)
     mask.scatter_(1, order[:, : n_pool // 2], True)
@@ -135,7 +135,7 @@ def shadow_splits(n_pool: int, *, n_candidates: int, n_shadows: int,
     validate.number("n_pool", n_pool, low=4, integer=True)
     validate.number("n_candidates", n_candidates, low=1, high=n_pool - 2, integer=True)
     validate.positive("n_shadows", n_shadows, integer=True)
-    perm = torch.rand(n_pool, generator=generator).argsort()
+    perm = runtime.rand((n_pool,), generator).argsort()
     cand, att = perm[:n_candidates], perm[n_candidates:]
     return ShadowSplits(cand, att, half_splits(att.numel(), n_shadows, generator=generator))
 
@@ -295,7 +295,7 @@ def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.T
     Model m is initialised as ``models.build(arch, seed=seeds[m], ...)`` and trained with
     ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, L2 `weight_decay` added to the
     gradient) on mean cross-entropy, visiting its examples in the order
-    ``torch.randperm(n, generator=Generator().manual_seed(seeds[m]))`` each epoch, i.e.
+    of ``torch.randperm(n)`` drawn from ``Generator().manual_seed(seeds[m])`` each epoch, i.e.
     exactly what ``models.train(net, x[indices[m]], y[indices[m]], seed=seeds[m])`` does.
     Adam is elementwise, so one Adam over the stacked tensors is M independent Adams;
     the summed loss gives model m the gradient of its own loss only.
@@ -333,7 +333,7 @@ def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.T
     try:
         for _ in range(epochs):
             # Same draws as models.train: one randperm per model per epoch from its own generator.
-            perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)
+            perms = torch.stack([runtime.randperm(n, g) for g in gens]).to(dev)
             rows = torch.gather(idx_dev, 1, perms)
             loss_sum = torch.zeros(m_count, device=dev)
             for i in range(steps):

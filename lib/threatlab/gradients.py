@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from . import validate
+from . import runtime, validate
 
 __all__ = ["per_example", "clip_and_noise", "flat_norms"]
 
@@ -73,7 +73,6 @@ def clip_and_noise(grads: dict[str, torch.Tensor], *, clip: float | None, noise_
         s = (g * factor.view(-1, *[1] * (g.dim() - 1))).sum(0) if clip is not None else g.sum(0)
         if scale > 0:
             # Drawn on the generator's device, so a CPU generator works for GPU gradients.
-            dev = generator.device if generator is not None else s.device
-            s = s + scale * torch.randn(s.shape, generator=generator, dtype=s.dtype, device=dev).to(s.device)
+            s = s + scale * runtime.randn(s.shape, generator, device=s.device, dtype=s.dtype)
         out[k] = s
     return out

@@ -41,7 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import io as tio
-from . import validate
+from . import runtime, validate
 from .errors import ConfigError, IntegrityError
 from .runtime import progress_disabled
 
@@ -428,7 +428,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
                disable=(not progress) or progress_disabled(), leave=False)
     try:
         for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen).to(x.device)
+            perm = runtime.randperm(n, gen, device=x.device)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             for i in range(steps):

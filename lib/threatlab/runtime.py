@@ -38,6 +38,48 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# ------------------------------------------------------------------ seeded draws
+# Every seeded draw of the library goes through these four: the numbers are drawn on
+# the generator's device (without a generator: on `device`, from torch's global RNG)
+# and then moved to `device`. A CPU generator can so serve CUDA data, and one seed gives
+# the same numbers on every device.
+
+def _draw_device(generator: torch.Generator | None, device) -> torch.device:
+    if generator is not None:
+        return generator.device
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _moved(t: torch.Tensor, device) -> torch.Tensor:
+    return t if device is None else t.to(device)
+
+
+def rand(shape, generator: torch.Generator | None = None, *, device=None,
+         dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Uniform [0, 1) draws of `shape` (see the note above on devices)."""
+    return _moved(torch.rand(tuple(shape), generator=generator, device=_draw_device(generator, device),
+                             dtype=dtype), device)
+
+
+def randn(shape, generator: torch.Generator | None = None, *, device=None,
+          dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Standard normal draws of `shape`."""
+    return _moved(torch.randn(tuple(shape), generator=generator, device=_draw_device(generator, device),
+                              dtype=dtype), device)
+
+
+def randint(low: int, high: int, shape, generator: torch.Generator | None = None, *,
+            device=None) -> torch.Tensor:
+    """Integers in [low, high) of `shape` (int64)."""
+    return _moved(torch.randint(low, high, tuple(shape), generator=generator,
+                                device=_draw_device(generator, device)), device)
+
+
+def randperm(n: int, generator: torch.Generator | None = None, *, device=None) -> torch.Tensor:
+    """A random permutation of 0..n-1 (int64)."""
+    return _moved(torch.randperm(n, generator=generator, device=_draw_device(generator, device)), device)
+
+
 def default_device() -> torch.device:
     """CUDA when present (full profile on a GPU), else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -37,7 +37,7 @@ import math
 import numpy as np
 import torch
 
-from .. import validate
+from .. import runtime, validate
 from ..errors import ConfigError
 from ..oracle import BlackBox
 from .adversarial import _check_batch, _positive
@@ -128,8 +128,7 @@ def _final(oracle: BlackBox, x_adv, y, ledger, trace, extra=None) -> AttackResul
 
 def _randint(high: int, n: int, generator, device) -> torch.Tensor:
     """n integers in [0, high), drawn on the generator's device, moved to `device`."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.randint(0, max(high, 1), (n,), generator=generator, device=gdev).to(device)
+    return runtime.randint(0, max(high, 1), (n,), generator, device=device)
 
 
 def _window(r, c, s, h, w):

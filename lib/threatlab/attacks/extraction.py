@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import metrics, models, validate
+from .. import metrics, models, runtime, validate
 from ..errors import ConfigError
 from ..oracle import BlackBox
 from .registry import register
@@ -195,23 +195,18 @@ def _check_eval(eval_x, eval_labels):
                               "holding the victim's labels on eval_x (see victim_labels)")
 
 
-# Seeded draws: made on the generator's device, then moved to the data's, so a CPU or a
-# CUDA generator gives the same numbers for one seed. (The three lines below are this
-# module's only seeded draws; they move to threatlab.runtime when it gains such helpers.)
-def _gen_device(generator: torch.Generator | None) -> torch.device:
-    return generator.device if generator is not None else torch.device("cpu")
-
-
+# Seeded draws go through threatlab.runtime (drawn on the generator's device, then moved
+# to the data's), so a CPU or a CUDA generator gives the same numbers for one seed.
 def _randperm(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    return torch.randperm(n, generator=generator, device=_gen_device(generator)).to(device)
+    return runtime.randperm(n, generator, device=device)
 
 
 def _uniform(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
-    return torch.rand(*shape, generator=generator, device=_gen_device(generator)).to(device, dtype)
+    return runtime.rand(shape, generator).to(device, dtype)
 
 
 def _randint(high: int, shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    return torch.randint(0, high, tuple(shape), generator=generator, device=_gen_device(generator)).to(device)
+    return runtime.randint(0, high, shape, generator, device=device)
 
 
 def _seed_from(generator: torch.Generator | None) -> int:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import gradients, validate
+from .. import gradients, runtime, validate
 from ..errors import ConfigError
 from ..oracle import BlackBox
 from . import checks
@@ -206,13 +206,11 @@ def mi_entropy(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, generator=
 def _normal(shape, generator, device, dtype) -> torch.Tensor:
     # Drawn on the generator's device, then moved: a CPU generator serves CUDA data and
     # one seed gives the same numbers on every device.
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+    return runtime.randn(shape, generator, device=device, dtype=dtype)
 
 
 def _uniform(shape, generator, device, dtype) -> torch.Tensor:
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+    return runtime.rand(shape, generator, device=device, dtype=dtype)
 
 
 # -------------------------------------------------------------- membership: shadows

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .. import validate
+from .. import runtime, validate
 from ..errors import ConfigError
 from .norms import LinfBall, flat_norm
 from . import checks
@@ -110,12 +110,8 @@ def _check_class(name: str, value, num_classes: int) -> int:
 
 def _choose(pool: torch.Tensor, k: int, generator) -> torch.Tensor:
     """k indices drawn without replacement from the Long tensor `pool`, sorted."""
-    perm = torch.randperm(pool.numel(), generator=generator, device=_gen_device(generator))
+    perm = runtime.randperm(pool.numel(), generator)
     return pool[perm[:k].to(pool.device)].sort().values
-
-
-def _gen_device(generator) -> torch.device:
-    return generator.device if generator is not None else torch.device("cpu")
 
 
 def _finish(x_new, y_new, y, idx, extra) -> PoisonedSet:
@@ -156,7 +152,7 @@ def label_flip_random(x, y, *, rate, num_classes=None, generator=None) -> Poison
     k = int(round(rate * n))
     idx = _choose(torch.arange(n, device=y.device), k, generator)
     # An offset in 1..C-1 (mod C) is a uniform draw over the other classes.
-    offset = torch.randint(1, c, (k,), generator=generator, device=_gen_device(generator)).to(y.device)
+    offset = runtime.randint(1, c, (k,), generator).to(y.device)
     y_new = y.clone()
     y_new[idx] = (y[idx] + offset) % c
     return _finish(x.clone(), y_new, y, idx, {"rate": rate, "mode": "random"})

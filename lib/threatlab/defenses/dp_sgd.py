@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import gradients, validate
+from .. import gradients, runtime, validate
 from ..errors import ConfigError
 from ..runtime import progress_disabled
 
@@ -153,7 +153,7 @@ def dp_sgd_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: 
             loss_sum = torch.zeros((), device=device)
             for _ in range(steps_per_epoch):
                 # Poisson sampling: what the RDP analysis of the sampled Gaussian assumes.
-                take = (torch.rand(n, generator=gen) < q).nonzero().squeeze(1)
+                take = (runtime.rand((n,), gen) < q).nonzero().squeeze(1)
                 if take.numel():
                     xb, yb = x[take].to(device), y[take].to(device)
                     g = gradients.per_example(model, xb, yb)
