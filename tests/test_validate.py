@@ -361,3 +361,22 @@ def test_recorder_records_the_sha256_of_the_data(tmp_path, batch):
         rec.data("bad", [1, 2, 3])
     with pytest.raises(ConfigError, match="at least one"):
         results.data_digest()
+
+
+def test_results_record_the_sha256_of_every_split_loaded(tmp_path):
+    """data.load registers each split it returns; the results file names them."""
+    import json
+
+    from threatlab import data
+    from threatlab.report.results import Recorder
+
+    x, y = data.load("digits", "train", n=100)
+    key = "digits/train[:100]"
+    digest = data.loaded()[key]
+    assert len(digest) == 64
+    data.load("digits", "train", n=100)
+    assert data.loaded()[key] == digest                      # same data, same digest
+    data.load("digits", "train", n=101)
+    assert data.loaded()["digits/train[:101]"] != digest     # another subset, another digest
+    doc = json.loads(Recorder("01_model_extraction", tmp_path, params={"seed": 0}).save().read_text())
+    assert doc["provenance"]["data_loaded"][key] == digest

@@ -710,7 +710,31 @@ def load(name: str = DEFAULT, split: str = "train", *, n: int | None = None,
     if n is not None and n > len(labels):
         raise ConfigError(f"n={n} is more than the {len(labels)} examples in "
                           f"{name} split={split!r}")
+    _record_loaded(name, split, n, images, labels)
     return _to_tensors(images, labels, scale, n)
+
+
+#: sha256 of every split `load` returned in this process, by "<name>/<split>[:n]":
+#: results files record them (report.results), so a number names the data it came from.
+_LOADED: dict[str, str] = {}
+
+
+def _record_loaded(name: str, split: str, n: int | None, images: np.ndarray, labels: np.ndarray) -> None:
+    import hashlib
+
+    k = len(labels) if n is None else n
+    h = hashlib.sha256()
+    for a in (images[:k], labels[:k]):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    _LOADED[f"{name}/{split}" + ("" if n is None else f"[:{n}]")] = h.hexdigest()
+
+
+def loaded() -> dict[str, str]:
+    """The sha256 (raw stored pixels and labels, before scaling) of each split `load`
+    returned in this process, sorted by key."""
+    return {k: _LOADED[k] for k in sorted(_LOADED)}
 
 
 # --------------------------------------------------------------------------- set-up

@@ -161,6 +161,10 @@ class Recorder:
             **self.sections,
         }
         doc["provenance"]["data"] = {k: self.data_digests[k] for k in sorted(self.data_digests)}
+        # Every split threatlab.data.load returned in this process, without a line in the notebook.
+        from .. import data as _data
+
+        doc["provenance"]["data_loaded"] = _data.loaded()
         path = self.out_dir / "results" / f"{self.notebook}.json"
         atomic_write(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
         # Thread pools depend on how the run was launched (a Dask worker process pins
