@@ -54,15 +54,28 @@ def register(family: str, name: str) -> Callable[[Callable[..., Any]], Callable[
 
 def names(family: str | None = None) -> list[str]:
     """Sorted names of the registered attacks (of one family, or all)."""
-    if family is not None and family not in FAMILIES:
-        raise ConfigError(f"family={family!r} is not allowed; choose one of {list(FAMILIES)}")
-    return sorted(n for n, (f, _) in _REGISTRY.items() if family is None or f == family)
+    return names_in(_REGISTRY, family)
 
 
 def get(name: str, family: str | None = None) -> Callable[..., Any]:
     """The kernel registered as `name`; ConfigError listing valid names otherwise."""
-    valid = names(family)
+    return lookup(_REGISTRY, name, family, kind="attack", scope="in family")
+
+
+# Shared with threatlab.defenses.registry, whose entries have the same (family, fn) shape.
+
+def names_in(registry: dict[str, tuple[str, Any]], family: str | None) -> list[str]:
+    """Sorted names in `registry` (of one family, or all); ConfigError for an unknown family."""
+    if family is not None and family not in FAMILIES:
+        raise ConfigError(f"family={family!r} is not allowed; choose one of {list(FAMILIES)}")
+    return sorted(n for n, (f, _) in registry.items() if family is None or f == family)
+
+
+def lookup(registry: dict[str, tuple[str, Any]], name: str, family: str | None, *, kind: str,
+           scope: str) -> Any:
+    """registry[name]'s callable; ConfigError naming `kind` and the valid names otherwise."""
+    valid = names_in(registry, family)
     if name not in valid:
-        where = f" in family {family!r}" if family else ""
-        raise ConfigError(f"attack={name!r} is not a registered attack{where}; choose one of {valid}")
-    return _REGISTRY[name][1]
+        where = f" {scope} {family!r}" if family else ""
+        raise ConfigError(f"{kind}={name!r} is not a registered {kind}{where}; choose one of {valid}")
+    return registry[name][1]

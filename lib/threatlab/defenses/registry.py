@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..attacks.registry import FAMILIES
+from ..attacks.registry import FAMILIES, lookup, names_in
 from ..errors import ConfigError
 
 _REGISTRY: dict[str, tuple[str, Callable[..., Any]]] = {}
@@ -29,15 +29,9 @@ def register(family: str, name: str, fn: Callable[..., Any]) -> Callable[..., An
 
 def names(family: str | None = None) -> list[str]:
     """Sorted names of the registered defenses (against one family, or all)."""
-    if family is not None and family not in FAMILIES:
-        raise ConfigError(f"family={family!r} is not allowed; choose one of {list(FAMILIES)}")
-    return sorted(n for n, (f, _) in _REGISTRY.items() if family is None or f == family)
+    return names_in(_REGISTRY, family)
 
 
 def get(name: str, family: str | None = None) -> Callable[..., Any]:
     """The defense registered as `name`; ConfigError listing valid names otherwise."""
-    valid = names(family)
-    if name not in valid:
-        where = f" against {family!r}" if family else ""
-        raise ConfigError(f"defense={name!r} is not a registered defense{where}; choose one of {valid}")
-    return _REGISTRY[name][1]
+    return lookup(_REGISTRY, name, family, kind="defense", scope="against")
