@@ -285,3 +285,60 @@ def test_collision_trials_counts_each_target_once():
     assert out["transfer"] == [True, True, True]
     with pytest.raises(ConfigError, match="x_poison"):
         poisoning_protocol.collision_trials(model, x_clean, y_clean, x_poison, y_poison[:2], x_target)
+
+
+class RecordingVictim:
+    """A notebook-style victim(x, y, tag): trains a small MLP on (x, y) and remembers the call."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, torch.Tensor, torch.Tensor, torch.nn.Module]] = []
+
+    def __call__(self, x, y, tag):
+        m = models.build("mlp", in_shape=tuple(x.shape[1:]), num_classes=10, seed=0, hidden=(32,))
+        models.train(m, x, y, epochs=15, batch_size=32, lr=3e-3, seed=0, progress=False)
+        self.calls.append((tag, x, y, m.eval()))
+        return m.eval()
+
+
+def test_badnets_sweep_trains_one_victim_per_rate(digits):
+    x, y = digits
+    x_tr, y_tr, x_te, y_te = x[:600], y[:600], x[1000:1300], y[1000:1300]
+    trig = P.make_trigger(3, 1)
+    victim = RecordingVictim()
+    clean = victim(x_tr, y_tr, "clean")
+    kw = dict(rates=[0.0, 0.2], target_class=0, trigger=trig, num_classes=10, seed=5)
+    bd, rows = poisoning_protocol.badnets_sweep(victim, clean, x_tr, y_tr, x_te, y_te, **kw)
+    assert [c[0] for c in victim.calls] == ["clean", "badnets_0.0", "badnets_0.2"]
+    assert bd["n_poison"] == [0, 120]
+    # Rate 0 trains on the clean set; each rate's poisons come from a fresh generator seeded `seed`.
+    assert torch.equal(victim.calls[1][1], x_tr) and torch.equal(victim.calls[1][2], y_tr)
+    ps = P.badnets(x_tr, y_tr, rate=0.2, target_class=0, trigger=trig, num_classes=10, generator=gen(5))
+    assert torch.equal(victim.calls[2][1], ps.x) and torch.equal(victim.calls[2][2], ps.y)
+    for i, (_, _, _, m) in enumerate(victim.calls[1:]):
+        assert bd["success"][i] == P.backdoor_success(m, x_te, y_te, target_class=0, trigger=trig)
+        assert bd["clean_acc"][i] == models.accuracy(m, x_te, y_te)
+    assert bd["success_unpoisoned"] == P.backdoor_success(clean, x_te, y_te, target_class=0, trigger=trig)
+    # The backdoor took: 20% poisons send most triggered images to class 0, the clean victim does not.
+    assert bd["success"][1] > 0.8 and bd["success_unpoisoned"] < 0.3 and bd["clean_acc"][1] > 0.8
+    assert rows == [{"rate": r, "poisons": bd["n_poison"][i], "attack success": bd["success"][i],
+                     "clean accuracy": bd["clean_acc"][i]} for i, r in enumerate(kw["rates"])]
+    again, _ = poisoning_protocol.badnets_sweep(RecordingVictim(), clean, x_tr, y_tr, x_te, y_te, **kw)
+    assert again == bd                                                       # same seed, same numbers
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"rates": [0.1, 1.5]}, "rates[1]=1.5"),
+    ({"rates": []}, "rates=[]"),
+    ({"target_class": 10}, "target_class=10"),
+    ({"trigger": torch.ones(1, 9, 3)}, "larger than"),
+    ({"victim": "mlp"}, "victim='mlp'"),
+])
+def test_badnets_sweep_rejects_bad_input_before_any_victim(digits, change, needle):
+    x, y = digits
+    victim = RecordingVictim()
+    kw = dict(victim=victim, rates=[0.0, 0.1], target_class=0, trigger=P.make_trigger(3, 1), num_classes=10, seed=0)
+    kw.update(change)
+    v = kw.pop("victim")
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        poisoning_protocol.badnets_sweep(v, None, x[:100], y[:100], x[:50], y[:50], **kw)
+    assert victim.calls == []

@@ -1,5 +1,7 @@
 """The notebook-04 protocol helpers (protocols.evasion): matched-success levels, the
-transformation rule, matched-set norm medians, model-pass counting, AT vs standard."""
+transformation rule, matched-set norm medians, model-pass counting, AT vs standard, the
+minimal-perturbation and black-box suites, EOT vs plain PGD, the defenses' accuracies and
+the evidence each F13-F18 judge reads."""
 from __future__ import annotations
 
 import math
@@ -11,6 +13,7 @@ from torch import nn
 from threatlab import attacks, models
 from threatlab.attacks.result import AttackResult
 from threatlab.errors import ConfigError
+from threatlab.oracle import BlackBox
 from threatlab.protocols import evasion
 from threatlab.transforms import RandomTransform
 
@@ -141,3 +144,243 @@ def test_robust_accuracy_is_judged_on_the_defended_model(digits_cnn):
     r = evasion.robust_accuracy(model, x, y, eps=0.3, steps=10, seed=0)
     res = attacks.get("pgd_linf")(model, x, y, eps=0.3, steps=10, generator=torch.Generator().manual_seed(0))
     assert r == pytest.approx(1 - res.success_rate)
+
+
+# ------------------------------------------------ notebook 04's protocol functions
+
+
+MINI_SUITE = {"jsma": {"gamma": 0.2}, "cw_l2": {"steps": 5, "binary_search_steps": 2, "lr": 0.1},
+              "deepfool": {"steps": 10}, "min_linf": {"bisection_steps": 3, "steps": 5}}
+
+
+def test_minimal_perturbation_suite_matches_its_parts(digits_cnn):
+    model, x, y = digits_cnn
+    x, y = x[:8], y[:8]
+    out = evasion.minimal_perturbation_suite(model, x, y, MINI_SUITE, seed=0)
+    assert list(out["results"]) == list(MINI_SUITE) == [r["attack"] for r in out["rows"]]
+    # each attack as counted_attack runs it alone, with a fresh generator seeded 0
+    for name, kw in MINI_SUITE.items():
+        res, _, per = evasion.counted_attack(name, model, x, y, generator=torch.Generator().manual_seed(0), **kw)
+        assert torch.equal(res.x_adv, out["results"][name].x_adv)
+        assert out["norms"]["passes_per_example"][name] == per
+    assert out["norms"]["median"] == evasion.minimal_norms(x, out["results"])["median"]
+    # JSMA changes pixel pairs: 0.2 x 64 pixels = 12.8 -> 12; hit_cap counts its capped examples
+    assert out["n_pixels"] == 64 and out["norms"]["jsma_cap"] == 12
+    assert out["norms"]["jsma_hit_cap"] == int(out["results"]["jsma"].extra["hit_cap"].sum())
+    assert set(out["seconds_per_example"]) == set(MINI_SUITE) and all(s > 0 for s in out["seconds_per_example"].values())
+    row = out["rows"][1]
+    assert row["median L2"] == out["norms"]["median"]["cw_l2"]["l2"] and row["success"] == out["norms"]["success"]["cw_l2"]
+    # same seed, same numbers; the timings aside
+    again = evasion.minimal_perturbation_suite(model, x, y, MINI_SUITE, seed=0)
+    assert again["norms"] == out["norms"] and again["rows"] == out["rows"]
+    # without JSMA there is no cap to report
+    assert evasion.minimal_perturbation_suite(model, x[:2], y[:2], {"deepfool": {"steps": 5}})["norms"]["jsma_cap"] is None
+
+
+def test_minimal_perturbation_suite_refuses_bad_suites_before_any_attack(digits_cnn):
+    model, x, y = digits_cnn
+    with pytest.raises(ConfigError, match="attack='cw_l3' is not a registered attack"):
+        evasion.minimal_perturbation_suite(model, x, y, {"deepfool": {}, "cw_l3": {}})
+    with pytest.raises(ConfigError, match=r"suite\['deepfool'\] sets \['generator'\]"):
+        evasion.minimal_perturbation_suite(model, x, y, {"deepfool": {"generator": None}})
+    with pytest.raises(ConfigError, match="suite={} must be a non-empty dict"):
+        evasion.minimal_perturbation_suite(model, x, y, {})
+
+
+BB_SUITE = {"square_l2": ("score", "probs", {}), "simba": ("score", "probs", {"step": 0.3}),
+            "boundary": ("decision", "label", {})}
+
+
+def test_blackbox_suite_scores_every_attack_at_matched_success(digits_cnn):
+    model, x, y = digits_cnn
+    x, y = x[:10], y[:10]
+    out = evasion.blackbox_suite(model, x, y, BB_SUITE, eps=2.0, max_queries=150, levels=[0.1, 0.5], seed=0)
+    assert out["q_grid"][0] == 1 and out["q_grid"][-1] == 150 and out["q_grid"] == sorted(set(out["q_grid"]))
+    assert list(out["at_levels"]) == ["score", "decision"]
+    assert list(out["at_levels"]["score"]) == ["square_l2", "simba"] and list(out["at_levels"]["decision"]) == ["boundary"]
+    # the curve is read off queries_to_success of the very same run
+    oracle = BlackBox(model, mode="probs")
+    res = attacks.get("square_l2")(oracle, x, y, eps=2.0, max_queries=150, generator=torch.Generator().manual_seed(0))
+    q2s = evasion.queries_to_success(res.extra["trace"], norm="l2", eps=2.0)
+    assert out["curves"]["square_l2"] == evasion.success_vs_queries(q2s, out["q_grid"])
+    assert out["at_levels"]["score"]["square_l2"] == evasion.queries_at_levels(q2s, [0.1, 0.5])
+    assert out["best"]["score"] == evasion.best_at_levels(out["at_levels"]["score"])
+    row = out["rows"][0]
+    assert row["attack"] == "square_l2" and row["kind"] == "score" and row["oracle"] == "probs"
+    assert row["success"] == float(torch.isfinite(q2s).double().mean())
+    assert [row["queries @10%"], row["queries @50%"]] == out["at_levels"]["score"]["square_l2"]
+    assert (out["levels"], out["eps"], out["max_queries"], out["examples"]) == ([0.1, 0.5], 2.0, 150, 10)
+    again = evasion.blackbox_suite(model, x, y, BB_SUITE, eps=2.0, max_queries=150, levels=[0.1, 0.5], seed=0)
+    assert again["curves"] == out["curves"] and again["rows"] == out["rows"]
+
+
+def test_blackbox_suite_fails_when_a_query_bypassed_the_counter(digits_cnn, monkeypatch):
+    model, x, y = digits_cnn
+    real = evasion.timed_attack
+
+    def leaky(*args, **kwargs):  # reports one query more than the oracle counted
+        res, secs = real(*args, **kwargs)
+        res.queries = res.queries + 1
+        return res, secs
+
+    monkeypatch.setattr(evasion, "timed_attack", leaky)
+    with pytest.raises(RuntimeError, match="square_l2: the attack reports .* but the oracle counted"):
+        evasion.blackbox_suite(model, x[:4], y[:4], {"square_l2": ("score", "probs", {})}, eps=2.0,
+                               max_queries=20, levels=[0.5])
+
+
+def test_blackbox_suite_refuses_bad_input_before_any_query(digits_cnn):
+    model, x, y = digits_cnn
+    kw = dict(eps=2.0, max_queries=100, levels=[0.5])
+    with pytest.raises(ConfigError, match=r"suite\['simba'\] kind='scores' is not allowed"):
+        evasion.blackbox_suite(model, x, y, {"simba": ("scores", "probs", {})}, **kw)
+    with pytest.raises(ConfigError, match=r"suite\['simba'\] sets \['eps'\]"):
+        evasion.blackbox_suite(model, x, y, {"simba": ("score", "probs", {"eps": 1.0})}, **kw)
+    with pytest.raises(ConfigError, match=r"levels\[0\]=0 is outside"):
+        evasion.blackbox_suite(model, x, y, BB_SUITE, eps=2.0, max_queries=100, levels=[0])
+
+
+def _calibration_task():
+    x = torch.cat([torch.full((20, 1, 8, 8), 0.45), torch.full((20, 1, 8, 8), 0.9)])
+    y = torch.cat([torch.zeros(20), torch.ones(20)]).long()
+    base = dict(max_shift=0.0, max_angle=0.0, max_blur=0.0, noise_std=1.0)
+    return x, y, base
+
+
+def test_calibrated_transform_chooses_then_measures_on_the_test_images():
+    from threatlab.transforms import accuracy_under_transforms
+
+    x, y, base = _calibration_task()
+    kw = dict(kinds=["noise"], base=base, scales=[1.0, 0.1], min_accuracy=0.99, draws=10, seed=0, test_seed=4)
+    out = evasion.calibrated_transform(Threshold(), x, y, x[::2], y[::2], **kw)
+    chosen = evasion.choose_transform(Threshold(), x, y, kinds=["noise"], base=base, scales=[1.0, 0.1],
+                                      min_accuracy=0.99, draws=10, seed=0)
+    assert out["scale"] == chosen["scale"] == 0.1 and out["calibration_accuracy"] == chosen["calibration_accuracy"]
+    acc = accuracy_under_transforms(Threshold(), x[::2], y[::2], out["transform"], draws=10,
+                                    generator=torch.Generator().manual_seed(4))
+    assert out["clean_accuracy_test"] == acc
+    assert out["summary"] == {"repr": repr(out["transform"]), **out["params"], "scale": 0.1,
+                              "calibration_accuracy": chosen["calibration_accuracy"], "clean_accuracy_test": acc}
+    assert evasion.calibrated_transform(Threshold(), x, y, x[::2], y[::2], **kw)["summary"] == out["summary"]
+    with pytest.raises(ConfigError, match="test_seed=-1 is outside"):
+        evasion.calibrated_transform(Threshold(), x, y, x, y, **{**kw, "test_seed": -1})
+
+
+def test_eot_vs_plain_pgd_attacks_both_ways_and_scores_on_fresh_draws(digits_cnn):
+    model, x, y = digits_cnn
+    t = RandomTransform(["shift", "noise"], max_shift=1.0, noise_std=0.05)
+    kw = dict(eps=0.15, steps=5, samples=2, confidence=10.0, draws=4, threshold=0.9, seed=0, draw_seed=1)
+    out = evasion.eot_vs_plain_pgd(model, x, y, t, **kw)
+    plain = attacks.get("pgd_linf")(model, x, y, eps=0.15, steps=5, loss="margin", confidence=10.0,
+                                    generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out["plain"].x_adv, plain.x_adv)
+    assert out["eot"].x_adv.shape == x.shape and not torch.equal(out["eot"].x_adv, plain.x_adv)
+    assert out["fooled"] == evasion.fooled_fractions(model, {"clean": x, "plain": plain.x_adv, "eot": out["eot"].x_adv},
+                                                     y, t, draws=4, threshold=0.9, seed=1)
+    assert out["fooled"]["clean"]["untransformed"] == 0.0  # digits_cnn's images are classified correctly
+    assert (out["eps"], out["draws"], out["threshold"], out["confidence"], out["transform"]) == (0.15, 4, 0.9, 10.0, t)
+    assert evasion.eot_vs_plain_pgd(model, x, y, t, **kw)["fooled"] == out["fooled"]
+    with pytest.raises(ConfigError, match="draw_seed=0 equals seed"):
+        evasion.eot_vs_plain_pgd(model, x, y, t, **{**kw, "draw_seed": 0})
+
+
+def test_defense_accuracies_measures_each_model_as_the_notebook_reads_it(digits_cnn):
+    from threatlab.defenses.quantization import InputQuantization
+
+    model, x, y = digits_cnn
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        other[1].weight.copy_(torch.linspace(-1, 1, 640).view(10, 64))
+    kw = dict(eps=0.2, pgd_steps=5, quant_levels=4, aa_steps=5, square_queries=20, seed=0)
+    out = evasion.defense_accuracies(model, other, x, y, x[:12], y[:12], **kw)
+    assert list(out) == list(evasion.DEFENSES)
+    assert set(out["standard"]) == set(out["adversarial training"]) == {"clean", "pgd", "worst_case", "worst_case_after"}
+    assert set(out["input quantization"]) == {"clean", "pgd", "bpda"}
+    assert out["standard"]["clean"] == models.accuracy(model, x, y) == 1.0
+    assert out["adversarial training"]["pgd"] == evasion.robust_accuracy(other, x[:12], y[:12], eps=0.2, steps=5, seed=0)
+    q = InputQuantization(model, 4).eval()
+    assert out["input quantization"]["bpda"] == evasion.robust_accuracy(q, x[:12], y[:12], eps=0.2, steps=5, seed=0,
+                                                                        attack_model=q.bpda())
+    # rounding masks the gradient: plain PGD fails where BPDA's straight-through gradient succeeds
+    assert out["input quantization"]["pgd"] > out["input quantization"]["bpda"]
+    wc = evasion.worst_case_robust(model, x[:12], y[:12], eps=0.2, steps=5, square_queries=20,
+                                   generator=torch.Generator().manual_seed(0))
+    assert out["standard"]["worst_case"] == wc["robust_accuracy"]
+    assert list(out["standard"]["worst_case_after"]) == ["apgd_ce", "apgd_dlr", "square_linf"]
+    assert evasion.defense_accuracies(model, other, x, y, x[:12], y[:12], **kw) == out
+    with pytest.raises(ConfigError, match="quant_levels=1 is outside"):
+        evasion.defense_accuracies(model, other, x, y, x, y, **{**kw, "quant_levels": 1})
+
+
+# ---------------------------------------------------------------- evidence F13-F18
+
+
+def _minimal_run():
+    med = {"jsma": {"l0": 4.0, "l2": 1.7, "linf": 1.0}, "cw_l2": {"l0": 116.0, "l2": 0.13, "linf": 0.03},
+           "deepfool": {"l0": 478.0, "l2": 0.05, "linf": 0.01}, "min_linf": {"l0": 458.0, "l2": 3.0, "linf": 0.14}}
+    norms = {"median": med, "success": {k: 0.5 for k in med}, "n_common": 3, "n": 4, "jsma_cap": 78,
+             "jsma_hit_cap": 2, "passes_per_example": {"jsma": 119.0, "cw_l2": 41.0, "deepfool": 137.0, "min_linf": 22.0}}
+    return {"norms": norms, "n_pixels": 784}
+
+
+def test_evidence_f13_and_f14_read_the_minimal_run():
+    from threatlab.report.judges import adversarial as judges
+
+    run = _minimal_run()
+    e13 = evasion.evidence_f13(run)
+    assert e13["median"] is run["norms"]["median"] and (e13["n_pixels"], e13["n_common"], e13["n"]) == (784, 3, 4)
+    assert (e13["jsma_cap"], e13["jsma_hit_cap"], e13["l0_attack"], e13["minimal_linf"]) == (78, 2, "jsma", "min_linf")
+    curve = {"fgsm": [0.2, 0.5, 0.6], "pgd_linf": [0.5, 0.95, 1.0]}
+    e14 = evasion.evidence_f14([0.1, 0.2, 0.3], curve, run)
+    assert e14["eps_at_90"] == 0.2 and e14["success"] is curve
+    assert e14["median_l2"] == {"cw_l2": 0.13, "deepfool": 0.05}
+    assert e14["passes_per_example"] == {"cw_l2": 41.0, "deepfool": 137.0}
+    assert evasion.evidence_f14([0.1], {"fgsm": [0.1], "pgd_linf": [0.2]}, run)["eps_at_90"] is None
+    for fid, ev in (("F13", e13), ("F14", e14)):  # what the judges read is there
+        next(f for f in judges.FINDINGS if f.id == fid).judge_evidence(ev)
+    bad = {**run, "norms": {**run["norms"], "median": {"cw_l2": {}, "deepfool": {}}}}
+    with pytest.raises(ConfigError, match=r"minimal_run\['norms'\]\['median'\] lacks \['jsma', 'min_linf'\]"):
+        evasion.evidence_f13(bad)
+    with pytest.raises(ConfigError, match=r"success\['pgd_linf'\] has 2 values; eps_grid has 3"):
+        evasion.evidence_f14([0.1, 0.2, 0.3], {"fgsm": [0, 0, 0], "pgd_linf": [0, 0]}, run)
+
+
+def test_evidence_f15_f16_f17_f18_build_what_the_judges_read():
+    from threatlab.report.judges import adversarial as judges
+
+    judge = {f.id: f.judge_evidence for f in judges.FINDINGS}
+    bb = {"levels": [0.1, 0.5], "at_levels": {"score": {"a": [1.0, None]}, "decision": {"b": [11.0, None]}},
+          "best": {"score": [1.0, None], "decision": [11.0, None]}, "max_queries": 10000, "eps": 3.0, "examples": 30}
+    e15 = evasion.evidence_f15(bb)
+    assert e15["budget"] == {"score": 10000, "decision": 10000} and e15["queries"] is bb["at_levels"]
+    assert (e15["eps_l2"], e15["examples"], e15["levels"]) == (3.0, 30, [0.1, 0.5])
+    e16 = evasion.evidence_f16({"untargeted": [0.2, 0.45], "targeted": [0.05, 0.08]}, [0.2, 0.3])
+    assert (e16["untargeted_at_0.3"], e16["targeted_at_0.3"]) == (0.45, 0.08)
+    fooled = {k: {"untransformed": 0.0, "mean_over_draws": m, "fooled_in_most_draws": f}
+              for k, m, f in (("clean", 0.1, 0.0), ("plain", 0.5, 0.4), ("eot", 0.9, 0.8))}
+    t = RandomTransform(["noise"], noise_std=0.1)
+    eot_run = {"fooled": fooled, "threshold": 0.9, "draws": 20, "eps": 0.2, "transform": t, "confidence": 10.0}
+    e17 = evasion.evidence_f17({"clean_accuracy_test": 0.97}, eot_run)
+    assert e17["fooled_in_90pct"] == {"clean": 0.0, "plain": 0.4, "eot": 0.8}
+    assert e17["mean_over_draws"]["eot"] == 0.9 and e17["transform"] == repr(t) and e17["loss"] == "margin"
+    assert e17["clean_accuracy_under_transform"] == 0.97
+    defense = {"standard": {"clean": 0.99, "pgd": 0.0, "worst_case": 0.0},
+               "adversarial training": {"clean": 0.97, "pgd": 0.8, "worst_case": 0.7},
+               "input quantization": {"clean": 0.99, "pgd": 0.6, "bpda": 0.0}}
+    trained = {"passes": {"standard": 100, "adversarial": 400}, "optimizer_steps": 8}
+    e18 = evasion.evidence_f18(defense, trained, method="fgsm_rs", eps=0.3)
+    assert (e18["robust_at"], e18["robust_undefended"], e18["clean_at"], e18["worst_case_at"]) == (0.8, 0.0, 0.97, 0.7)
+    assert (e18["masked_plain_robust"], e18["masked_adaptive_robust"]) == (0.6, 0.0)
+    assert (e18["train_passes_at"], e18["train_passes_standard"], e18["optimizer_steps"]) == (400, 100, 8)
+    assert judge["F17"](e17).status == "supported" and judge["F18"](e18).status == "supported"
+    for fid, ev in (("F15", e15), ("F16", e16)):
+        judge[fid](ev)
+    with pytest.raises(ConfigError, match=r"blackbox lacks \['examples'\]"):
+        evasion.evidence_f15({k: v for k, v in bb.items() if k != "examples"})
+    with pytest.raises(ConfigError, match="transfer_eps=.* must be a list including 0.3"):
+        evasion.evidence_f16({"untargeted": [0.2], "targeted": [0.1]}, [0.2])
+    with pytest.raises(ConfigError, match="threshold=0.8: F17 counts examples fooled in >= 90 %"):
+        evasion.evidence_f17({"clean_accuracy_test": 0.97}, {**eot_run, "threshold": 0.8})
+    with pytest.raises(ConfigError, match=r"defense lacks \['input quantization'\]"):
+        evasion.evidence_f18({k: defense[k] for k in ("standard", "adversarial training")}, trained,
+                             method="fgsm_rs", eps=0.3)

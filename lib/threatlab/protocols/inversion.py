@@ -12,10 +12,16 @@ decides the numbers lives here, tested (tests/test_protocols_inversion.py):
   trains on random halves of B only, and fits the shadow attack model and the
   class-conditional thresholds on its own rows of B. The shadow ensemble's answers on
   A are offline LiRA's references: models that never saw a candidate.
+* `membership_comparison` (F06): both of the above plus the attack table, in one call.
 * `dp_epsilons`: the DP-SGD budget from our RDP accountant and Opacus' PRV accountant.
+* `dp_membership`: reference target 0 retrained with DP-SGD, both scored by the loss
+  attack and LiRA on the same candidates.
 * `invert_classes` (F07): Fredrikson inversion of every class, judged by an evaluation
-  classifier and by correlation with the classes' mean training images.
-* `leakage_sweep` (F08): DLG per client over batch sizes and gradient-noise levels.
+  classifier and by correlation with the classes' mean training images;
+  `class_inversion` trains the targets and the evaluator first.
+* `leakage_sweep` (F08): DLG per client over batch sizes and gradient-noise levels;
+  `gradient_leakage` trains F08's two targets, sweeps both and adds the trivial baselines.
+* `check_split_fits`: notebook 02's row ranges fit in the training split.
 
 Opacus belongs to the notebooks' dependency group: it is imported inside
 `dp_epsilons` only, never by the kernels.
@@ -26,6 +32,7 @@ Opacus belongs to the notebooks' dependency group: it is imported inside
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,13 +45,35 @@ from ..errors import ConfigError
 from ..oracle import BlackBox
 
 __all__ = ["MembershipPools", "membership_pools", "membership_scores", "membership_table", "overfit_sweep",
-           "dp_epsilons", "invert_classes", "leakage_sweep", "SHADOW_FREE", "ATTACKS"]
+           "MembershipComparison", "membership_comparison", "DPMembership", "dp_membership",
+           "dp_epsilons", "invert_classes", "ClassInversion", "class_inversion", "leakage_sweep",
+           "GradientLeakage", "gradient_leakage", "check_split_fits", "SHADOW_FREE", "ATTACKS",
+           "INVERSION_TARGETS", "LEAKAGE_TARGETS"]
 
 #: Attacks that need no shadow model of the target (the first three need nothing at all;
 #: the class-conditional threshold needs only thresholds fitted on the attacker's data).
 SHADOW_FREE = ("loss", "confidence", "entropy", "class_loss")
 #: Every attack `membership_scores` runs, in table / figure order.
 ATTACKS = SHADOW_FREE + ("shadow", "lira", "lira_offline", "label_only")
+#: F07's targets: MLP hidden widths per name (a softmax regression, Fredrikson et al.'s
+#: model class, and a deeper MLP).
+INVERSION_TARGETS: Mapping[str, Mapping[str, Any]] = {"shallow": {"hidden": []}, "deep": {"hidden": [512, 512]}}
+#: F08's targets, in table / figure order: the sigmoid LeNet DLG attacks and a ReLU MLP.
+LEAKAGE_TARGETS = ("sigmoid_lenet", "relu_mlp")
+
+
+def check_split_fits(n_rows: int, *, overfit_sizes: Sequence[int], n_eval: int, n_pool: int, inv_train: int,
+                     leak_train: int, dataset: str) -> None:
+    """Notebook 02's row ranges fit in a training split of `n_rows` rows: the F05 targets
+    and their held-out rows plus the F06 pool (max(overfit_sizes) + n_eval + 2 * n_pool
+    rows, disjoint), the F07 targets' and evaluator's halves (2 * inv_train) and the F08
+    targets' rows (leak_train). ConfigError naming all three otherwise; returns None.
+    """
+    validate.non_negative("n_rows", n_rows, integer=True)
+    need = max(overfit_sizes) + n_eval + 2 * n_pool
+    if need > n_rows or 2 * inv_train > n_rows or leak_train > n_rows:
+        raise ConfigError(f"max(overfit_sizes) + n_eval + 2 * n_pool = {need}, 2 * inv_train = {2 * inv_train} and "
+                          f"leak_train = {leak_train} must be <= {n_rows} ({dataset} training split)")
 
 
 def overfit_sweep(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
@@ -178,6 +207,115 @@ def membership_table(scores: Mapping[str, torch.Tensor], truth: torch.Tensor) ->
             for k, s in scores.items()]
 
 
+@dataclass
+class MembershipComparison:
+    """F06's measurement: the pools (`MembershipPools`), every attack's pooled scores and
+    the truth they are judged against (`membership_scores`), the table
+    (`membership_table`), whether the attacker's rows B are disjoint from the candidates
+    A (checked on the row ids), and the wall seconds spent training both ensembles."""
+
+    pools: MembershipPools
+    scores: dict[str, torch.Tensor]
+    truth: torch.Tensor
+    rows: list[dict[str, Any]]
+    shadow_disjoint: bool
+    seconds: float
+
+
+def membership_comparison(x_pool: torch.Tensor, y_pool: torch.Tensor, *, n_candidates: int, n_models: int,
+                          epochs: int, n_targets: int, arch_params: Mapping[str, Any], num_classes: int, seed: int,
+                          label_shift: int = 1, label_noise: int = 0,
+                          device: torch.device | str = "cpu") -> MembershipComparison:
+    """F06 in one call: Shokri et al.'s protocol (arXiv 1610.05820) with LiRA online and
+    offline (Carlini et al. 2022, arXiv 2112.03570), the metric attacks and the
+    label-only attack (Choquette-Choo et al. 2021, arXiv 2007.14321) on the same candidates.
+
+    `membership_pools(x_pool, y_pool, n_candidates=, n_models=, epochs=, ...)` trains
+    the n_models + 1 reference and n_models shadow MLPs; `membership_scores` attacks
+    reference models 0..n_targets-1 in turn (label-only: translations by up to
+    `label_shift` pixels plus `label_noise` noisy queries per candidate) and pools the
+    turns; `membership_table` summarises each attack. Returns a `MembershipComparison`
+    (scores float64 [n_targets * n_candidates] per attack, truth bool of that length).
+    Every parameter is checked before any model trains.
+    """
+    validate.number("n_models", n_models, low=2, integer=True)
+    validate.number("n_targets", n_targets, low=1, high=n_models, integer=True)
+    validate.positive("epochs", epochs, integer=True)
+    validate.non_negative("label_shift", label_shift, integer=True)
+    validate.non_negative("label_noise", label_noise, integer=True)
+    if not torch.is_tensor(x_pool) or not torch.is_tensor(y_pool) or x_pool.shape[0] != y_pool.shape[0]:
+        raise ConfigError("x_pool and y_pool must be tensors with the same number of rows")
+    validate.number("n_candidates", n_candidates, low=1, high=x_pool.shape[0] - 2, integer=True)
+    t0 = time.perf_counter()
+    pools = membership_pools(x_pool, y_pool, n_candidates=n_candidates, n_models=n_models, epochs=epochs,
+                             arch_params=arch_params, num_classes=num_classes, seed=seed, device=device)
+    seconds = time.perf_counter() - t0
+    disjoint = set(pools.splits.candidates.tolist()).isdisjoint(pools.splits.attacker.tolist())
+    scores, truth = membership_scores(pools, n_targets=n_targets, label_shift=label_shift, label_noise=label_noise,
+                                      seed=seed)
+    return MembershipComparison(pools, scores, truth, membership_table(scores, truth), disjoint, seconds)
+
+
+@dataclass
+class DPMembership:
+    """The DP-SGD target (`model`), one row per target ("non-private" = reference model
+    0, "DP-SGD"), the DP target's budget (`dp_epsilons`) and its DP-SGD training seconds."""
+
+    model: torch.nn.Module
+    rows: list[dict[str, Any]]
+    epsilon: dict[str, float]
+    seconds: float
+
+
+def dp_membership(pools: MembershipPools, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                  arch_params: Mapping[str, Any], num_classes: int, epochs: int, lot_size: int, lr: float,
+                  clip: float, noise_multiplier: float, delta: float, seed: int,
+                  device: torch.device | str = "cpu") -> DPMembership:
+    """DP-SGD (Abadi et al. 2016, arXiv 1607.00133) as a defense against membership
+    inference: reference model 0's architecture (seed ``seed * 1000``) retrained with
+    DP-SGD on reference model 0's half of the candidates (Poisson lots of expected size
+    `lot_size`, clipping to `clip`, noise N(0, (noise_multiplier * clip)^2)), then the
+    non-private reference model 0 and the DP-SGD model each attacked as the only target
+    (`membership_scores`, n_targets=1: LiRA keeps the non-private references, the
+    attacker does not know how the target trained).
+
+    Rows: target, epsilon_rdp / epsilon_rdp_opacus / epsilon_prv (the DP row only; None
+    for the non-private one), delta, test_acc on (x_test, y_test), auc_loss,
+    tpr_at_0.1%_loss, tpr_at_0.1%_lira (truth: reference model 0's membership).
+    """
+    validate.positive("epochs", epochs, integer=True)
+    validate.positive("lot_size", lot_size, integer=True)
+    validate.positive("lr", lr)
+    validate.positive("clip", clip)
+    validate.positive("noise_multiplier", noise_multiplier)
+    validate.number("delta", delta, low=0, high=1, low_open=True, high_open=True)
+    validate.non_negative("seed", seed, integer=True)
+    from ..defenses import dp_sgd
+
+    member = pools.reference_in[0]
+    n_member = int(member.sum())
+    if lot_size > n_member:
+        raise ConfigError(f"lot_size={lot_size} must be <= {n_member} (reference model 0's training rows)")
+    cand = pools.splits.candidates
+    xa, ya = pools.x[cand].cpu(), pools.y[cand].cpu()
+    net = models.build("mlp", in_shape=tuple(xa.shape[1:]), num_classes=num_classes, seed=seed * 1000,
+                       **arch_params).to(device)
+    hist = dp_sgd.dp_sgd_train(net, xa[member], ya[member], epochs=epochs, lot_size=lot_size, lr=lr, clip=clip,
+                               noise_multiplier=noise_multiplier, delta=delta, seed=seed)
+    eps = dp_epsilons(hist["q"], noise_multiplier, hist["steps"], delta)
+    targets = (("non-private", pools.reference.model(0).to(device)), ("DP-SGD", net))
+    scores = {label: membership_scores(pools, n_targets=1, seed=seed, targets=[m])[0] for label, m in targets}
+    rows = [{"target": label, "epsilon_rdp": eps["rdp"] if label == "DP-SGD" else None,
+             "epsilon_rdp_opacus": eps["rdp_opacus"] if label == "DP-SGD" else None,
+             "epsilon_prv": eps["prv"] if label == "DP-SGD" else None, "delta": delta,
+             "test_acc": models.accuracy(m, x_test, y_test),
+             "auc_loss": metrics.auc(scores[label]["loss"], member),
+             "tpr_at_0.1%_loss": metrics.tpr_at_fpr(scores[label]["loss"], member, 0.001),
+             "tpr_at_0.1%_lira": metrics.tpr_at_fpr(scores[label]["lira"], member, 0.001)}
+            for label, m in targets]
+    return DPMembership(net, rows, eps, hist["seconds"])
+
+
 def dp_epsilons(q: float, sigma: float, steps: int, delta: float) -> dict[str, float]:
     """The DP-SGD budget three ways: {"rdp": ours (integer orders, `defenses.dp_sgd`),
     "rdp_opacus": Opacus' RDP accountant (its default orders), "prv": Opacus' PRV
@@ -231,6 +369,62 @@ def invert_classes(targets: Mapping[str, torch.nn.Module], evaluator: torch.nn.M
     return out
 
 
+@dataclass
+class ClassInversion:
+    """F07's measurement: the targets (on the attack device) and their test accuracy,
+    the evaluation classifier and its test accuracy, the class means the reconstructions
+    are correlated with, `invert_classes`' results and the table rows."""
+
+    targets: dict[str, torch.nn.Module]
+    target_test_acc: dict[str, float]
+    evaluator: torch.nn.Module
+    evaluator_acc: float
+    means: torch.Tensor
+    results: dict[str, dict[str, Any]]
+    rows: list[dict[str, Any]]
+
+
+def class_inversion(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                    n_train: int, epochs: int, dataset: str, num_classes: int, restarts: int, steps: int, lr: float,
+                    samples: int, sigma: float, seed: int,
+                    target_params: Mapping[str, Mapping[str, Any]] = INVERSION_TARGETS,
+                    device: torch.device | str = "cpu") -> ClassInversion:
+    """F07: Fredrikson, Jha, Ristenpart (2015), "Model Inversion Attacks that Exploit
+    Confidence Information and Basic Countermeasures", ACM CCS: inversion of every class
+    of each target, judged by an independent evaluation classifier.
+
+    Each target of `target_params` (name -> MLP arch params, default `INVERSION_TARGETS`)
+    trains on the first `n_train` rows of x_train for `epochs` epochs (seed `seed`,
+    checkpoint cache); the evaluation classifier (LeNet-5, seed ``seed + 1``) on the next
+    `n_train` rows, disjoint. The class means are those of the targets' training rows.
+    `invert_classes` then inverts through the probability and the label-only API.
+    Rows: one per "<api>/<target>" with evaluator_acc, prototype_match, queries_per_image.
+    """
+    validate.number("n_train", n_train, low=1, high=x_train.shape[0] // 2, integer=True)  # targets + evaluator
+    for name, value in (("epochs", epochs), ("restarts", restarts), ("steps", steps), ("samples", samples)):
+        validate.positive(name, value, integer=True)
+    validate.positive("lr", lr)
+    validate.positive("sigma", sigma)
+    if not target_params:
+        raise ConfigError(f"target_params={target_params!r} must name at least one target")
+    targets, target_acc = {}, {}
+    for name, hp in target_params.items():
+        net, _ = models.cached("mlp", dataset, x_train[:n_train], y_train[:n_train], train_params=dict(epochs=epochs),
+                               seed=seed, arch_params=hp, num_classes=num_classes)
+        targets[name] = net.to(device)
+        target_acc[name] = models.accuracy(net, x_test, y_test)
+    evaluator, _ = models.cached("lenet5", dataset, x_train[n_train:2 * n_train], y_train[n_train:2 * n_train],
+                                 train_params=dict(epochs=epochs), seed=seed + 1, num_classes=num_classes)
+    evaluator = evaluator.to(device)
+    evaluator_acc = models.accuracy(evaluator, x_test, y_test)
+    means = inversion.class_means(x_train[:n_train], y_train[:n_train], num_classes)
+    inv = invert_classes(targets, evaluator, means, restarts=restarts, steps=steps, lr=lr, samples=samples,
+                         sigma=sigma, seed=seed, device=device)
+    rows = [{"api/target": k, "evaluator_acc": r["evaluator_acc"], "prototype_match": r["prototype_match"],
+             "queries_per_image": r["queries_per_image"]} for k, r in inv.items()]
+    return ClassInversion(targets, target_acc, evaluator, evaluator_acc, means, inv, rows)
+
+
 def leakage_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, clients: int,
                   batch_sizes: Sequence[int], noise: Sequence[float], clip: float, steps: int, restarts: int,
                   seed: int) -> dict[str, Any]:
@@ -262,3 +456,69 @@ def leakage_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, c
         psnr_n.append(float(inversion.match_psnr(res.x_rec, xl, batch_size=1).mean()))
         images[f"sigma={s}"] = res.x_rec.cpu()
     return {"psnr_vs_batch": psnr_b, "psnr_vs_noise": psnr_n, "label_acc_batch1": label_acc, "images": images}
+
+
+@dataclass
+class GradientLeakage:
+    """F08's measurement: `leakage_sweep`'s result per target of `LEAKAGE_TARGETS`
+    (`sweeps`), the table rows (targets, then the trivial baselines), the baselines'
+    PSNR ({"black", "mean_image"}) and each target's sweep wall seconds."""
+
+    sweeps: dict[str, dict[str, Any]]
+    rows: list[dict[str, Any]]
+    baseline: dict[str, float]
+    seconds: dict[str, float]
+
+
+def gradient_leakage(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                     n_train: int, epochs: int, arch_params: Mapping[str, Any], num_classes: int, clients: int,
+                     batch_sizes: Sequence[int], noise: Sequence[float], clip: float, steps: int, restarts: int,
+                     seed: int, device: torch.device | str = "cpu") -> GradientLeakage:
+    """F08: deep leakage from gradients (Zhu, Liu, Han 2019, arXiv 1906.08935, with iDLG's
+    label recovery, Zhao et al. 2020, arXiv 2001.02610) against two normally trained
+    targets: the sigmoid LeNet of Zhu et al. and the project's ReLU MLP (`arch_params`),
+    both seed `seed`, trained on the first `n_train` rows of x_train for `epochs` epochs
+    (batch 64). The clients' data are the first rows of x_test; `leakage_sweep` runs the
+    batch-size and noise sweeps (`clients`, `batch_sizes`, `noise`, `clip`, `steps`,
+    `restarts`). Every parameter is checked before any model trains.
+
+    Rows: per target {target, test_acc, psnr_b<b> per batch size, psnr_sigma<s> per
+    noise multiplier, label_acc_b1}, then per trivial reconstruction
+    (`inversion.baseline_psnr` of the first `clients` test images against the training
+    rows' mean) {target: "baseline: <name>", psnr_b<b>: its PSNR at every b}.
+    """
+    validate.number("n_train", n_train, low=1, high=x_train.shape[0], integer=True)
+    for name, value in (("epochs", epochs), ("clients", clients), ("steps", steps), ("restarts", restarts)):
+        validate.positive(name, value, integer=True)
+    validate.positive("clip", clip)
+    if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not batch_sizes:
+        raise ConfigError(f"batch_sizes={batch_sizes!r} must be a non-empty list of positive integers")
+    for i, b in enumerate(batch_sizes):
+        validate.positive(f"batch_sizes[{i}]", b, integer=True)
+    if isinstance(noise, (str, bytes)) or not isinstance(noise, Sequence) or not noise:
+        raise ConfigError(f"noise={noise!r} must be a non-empty list of non-negative numbers")
+    for i, s in enumerate(noise):
+        validate.non_negative(f"noise[{i}]", s)
+    if x_test.shape[0] < clients * max(batch_sizes):
+        raise ConfigError(f"clients={clients} x max(batch_sizes)={max(batch_sizes)} must be <= {x_test.shape[0]} "
+                          "(rows of x_test, the clients' data)")
+    in_shape = tuple(x_train.shape[1:])
+    nets = {"sigmoid_lenet": models.build("lenet_sigmoid", in_shape=in_shape, num_classes=num_classes, seed=seed),
+            "relu_mlp": models.build("mlp", in_shape=in_shape, num_classes=num_classes, seed=seed, **arch_params)}
+    sweeps, rows, seconds = {}, [], {}
+    for name, net in nets.items():
+        models.train(net, x_train[:n_train], y_train[:n_train], epochs=epochs, batch_size=64, seed=seed,
+                     progress=False)
+        net = net.to(device)
+        t0 = time.perf_counter()
+        sweeps[name] = leakage_sweep(net, x_test.to(device), y_test.to(device), clients=clients,
+                                     batch_sizes=batch_sizes, noise=noise, clip=clip, steps=steps, restarts=restarts,
+                                     seed=seed)
+        seconds[name] = time.perf_counter() - t0
+        rows.append({"target": name, "test_acc": models.accuracy(net, x_test, y_test),
+                     **{f"psnr_b{b}": p for b, p in zip(batch_sizes, sweeps[name]["psnr_vs_batch"])},
+                     **{f"psnr_sigma{s}": p for s, p in zip(noise, sweeps[name]["psnr_vs_noise"])},
+                     "label_acc_b1": sweeps[name]["label_acc_batch1"]})
+    baseline = inversion.baseline_psnr(x_test[:clients], x_train[:n_train])
+    rows += [{"target": f"baseline: {k}", **{f"psnr_b{b}": p for b in batch_sizes}} for k, p in baseline.items()]
+    return GradientLeakage(sweeps, rows, baseline, seconds)

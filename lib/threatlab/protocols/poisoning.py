@@ -7,22 +7,26 @@ a short sequence of calls.
     >>> acc = per_class_accuracy(model, x_test, y_test, num_classes=10)
     >>> eff = flip_effects(model, x_test, y_test, source=3, target=8, num_classes=10)
     >>> hits = collision_trials(model, x_ft, y_ft, poisons, base_labels, targets)
+    >>> bd, rows = badnets_sweep(victim, clean, x_tr, y_tr, x_te, y_te, rates=[0.01, 0.1], target_class=0,
+    ...                          trigger=make_trigger(4), num_classes=10, seed=2)
 """
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import metrics, models, validate
+from .. import attacks, metrics, models, validate
 from ..attacks import poisoning
 from ..defenses import spectral_signatures
 from ..errors import ConfigError
 from ..runtime import progress_disabled
 
-__all__ = ["REGIMES", "collision_trials", "evaluate_filter", "finetune", "flip_effects", "per_class_accuracy"]
+__all__ = ["REGIMES", "badnets_sweep", "collision_trials", "evaluate_filter", "finetune", "flip_effects",
+           "per_class_accuracy"]
 
 #: How the victim (re)trains on data containing clean-label poisons.
 #: "transfer": the pretrained feature extractor is frozen, only the linear head trains.
@@ -116,3 +120,48 @@ def evaluate_filter(flagged: torch.Tensor, is_poison: torch.Tensor, retrained, x
             "success_after": poisoning.backdoor_success(retrained, x_test, y_test, target_class=target_class,
                                                         trigger=trigger, source_class=source_class),
             "clean_acc_after": models.accuracy(retrained, x_test, y_test)}
+
+
+def badnets_sweep(victim: Callable[[torch.Tensor, torch.Tensor, str], torch.nn.Module], clean: torch.nn.Module,
+                  x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                  rates: Sequence[float], target_class: int, trigger: torch.Tensor, num_classes: int,
+                  seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """F10: BadNets (Gu, Dolan-Gavitt, Garg 2017, arXiv 1708.06733) at each poisoning rate.
+
+    For each rate of `rates`, `attacks.poisoning.badnets` stamps `trigger` on
+    round(rate * n) training rows drawn from the classes other than `target_class` and
+    relabels them (a fresh generator seeded `seed` per rate), and ``victim(x, y, tag)``
+    (tag ``f"badnets_{rate}"``) returns the model trained on that set; `clean` is the
+    victim trained on the unpoisoned set. Attack success is measured on the triggered
+    test images of the other classes (`backdoor_success`), clean accuracy on the
+    untouched test set (x_test, y_test; on the victims' device).
+
+    Returns (bd, rows): bd = {"success": [per rate], "clean_acc": [per rate],
+    "n_poison": [per rate], "success_unpoisoned": the trigger's success on `clean`, the
+    trivial baseline}; rows = one table row per rate {"rate", "poisons",
+    "attack success", "clean accuracy"}. Every argument is checked before any victim trains.
+    """
+    if not callable(victim):
+        raise ConfigError(f"victim={victim!r} must be a callable victim(x, y, tag) -> trained model")
+    if isinstance(rates, (str, bytes)) or not isinstance(rates, Sequence) or not rates:
+        raise ConfigError(f"rates={rates!r} must be a non-empty list of fractions in [0, 1]")
+    for i, r in enumerate(rates):
+        validate.fraction(f"rates[{i}]", r)
+    validate.number("num_classes", num_classes, low=2, integer=True)
+    validate.number("target_class", target_class, low=0, high=num_classes - 1, integer=True)
+    validate.non_negative("seed", seed, integer=True)
+    poisoning.trigger_position(x_train.shape[1:], trigger)   # ConfigError if the trigger does not fit
+    bd: dict[str, Any] = {"success": [], "clean_acc": [], "n_poison": []}
+    for rate in rates:
+        ps = attacks.get("badnets")(x_train, y_train, rate=rate, target_class=target_class, trigger=trigger,
+                                    num_classes=num_classes, generator=torch.Generator().manual_seed(seed))
+        m = victim(ps.x, ps.y, f"badnets_{rate}")
+        bd["success"].append(poisoning.backdoor_success(m, x_test, y_test, target_class=target_class,
+                                                        trigger=trigger))
+        bd["clean_acc"].append(models.accuracy(m, x_test, y_test))
+        bd["n_poison"].append(ps.n_poison)
+    bd["success_unpoisoned"] = poisoning.backdoor_success(clean, x_test, y_test, target_class=target_class,
+                                                          trigger=trigger)
+    rows = [{"rate": r, "poisons": bd["n_poison"][i], "attack success": bd["success"][i],
+             "clean accuracy": bd["clean_acc"][i]} for i, r in enumerate(rates)]
+    return bd, rows
