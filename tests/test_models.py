@@ -63,6 +63,45 @@ def test_build_forward_and_features(arch, in_shape):
     assert torch.equal(model.penultimate(x), feats)
 
 
+def _relu_then_pool(model):
+    """The same model with every (MaxPool2d, ReLU) pair in the textbook order ReLU -> pool."""
+    layers = list(model.features)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], torch.nn.MaxPool2d) and isinstance(layers[i + 1], torch.nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    model.features = torch.nn.Sequential(*layers)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["cnn", "lenet5"])
+def test_pool_before_relu_is_bit_identical_to_relu_before_pool(arch):
+    """models._conv_block pools before the ReLU; nothing a caller sees may change: the
+    parameter names, the logits, the input gradient an attack takes, the parameter
+    gradients and the weights after training (MNIST-sized inputs, where half the
+    pre-activations are negative and whole pooling windows are)."""
+    fast = models.build(arch, in_shape=(1, 28, 28), seed=3)
+    textbook = _relu_then_pool(models.build(arch, in_shape=(1, 28, 28), seed=3))
+    assert [type(m) for m in textbook.features[1:4]] == [torch.nn.Conv2d, torch.nn.ReLU, torch.nn.MaxPool2d]
+    assert [type(m) for m in fast.features[1:4]] == [torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.ReLU]
+    assert fast.state_dict().keys() == textbook.state_dict().keys()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 28, 28, generator=g)
+    x[:8] = 0.0                                  # blank images: many all-negative / all-equal windows
+    y = torch.arange(64) % 10
+    grads = []
+    for model in (fast, textbook):
+        xa = x.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(xa), y)
+        gx, *gp = torch.autograd.grad(loss, [xa, *model.parameters()])
+        grads.append((model(x).detach(), gx, gp))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.equal(grads[0][1], grads[1][1])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][2], grads[1][2]))
+    for model in (fast, textbook):
+        models.train(model, x, y, epochs=3, batch_size=16, lr=1e-2, seed=1, progress=False)
+    assert _same(_params(fast), _params(textbook))
+
+
 def test_normalization_is_a_buffer_inside_the_model():
     model = models.build("mlp", in_shape=(3, 4, 4), mean=(0.1, 0.2, 0.3), std=0.5, seed=0)
     sd = model.state_dict()

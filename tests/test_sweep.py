@@ -312,3 +312,20 @@ def test_profile_naming_docs_gets_html_pages_of_the_published_notebooks(tmp_path
     # Contained in --out: <out>/docs, one page per published notebook and an index.
     assert sorted(p.name for p in (tmp_path / "o" / "docs").iterdir()) == ["01_toy.html", "05_findings.html",
                                                                           "index.html"]
+
+
+def test_cost_hints_put_the_previous_sweeps_longest_notebook_first(toy, tmp_path):
+    """Dask priorities come from the last manifest's finished points (median seconds per
+    notebook); skipped or failed rows, a missing or unreadable manifest give none."""
+    p = sweep.plan(str(toy), seeds=[0, 1], datasets=["mnist"], out=str(tmp_path / "a"))
+    assert sweep.cost_hints(p) == {}
+    p.root.mkdir(parents=True, exist_ok=True)
+    (p.root / sweep.MANIFEST).write_text("{not json")
+    assert sweep.cost_hints(p) == {}
+    rows = [{"notebook": "04_x", "status": "done", "seconds": s} for s in (250.0, 230.4, 262.0)]
+    rows += [{"notebook": "01_toy", "status": "done", "seconds": 80.2},
+             {"notebook": "01_toy", "status": "skipped", "seconds": 0.1},
+             {"notebook": "03_y", "status": "failed", "seconds": 500.0},
+             {"notebook": "05_findings", "status": "done", "seconds": None}]
+    (p.root / sweep.MANIFEST).write_text(json.dumps({"points": rows}))
+    assert sweep.cost_hints(p) == {"04_x": 250, "01_toy": 80}

@@ -46,6 +46,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -487,6 +488,27 @@ def _dashboard(client: Any) -> str | None:
     return None
 
 
+def cost_hints(plan_: Plan) -> dict[str, int]:
+    """Dask priorities, longest notebook first: notebook -> its median wall seconds over
+    the points the previous sweep in this folder ran (manifest rows with status "done").
+
+    Points are independent, so on W workers the sweep's wall time is the makespan of
+    their queue; starting the longest points first (the longest-processing-time rule)
+    keeps a long point from starting last while the other workers run out of work.
+    Without a previous manifest every priority is 0 and Dask keeps the plan's order.
+    Priorities only reorder: every point runs with the same parameters either way.
+    """
+    try:
+        rows = json.loads((plan_.root / MANIFEST).read_text()).get("points", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    seconds: dict[str, list[float]] = {}
+    for r in rows if isinstance(rows, list) else []:
+        if isinstance(r, dict) and r.get("status") == "done" and isinstance(r.get("seconds"), (int, float)):
+            seconds.setdefault(str(r.get("notebook")), []).append(float(r["seconds"]))
+    return {nb: int(round(statistics.median(v))) for nb, v in seconds.items()}
+
+
 def _run_dask(plan_: Plan, progress: _Progress, client: Any,
               log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     from dask.distributed import as_completed
@@ -495,10 +517,11 @@ def _run_dask(plan_: Plan, progress: _Progress, client: Any,
     if link:
         log(f"[threatlab] sweep: dashboard at {link}")
     futures: dict[str, Any] = {}
+    hints = cost_hints(plan_)
     for p in plan_.points:
         futures[p.digest] = client.submit(
             execute_point, spec_of(p, plan_), *(futures[d] for d in p.deps),
-            key=f"{p.notebook}-{p.digest}", pure=False, retries=0,
+            key=f"{p.notebook}-{p.digest}", pure=False, retries=0, priority=hints.get(p.notebook, 0),
             resources={"GPU": 1} if p.gpu else None)
     outcomes: dict[str, dict[str, Any]] = {}
     by_key = {f.key: d for d, f in futures.items()}
