@@ -136,7 +136,7 @@ def _pgd(model, x, y, ball, *, steps, step_size, random_start, targeted, target,
 # ---------------------------------------------------------------------- gradient sign
 
 
-@register("adversarial", "fgsm")
+@register("adversarial", "fgsm", channels_last=True)
 @in_row_chunks
 def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None,
          evaluate=True) -> AttackResult:
@@ -167,7 +167,7 @@ def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None,
     return AttackResult(x_adv, _success(model, x_adv, y, target, targeted, evaluate))
 
 
-@register("adversarial", "bim")
+@register("adversarial", "bim", channels_last=True)
 def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=None,
         generator=None, evaluate=True) -> AttackResult:
     """Basic iterative method: FGSM repeated with small steps, projected to the L-inf ball.
@@ -204,7 +204,7 @@ def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=No
 # ------------------------------------------------------------------------------- PGD
 
 
-@register("adversarial", "pgd_linf")
+@register("adversarial", "pgd_linf", channels_last=True)
 def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True, loss="ce",
              confidence=0.0, targeted=False, target=None, generator=None,
              evaluate=True) -> AttackResult:
@@ -246,7 +246,7 @@ def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True, l
                 generator=generator, evaluate=evaluate, loss=loss, confidence=confidence)
 
 
-@register("adversarial", "pgd_l2")
+@register("adversarial", "pgd_l2", channels_last=True)
 def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True, loss="ce",
            confidence=0.0, targeted=False, target=None, generator=None,
            evaluate=True) -> AttackResult:
@@ -291,7 +291,7 @@ def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True, los
 # ------------------------------------------------------------------- Carlini-Wagner
 
 
-@register("adversarial", "cw_l2")
+@register("adversarial", "cw_l2", channels_last=True)
 @in_row_chunks
 def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_steps=9,
           initial_const=1e-3, targeted=False, target=None, generator=None) -> AttackResult:
@@ -395,7 +395,7 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
 # ------------------------------------------------------------------------- DeepFool
 
 
-@register("adversarial", "deepfool")
+@register("adversarial", "deepfool", channels_last=True)
 @in_row_chunks
 def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targeted=False,
              target=None, generator=None) -> AttackResult:
@@ -496,7 +496,7 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
 # ----------------------------------------------------------------------------- JSMA
 
 
-@register("adversarial", "jsma")
+@register("adversarial", "jsma", channels_last=True)
 @in_row_chunks
 def jsma(model, x, y, *, theta=1.0, gamma=0.1, targeted=False, target=None,
          generator=None) -> AttackResult:
@@ -596,7 +596,7 @@ def _linf(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).abs().amax(1)
 
 
-@register("adversarial", "min_linf")
+@register("adversarial", "min_linf", channels_last=True)
 @in_row_chunks
 def min_linf(model, x, y, *, eps_max=1.0, bisection_steps=12, steps=20, targeted=False,
              target=None, generator=None) -> AttackResult:
@@ -835,14 +835,14 @@ _APGD_DOC = """
 """
 
 
-@register("adversarial", "apgd_ce")
+@register("adversarial", "apgd_ce", channels_last=True)
 def apgd_ce(model, x, y, *, eps, norm="linf", steps=100, rho=0.75, random_start=True,
             targeted=False, target=None, generator=None) -> AttackResult:
     return _apgd(model, x, y, eps=eps, norm=norm, steps=steps, rho=rho, random_start=random_start,
                  targeted=targeted, target=target, generator=generator, loss="ce", attack="apgd_ce")
 
 
-@register("adversarial", "apgd_dlr")
+@register("adversarial", "apgd_dlr", channels_last=True)
 def apgd_dlr(model, x, y, *, eps, norm="linf", steps=100, rho=0.75, random_start=True,
              targeted=False, target=None, generator=None) -> AttackResult:
     return _apgd(model, x, y, eps=eps, norm=norm, steps=steps, rho=rho, random_start=random_start,

@@ -16,7 +16,7 @@ from .registry import register
 from .result import AttackResult
 
 
-@register("adversarial", "eot_pgd")
+@register("adversarial", "eot_pgd", channels_last=True)
 def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=None,
             random_start=True, loss="ce", confidence=0.0, targeted=False, target=None,
             generator=None) -> AttackResult:

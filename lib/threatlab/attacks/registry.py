@@ -8,6 +8,9 @@ ones, so a typo in a profile fails before any compute.
 whose first argument is a model or a `BlackBox`: x non-empty, finite, in [0, 1], of the
 model's input shape, dtype and device; y (and an integer target) inside the model's
 classes. One place, so a kernel added later is checked without a line of its own.
+With ``register(..., channels_last=True)`` (the white-box evasion kernels) the model
+then reaches the kernel as `layout.channels_last(model)`: convolutions run in
+channels-last memory, the caller's model untouched (see `threatlab.attacks.layout`).
 """
 from __future__ import annotations
 
@@ -17,15 +20,17 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
-from . import checks
+from . import checks, layout
 
 FAMILIES = ("extraction", "inversion", "poisoning", "adversarial")
 
 _REGISTRY: dict[str, tuple[str, Callable[..., Any]]] = {}
 
 
-def register(family: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register `fn` under `name` in `family`."""
+def register(family: str, name: str, *, channels_last: bool = False
+             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register `fn` under `name` in `family`; with `channels_last` a model
+    given as the first argument is passed on as its channels-last view."""
     if family not in FAMILIES:
         raise ConfigError(f"family={family!r} is not allowed; choose one of {list(FAMILIES)}")
 
@@ -42,6 +47,10 @@ def register(family: str, name: str) -> Callable[[Callable[..., Any]], Callable[
             except TypeError:
                 return fn(*args, **kwargs)  # a malformed call: let Python word the error
             checks.entry(bound.get(first), bound)
+            if channels_last and first is not None:
+                call = sig.bind(*args, **kwargs)
+                call.arguments[first] = layout.channels_last(call.arguments[first])
+                return fn(*call.args, **call.kwargs)
             return fn(*args, **kwargs)
 
         _REGISTRY[name] = (family, checked)
