@@ -110,7 +110,10 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
           "cross-entropy) on the same batch as the attack's iterations see it (the clean images moved "
           "to a random point of the case's ball; L2 radius 1.5 for minimal-perturbation attacks; "
           "FGSM's one gradient is at the clean images), "
-          "measured 5 times per round in the same rounds. `x bound` = time / bound. On clean MNIST "
+          "measured 5 times per round in the same rounds. `x bound` = time / bound. The channels-last "
+          "bound times the same pass through threatlab's channels-last view of the model "
+          "(`threatlab.attacks.layout`, what its white-box kernels run on; peers get the model as it is). "
+          "On clean MNIST "
           "the pass is cheaper (blank backgrounds: the last column under Targets), which no "
           "iterate after the first enjoys; both are in results.json.",
           f"- Targets (from the issue): |Δ robust acc| <= {AGREE_PTS:g} points vs each peer; threatlab / "
@@ -177,7 +180,8 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
 
     L += ["", "## Targets", "", "Agreement is robust accuracy for evasion attacks and AUC for membership "
           "inference.", "", "| attack | agreement (max |Δ| pts) | threatlab / fastest peer | "
-          "threatlab x bound | fwd+bwd ms: bound's batch / clean batch |", "| --- | --- | --- | --- | --- |"]
+          "threatlab x bound | threatlab x channels-last bound | fwd+bwd ms: bound's batch / clean batch / "
+          "channels-last |", "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
         tl = r["rows"].get("threatlab", {})
         key = "delta_auc_pts" if r["threat"] == "membership" else "delta_robust_acc_pts"
@@ -193,8 +197,10 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
         else:
             bound = f"{b:.2f}"
         fb = (f"{r['bound']['fwd_bwd_s'] * 1e3:.2f} / {r['bound']['fwd_bwd_clean_s'] * 1e3:.2f}"
-              if r["bound"] else "–")
-        L.append(f"| {r['case']} | {agree} | {speed} | {bound} | {fb} |")
+              + (f" / {r['bound']['fwd_bwd_channels_last_s'] * 1e3:.2f}" if "fwd_bwd_channels_last_s" in r["bound"]
+                 else "") if r["bound"] else "–")
+        L.append(f"| {r['case']} | {agree} | {speed} | {bound} | "
+                 f"{_f(tl.get('ratio_to_channels_last_bound'), '.2f')} | {fb} |")
 
     L += ["", "## Settings, written out per library", ""]
     for r in results:
