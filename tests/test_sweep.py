@@ -329,3 +329,12 @@ def test_cost_hints_put_the_previous_sweeps_longest_notebook_first(toy, tmp_path
              {"notebook": "05_findings", "status": "done", "seconds": None}]
     (p.root / sweep.MANIFEST).write_text(json.dumps({"points": rows}))
     assert sweep.cost_hints(p) == {"04_x": 250, "01_toy": 80}
+
+
+def test_submission_order_is_longest_first_and_keeps_aggregators_last(toy, tmp_path):
+    p = sweep.plan(str(toy), seeds=[0, 1], datasets=["mnist"], out=str(tmp_path / "a"))
+    names = lambda pts: [(q.notebook, q.seed) for q in pts]  # noqa: E731
+    assert names(sweep.submission_order(p.points, {})) == names(p.points)   # no history: the plan's order
+    order = sweep.submission_order(p.points, {"05_findings": 10_000, "01_toy": 5})
+    assert [q.aggregator for q in order] == [False, False, True, True]
+    assert names(order) == [("01_toy", 0), ("01_toy", 1), ("05_findings", 0), ("05_findings", 1)]

@@ -496,7 +496,8 @@ def cost_hints(plan_: Plan) -> dict[str, int]:
     their queue; starting the longest points first (the longest-processing-time rule)
     keeps a long point from starting last while the other workers run out of work.
     Without a previous manifest every priority is 0 and Dask keeps the plan's order.
-    Priorities only reorder: every point runs with the same parameters either way.
+    Priorities only reorder: every point runs with the same parameters either way, and
+    each point's results depend on its parameters alone.
     """
     try:
         rows = json.loads((plan_.root / MANIFEST).read_text()).get("points", [])
@@ -509,6 +510,15 @@ def cost_hints(plan_: Plan) -> dict[str, int]:
     return {nb: int(round(statistics.median(v))) for nb, v in seconds.items()}
 
 
+def submission_order(points: list[Point], hints: dict[str, int]) -> list[Point]:
+    """`points` in the order they are submitted: family points by descending hint
+    (`cost_hints`; ties keep the plan's order), then the aggregators, whose
+    dependencies must exist before them. The order matters as much as the priorities:
+    an idle worker starts the first task it is given while the rest are still being
+    submitted, so it decides which W points run first."""
+    return sorted(points, key=lambda q: (q.aggregator, -hints.get(q.notebook, 0)))
+
+
 def _run_dask(plan_: Plan, progress: _Progress, client: Any,
               log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     from dask.distributed import as_completed
@@ -518,7 +528,7 @@ def _run_dask(plan_: Plan, progress: _Progress, client: Any,
         log(f"[threatlab] sweep: dashboard at {link}")
     futures: dict[str, Any] = {}
     hints = cost_hints(plan_)
-    for p in plan_.points:
+    for p in submission_order(plan_.points, hints):
         futures[p.digest] = client.submit(
             execute_point, spec_of(p, plan_), *(futures[d] for d in p.deps),
             key=f"{p.notebook}-{p.digest}", pure=False, retries=0, priority=hints.get(p.notebook, 0),
