@@ -61,9 +61,8 @@ def channels_last(model: Any) -> Any:
     # clone, not contiguous: a [C_out, 1, k, k] weight counts as channels-last already
     # with NCHW strides, and convolution picks its layout from the strides, so the first
     # layer of a grey-scale model would stay NCHW and hand NCHW maps to the pooling.
-    weights = {n: p.detach().clone(memory_format=torch.channels_last)
-               for n, p in model.named_parameters() if p.dim() == 4}
-    if not weights or all(w.stride() == p.stride() for (n, w), p in
-                          zip(weights.items(), (model.get_parameter(n) for n in weights))):
+    conv = {n: p for n, p in model.named_parameters() if p.dim() == 4}
+    weights = {n: p.detach().clone(memory_format=torch.channels_last) for n, p in conv.items()}
+    if all(weights[n].stride() == p.stride() for n, p in conv.items()):  # none, or all channels-last
         return model
     return ChannelsLastView(model, weights)

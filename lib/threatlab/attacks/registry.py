@@ -43,12 +43,11 @@ def register(family: str, name: str, *, channels_last: bool = False
         @functools.wraps(fn)
         def checked(*args: Any, **kwargs: Any) -> Any:
             try:
-                bound = sig.bind(*args, **kwargs).arguments
+                call = sig.bind(*args, **kwargs)
             except TypeError:
                 return fn(*args, **kwargs)  # a malformed call: let Python word the error
-            checks.entry(bound.get(first), bound)
-            if channels_last and first is not None:
-                call = sig.bind(*args, **kwargs)
+            checks.entry(call.arguments.get(first), call.arguments)
+            if channels_last and first in call.arguments:
                 call.arguments[first] = layout.channels_last(call.arguments[first])
                 return fn(*call.args, **call.kwargs)
             return fn(*args, **kwargs)
