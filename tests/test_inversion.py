@@ -33,8 +33,8 @@ def memo():
 
 def test_registry_lists_the_family():
     assert attacks.names("inversion") == sorted(
-        ["dlg", "fredrikson", "mi_class_loss", "mi_confidence", "mi_entropy", "mi_label_only", "mi_lira",
-         "mi_lira_offline", "mi_loss", "mi_shadow"])
+        ["dlg", "fredrikson", "mi_class_loss", "mi_class_threshold", "mi_confidence", "mi_entropy", "mi_label_only",
+         "mi_lira", "mi_lira_offline", "mi_loss", "mi_shadow"])
 
 
 def test_memorising_model_auc_near_one_untrained_near_half(memo):

@@ -271,7 +271,8 @@ def test_every_model_kernel_is_covered_by_the_entry_checks():
     no_x = {"equation_solving"}
     pool_only = set(attacks.names("extraction")) - no_x - {"sign_noise"}  # (oracle, x), no labels
     # need extra inputs (features, shadow outputs); covered below or in test_inversion
-    feature = {"feature_collision", "mi_shadow", "mi_lira", "mi_lira_offline", "mi_class_loss"}
+    feature = {"feature_collision", "mi_shadow", "mi_lira", "mi_lira_offline", "mi_class_loss",
+               "mi_class_threshold"}
     assert set(attacks.names()) - data_first - no_x - pool_only - feature - set(KERNELS) == set()
     for name in attacks.names():
         assert hasattr(attacks.get(name), "__wrapped__") and attacks.get(name).attack_name == name

@@ -900,3 +900,93 @@ def match_psnr(x_rec: torch.Tensor, x: torch.Tensor, *, batch_size: int) -> torc
         r, c = linear_sum_assignment(mse[i])
         out[i, c] = 10 * np.log10(1.0 / np.maximum(mse[i][r, c], 1e-12))
     return torch.from_numpy(out.reshape(-1))
+
+
+# ------------------------------------------- membership: population-calibrated (v3)
+
+
+def class_medians(values: torch.Tensor, classes: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median of `values` per class, batched: (medians float64 [num_classes], counts int64
+    [num_classes]). The median of an even count is the mean of the two middle values
+    (numpy's convention); a class with no row gets NaN (the caller decides the fallback).
+
+    The rows are scattered into a [classes, largest count] table padded with NaN and
+    `torch.nanquantile` reads every row's median at once: no loop over classes.
+    """
+    v = values.detach().to(torch.float64)
+    c = classes.detach().to(v.device).long()
+    counts = torch.bincount(c, minlength=num_classes)
+    width = int(counts.max()) if c.numel() else 0       # one host sync, before any compute
+    table = torch.full((num_classes, max(width, 1)), math.nan, dtype=torch.float64, device=v.device)
+    if c.numel():
+        order = torch.sort(c, stable=True).indices
+        cs = c[order]
+        start = counts.cumsum(0) - counts
+        pos = torch.arange(c.numel(), device=v.device) - start[cs]
+        table[cs, pos] = v[order]
+    return torch.nanquantile(table, 0.5, dim=1), counts
+
+
+@register("inversion", "mi_class_threshold")
+def mi_class_threshold(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, x_ref: torch.Tensor,
+                       y_ref: torch.Tensor, generator=None) -> MembershipResult:
+    """Population-calibrated class threshold: the loss attack with a per-class offset read
+    off the target's answers on records the attacker knows are not members.
+
+    Register v3, F06's fourth shadow-free attack. The calibration is attack P of Ye,
+    Maddi, Murakonda, Bindschaedler, Shokri (2022), "Enhanced Membership Inference
+    Attacks against Machine Learning Models", CCS, arXiv 2111.09679 (thresholds from the
+    target's signal on population data, no shadow model), made class-dependent as in
+    Song, Mittal (2021), arXiv 2003.10595. Threat model: black-box probs, the label known,
+    the attacker owns labelled rows from the target's distribution that the target did
+    not train on (x_ref, y_ref), and trains no model at all. Per class c,
+    q_c = median of log p_y(x') over the attacker's rows of class c (known non-members),
+    and a candidate scores log p_y(x) - q_y (higher = member). Unlike `mi_class_loss`,
+    nothing is fitted on in/out labels: the median of non-members is the only statistic.
+    A class with no reference row falls back to the median over all reference rows
+    (listed in extra["fallback_classes"]).
+
+    Queries: one per candidate (charged to ids 0..n-1, as the other metric attacks) and
+    one per reference row (charged to ids n..n + n_ref - 1, so the candidates' counts stay
+    theirs; extra["reference_queries"] = n_ref). The target is asked about the
+    reference rows first.
+
+    Args:
+        oracle: `BlackBox` in mode "probs" around the target.
+        x_ref: the attacker's own rows [n_ref, ...] in [0, 1] (non-members), x's shape.
+        y_ref: their labels, Long [n_ref].
+        generator: unused (deterministic).
+    Shapes: x [n, ...], y [n] -> scores float64 [n]; extra["thresholds"] float64
+    [classes] (the q_c), extra["reference_counts"] int64 [classes].
+
+    Example:
+        >>> res = mi_class_threshold(BlackBox(target), x, y, x_ref=x_att, y_ref=y_att)
+        >>> metrics.auc(res.scores, member_mask)
+    """
+    _check_oracle(oracle)
+    _check_xy(x, y)
+    model = checks.model_of(oracle)
+    validate.images("x_ref", x_ref, nonempty=True)
+    validate.model_input(model, x_ref, name="x_ref")
+    if tuple(x_ref.shape[1:]) != tuple(x.shape[1:]) or x_ref.device != x.device:
+        raise ConfigError(f"x_ref {tuple(x_ref.shape)} on {x_ref.device} must have x's row shape "
+                          f"{tuple(x.shape[1:])} and device {x.device}")
+    validate.labels("y_ref", y_ref, x_ref.shape[0], num_classes=validate.model_facts(model)["num_classes"])
+    n, n_ref = x.shape[0], x_ref.shape[0]
+    p_ref = oracle(x_ref, ids=torch.arange(n, n + n_ref)).to(torch.float64)
+    c = p_ref.shape[1]
+    if int(y_ref.max()) >= c or int(y.max()) >= c:
+        raise ConfigError(f"labels must lie in [0, {c - 1}] (the target answers {c} classes)")
+    v_ref = p_ref.gather(1, y_ref.to(p_ref.device).view(-1, 1)).squeeze(1).clamp_min(_TINY).log()
+    q, counts = class_medians(v_ref, y_ref, c)
+    q = torch.where(counts > 0, q, v_ref.quantile(0.5))
+    p = oracle(x).to(torch.float64)
+    s = p.gather(1, y.view(-1, 1)).squeeze(1).clamp_min(_TINY).log()
+    scores = s - q.to(s.device)[y]
+    return MembershipResult(scores.cpu(), _queries(oracle, n),
+                            {"thresholds": q.cpu(), "reference_counts": counts.cpu(),
+                             "fallback_classes": (counts == 0).nonzero().squeeze(1).cpu().tolist(),
+                             "reference_queries": n_ref})
+
+
+__all__ += ["class_medians", "mi_class_threshold"]

@@ -47,14 +47,18 @@ from ..oracle import BlackBox
 __all__ = ["MembershipPools", "membership_pools", "membership_scores", "membership_table", "overfit_sweep",
            "MembershipComparison", "membership_comparison", "DPMembership", "dp_membership",
            "dp_epsilons", "invert_classes", "ClassInversion", "class_inversion", "leakage_sweep",
-           "GradientLeakage", "gradient_leakage", "check_split_fits", "SHADOW_FREE", "ATTACKS",
+           "GradientLeakage", "gradient_leakage", "check_split_fits", "SHADOW_FREE", "SHADOW_BASED", "ATTACKS",
            "INVERSION_TARGETS", "LEAKAGE_TARGETS"]
 
-#: Attacks that need no shadow model of the target (the first three need nothing at all;
-#: the class-conditional threshold needs only thresholds fitted on the attacker's data).
-SHADOW_FREE = ("loss", "confidence", "entropy", "class_loss")
+#: Register v3, F06: attacks that train no model (the first three need nothing at all;
+#: the population-calibrated class threshold needs only the target's answers on the
+#: attacker's own rows, known non-members).
+SHADOW_FREE = ("loss", "confidence", "entropy", "class_threshold")
+#: Register v3, F06: attacks calibrated on shadow models' outputs (Shokri's attack model,
+#: and v2's class thresholds fitted on shadow in/out labels, filed here since v3).
+SHADOW_BASED = ("shadow", "class_loss")
 #: Every attack `membership_scores` runs, in table / figure order.
-ATTACKS = SHADOW_FREE + ("shadow", "lira", "lira_offline", "label_only")
+ATTACKS = SHADOW_FREE + SHADOW_BASED + ("lira", "lira_offline", "label_only")
 #: F07's targets: MLP hidden widths per name (a softmax regression, Fredrikson et al.'s
 #: model class, and a deeper MLP).
 INVERSION_TARGETS: Mapping[str, Mapping[str, Any]] = {"shallow": {"hidden": []}, "deep": {"hidden": [512, 512]}}
@@ -164,8 +168,9 @@ def membership_scores(pools: MembershipPools, *, n_targets: int, label_shift: in
 
     Per target t: the metric attacks and the label-only attack (through a label-mode
     oracle) query t once (label-only: 4 label_shift + 1 + label_noise times) per
-    candidate; the shadow attack and the class-conditional threshold are fitted on the
-    shadow ensemble's answers on the attacker's rows B (ids checked disjoint from A);
+    candidate; the population-calibrated class threshold also asks t about the
+    attacker's rows B (known non-members of t); the shadow attack and the shadow-fitted
+    class thresholds are fitted on the shadow ensemble's answers on B (ids checked disjoint from A);
     online LiRA uses the other reference models; offline LiRA the shadow ensemble's
     answers on A (no shadow saw a candidate). Returns ({attack: float64 scores
     [n_targets * |A|]}, truth bool [n_targets * |A|]).
@@ -186,6 +191,7 @@ def membership_scores(pools: MembershipPools, *, n_targets: int, label_shift: in
         oracle = BlackBox(net)
         for name in ("loss", "confidence", "entropy"):
             scores[name].append(attacks.get(f"mi_{name}")(oracle, xa, ya).scores)
+        scores["class_threshold"].append(inversion.mi_class_threshold(oracle, xa, ya, x_ref=xb, y_ref=yb).scores)
         scores["class_loss"].append(inversion.mi_class_loss(oracle, xa, ya, **shadow_kw).scores)
         scores["shadow"].append(inversion.mi_shadow(oracle, xa, ya, generator=torch.Generator().manual_seed(seed),
                                                     **shadow_kw).scores)
@@ -522,3 +528,106 @@ def gradient_leakage(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch
     baseline = inversion.baseline_psnr(x_test[:clients], x_train[:n_train])
     rows += [{"target": f"baseline: {k}", **{f"psnr_b{b}": p for b in batch_sizes}} for k, p in baseline.items()]
     return GradientLeakage(sweeps, rows, baseline, seconds)
+
+
+# ------------------------------------------------- F06: selection on halves (register v3)
+
+
+@dataclass
+class HalfSelection:
+    """F06's honest choice of each side's best attack (`best_on_half`).
+
+    best:          side -> the attack with the highest AUC on the selection half.
+    auc:           side -> that attack's AUC on the reporting half (the number judged).
+    selection_auc: side -> {attack: AUC on the selection half} (what the choice saw).
+    report_auc:    every attack's AUC on the reporting half (shown, never used to choose).
+    report_tpr:    every attack's TPR at `fpr` on the reporting half (exact ROC).
+    fpr:           the false-positive rate of report_tpr.
+    select_rows, report_rows: Long row indices of the two halves (sorted, disjoint,
+                   together every row).
+    """
+
+    best: dict[str, str]
+    auc: dict[str, float]
+    selection_auc: dict[str, dict[str, float]]
+    report_auc: dict[str, float]
+    report_tpr: dict[str, float]
+    fpr: float
+    select_rows: torch.Tensor
+    report_rows: torch.Tensor
+
+
+def best_on_half(scores_by_attack: Mapping[str, Any], membership: Any, generator: torch.Generator | None, *,
+                 sides: Mapping[str, Sequence[str]] | None = None, fpr: float = 0.001) -> HalfSelection:
+    """Choose each side's best attack on a random half of the candidate rows and report
+    its AUC on the other half (register v3, F06).
+
+    Taking the best of several attacks by the AUC it is then credited with biases the
+    maximum upwards (a winner's curse that grows with the number of attacks per side);
+    choosing on one half and reporting on the other removes it. The split is stratified:
+    half the members (rounded down) and half the non-members go to the selection half,
+    the rest to the reporting half, so both halves have both groups and the same
+    balance. A row is one (target, candidate) score as `membership_scores` pools them.
+    Ties in selection AUC go to the attack listed first in its side.
+
+    Args:
+        scores_by_attack: attack name -> scores [n] (tensor or array; higher = member),
+            finite (NaN / inf are refused).
+        membership: bool [n], True for members; at least 2 members and 2 non-members.
+        generator: draws the split (through `threatlab.runtime`).
+        sides: side -> attack names, every name a key of scores_by_attack; default
+            {"shadow_free": SHADOW_FREE, "shadow_based": SHADOW_BASED}.
+        fpr: false-positive rate of `report_tpr`, in (0, 1); default 0.001 (F06's 0.1 %).
+    Returns a `HalfSelection`. ConfigError on bad input, before any compute.
+
+    Example:
+        >>> sel = best_on_half(scores, truth, torch.Generator().manual_seed(seed))
+        >>> sel.best["shadow_free"], sel.auc["shadow_free"] - sel.auc["shadow_based"]
+    """
+    import numpy as np
+
+    from .. import runtime
+
+    sides = {"shadow_free": SHADOW_FREE, "shadow_based": SHADOW_BASED} if sides is None else sides
+    if not isinstance(scores_by_attack, Mapping) or not scores_by_attack:
+        raise ConfigError("scores_by_attack must be a non-empty mapping attack name -> scores [n]")
+    m = np.asarray(membership.detach().cpu() if torch.is_tensor(membership) else membership)
+    if m.ndim != 1 or m.dtype != bool:
+        raise ConfigError(f"membership must be a bool vector [n]; got dtype {m.dtype}, shape {m.shape}")
+    n_in, n_out = int(m.sum()), int((~m).sum())
+    if n_in < 2 or n_out < 2:
+        raise ConfigError(f"membership has {n_in} members and {n_out} non-members; each half needs both, "
+                          "so at least 2 of each")
+    scores = {}
+    for name, s in scores_by_attack.items():
+        a = np.asarray(s.detach().cpu() if torch.is_tensor(s) else s, dtype=np.float64)
+        if a.shape != m.shape:
+            raise ConfigError(f"scores of {name!r} have shape {a.shape}; membership has {m.shape}")
+        if not np.isfinite(a).all():
+            raise ConfigError(f"scores of {name!r} hold NaN or inf")
+        scores[name] = a
+    if not isinstance(sides, Mapping) or not sides:
+        raise ConfigError("sides must be a non-empty mapping side -> attack names")
+    for side, names in sides.items():
+        if isinstance(names, str) or not names:
+            raise ConfigError(f"sides[{side!r}]={names!r} must be a non-empty list of attack names")
+        missing = [k for k in names if k not in scores]
+        if missing:
+            raise ConfigError(f"sides[{side!r}] names {missing}, which have no scores; scored: {sorted(scores)}")
+    validate.number("fpr", fpr, low=0, high=1, low_open=True, high_open=True)
+
+    rows_in, rows_out = np.nonzero(m)[0], np.nonzero(~m)[0]
+    perm_in = runtime.randperm(n_in, generator).numpy()
+    perm_out = runtime.randperm(n_out, generator).numpy()
+    select = np.sort(np.r_[rows_in[perm_in[:n_in // 2]], rows_out[perm_out[:n_out // 2]]])
+    report = np.setdiff1d(np.arange(m.size), select)
+    sel_auc = {side: {k: metrics.auc(scores[k][select], m[select]) for k in names} for side, names in sides.items()}
+    best = {side: max(names, key=lambda k: (sel_auc[side][k], -list(names).index(k)))
+            for side, names in sides.items()}
+    rep_auc = {k: metrics.auc(a[report], m[report]) for k, a in scores.items()}
+    rep_tpr = {k: metrics.tpr_at_fpr(a[report], m[report], fpr) for k, a in scores.items()}
+    return HalfSelection(best, {side: rep_auc[k] for side, k in best.items()}, sel_auc, rep_auc, rep_tpr,
+                         float(fpr), torch.from_numpy(select), torch.from_numpy(report))
+
+
+__all__ += ["HalfSelection", "best_on_half"]
