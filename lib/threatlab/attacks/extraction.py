@@ -909,3 +909,90 @@ def sign_noise_attack(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, eps
     before = oracle.total
     vy = victim_labels(oracle, x_adv)
     return TransferResult(x_adv, vy != y, oracle.total - before, metrics.lp_norms(x_adv - x)["linf"])
+
+
+# ------------------------------------------------ learners on answers already bought
+
+
+def solve_equations(x: torch.Tensor, answers: torch.Tensor) -> EquationSolvingResult:
+    """Equation solving on queries the caller already asked: least squares of the
+    centred log-probabilities on [x.flatten(), 1], as in `equation_solving` (Tramèr,
+    Zhang, Juels, Reiter, Ristenpart 2016, arXiv 1609.02943), but for any query rows,
+    not only uniform noise. Register v3's F01 gives this solver and a substitute
+    (`fit_on_answers`) the same pool images, so the two learners differ only in the model
+    class they fit.
+
+    Exact for a victim that is linear in its logits wherever [x, 1] spans the inputs it is
+    evaluated on (pool images leave always-dark pixels unconstrained; the minimum-norm
+    solution gives them weight 0, which is harmless on images dark there too).
+    Probabilities of exactly 0 are clamped to the smallest positive float first.
+
+    Args:
+        x: the queries [n, ...] in [0, 1] (n >= 2).
+        answers: the victim's probabilities on them [n, k] (oracle mode "probs",
+            "rounded" or "topk"), finite.
+    Returns an `EquationSolvingResult` with queries = n (the rows used; the oracle that
+    answered them counted them). The solve runs on the CPU in float64; the model lives on
+    x's device.
+
+    Example:
+        >>> p = oracle(x_pool[:785])
+        >>> res = solve_equations(x_pool[:785], p)
+        >>> fidelity(res.model, x_test, victim_y)["agreement"]
+    """
+    _check_x("x", x, min_rows=2)
+    if not torch.is_tensor(answers) or answers.dim() != 2 or answers.shape[0] != x.shape[0] \
+            or not answers.is_floating_point():
+        raise ConfigError(f"answers must be a float tensor [{x.shape[0]}, classes] of probabilities "
+                          f"(label answers have no scores to solve); got "
+                          f"{tuple(answers.shape) if torch.is_tensor(answers) else type(answers).__name__}")
+    if not bool(torch.isfinite(answers).all()):
+        raise ConfigError("answers hold NaN or inf")
+    n, d = x.shape[0], math.prod(x.shape[1:])
+    p = answers.detach().to("cpu", torch.float64)
+    logp = p.clamp_min(torch.finfo(answers.dtype).tiny).log()
+    t = logp - logp.mean(1, keepdim=True)                       # centred: the softmax shift cancels
+    a = torch.cat([x.detach().to("cpu", torch.float64).reshape(n, d), torch.ones(n, 1, dtype=torch.float64)], 1)
+    sol = torch.linalg.lstsq(a, t, driver="gelsd").solution      # SVD copes with rank-deficient pools
+    resid = float(((a @ sol - t) ** 2).mean().sqrt())
+    w, b = center(sol[:d].T.contiguous(), sol[d])
+    return EquationSolvingResult(w, b, n, resid, LinearSurrogate(w, b).to(x.device).eval())
+
+
+def fit_on_answers(x: torch.Tensor, answers: torch.Tensor, *, arch: str = "mlp", arch_params: dict | None = None,
+                   num_classes: int | None = None, max_epochs: int = 100, patience: int = 10, val_fraction: float = 0.2, min_steps: int = 300,
+                   batch_size: int = 64, lr: float = 1e-3,
+                   generator: torch.Generator | None = None) -> SubstituteResult:
+    """`train_substitute` without the asking: fit a fresh substitute on answers already
+    bought (Papernot et al. 2017, arXiv 1602.02697; soft targets as Orekondy et al. 2019,
+    arXiv 1812.02766), with `fit_substitute`'s recipe. Lets two learners share one set of
+    counted queries (register v3, F01).
+
+    Args:
+        x: the queries [n, ...] in [0, 1]; answers: the victim's answers on them (Long
+            labels [n] or scores [n, k], finite).
+        num_classes: default a score answer's width (labels: give it).
+        arch, arch_params, max_epochs, patience, val_fraction, min_steps, batch_size, lr:
+            as `train_substitute`. generator: initialisation seed, hold-out split, batches.
+    Returns a `SubstituteResult` (queries = n, the rows used).
+
+    Example:
+        >>> sub = fit_on_answers(x_q, oracle(x_q), generator=g)
+    """
+    _check_x("x", x)
+    _check_fit(arch, arch_params, max_epochs, patience, val_fraction, min_steps, batch_size, lr)
+    if not torch.is_tensor(answers) or answers.shape[0] != x.shape[0] or answers.dim() not in (1, 2):
+        raise ConfigError(f"answers must be the victim's answers on x: [{x.shape[0]}] labels or "
+                          f"[{x.shape[0]}, classes] scores")
+    if answers.is_floating_point() and not bool(torch.isfinite(answers).all()):
+        raise ConfigError("answers hold NaN or inf")
+    if num_classes is not None:
+        validate.positive("num_classes", num_classes, integer=True)
+    elif answers.dim() == 1:
+        raise ConfigError("answers are labels: pass num_classes= (the labels seen need not cover every class)")
+    k = num_classes if num_classes is not None else answers.shape[1]
+    targets = answers_to_targets(answers)
+    model = _new_substitute(arch, arch_params, x, k, _seed_from(generator))
+    fit = fit_substitute(model, x, targets, max_epochs=max_epochs, patience=patience, val_fraction=val_fraction,
+                         min_steps=min_steps, batch_size=batch_size, lr=lr, generator=generator)
+    return SubstituteResult(model, targets, x.shape[0], fit.epochs)

@@ -21,14 +21,15 @@ Data layout for a victim trained on data set D (mnist | fashion_mnist):
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import data, models, validate
+from .. import data, metrics, models, validate
 from ..attacks import extraction as ex
 from ..defenses.prada import PradaResult, prada
 from ..errors import ConfigError
@@ -265,3 +266,222 @@ def prada_rows(streams: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *, delt
                      "queries_to_detection": r.queries_to_detection,
                      "min_w": float(r.shapiro_w.min()) if r.shapiro_w.size else None})
     return rows, results
+
+
+# --------------------------------------------- F01: one set of queries, two learners (v3)
+
+
+@dataclass
+class SharedQueryContrast:
+    """F01 (register v3): the linear solver and a substitute fed the same pool queries.
+
+    solver_agreement, substitute_agreement: agreement with the victim's labels on the
+        evaluation set (the judged pair).
+    queries: what the one shared oracle counted (d + 1); distinct_queries: ids it
+        charged; max_charges: the most any id was charged (1: nothing asked twice).
+    d: input dimension. solver_residual: RMS residual of the centred log-probabilities
+        (0 up to rounding for a victim linear in its logits, when the pool spans enough).
+    substitute_epochs: epochs the substitute's fit ran.
+    noise_solver_agreement, noise_queries: the solver on d + 1 uniform-noise queries
+        through its own oracle (shown, not judged).
+    solver, substitute: the two fitted copies (eval mode).
+    """
+
+    solver_agreement: float
+    substitute_agreement: float
+    queries: int
+    distinct_queries: int
+    max_charges: int
+    d: int
+    solver_residual: float
+    substitute_epochs: int
+    noise_solver_agreement: float
+    noise_queries: int
+    solver: torch.nn.Module = field(repr=False)
+    substitute: torch.nn.Module = field(repr=False)
+
+    def evidence(self) -> dict[str, Any]:
+        """The JSON-ready numbers (everything but the models)."""
+        return {k: getattr(self, k) for k in ("solver_agreement", "substitute_agreement", "queries",
+                                              "distinct_queries", "max_charges", "d", "solver_residual",
+                                              "substitute_epochs", "noise_solver_agreement", "noise_queries")}
+
+
+def shared_query_contrast(victim: torch.nn.Module, pool: torch.Tensor, x_eval: torch.Tensor,
+                          eval_labels: torch.Tensor, *, generator: torch.Generator | None,
+                          noise_generator: torch.Generator | None = None,
+                          sub_kw: Mapping[str, Any] | None = None) -> SharedQueryContrast:
+    """Register v3, F01: against one victim, equation solving (Tramèr et al. 2016, arXiv
+    1609.02943: least squares on centred log-probabilities) and an MLP substitute trained
+    on the probabilities (Papernot et al. 2017, arXiv 1602.02697) learn from **the same
+    d + 1 pool images**, so their agreements differ only by the model class each fits.
+
+    One `BlackBox` (mode "probs") answers d + 1 random distinct pool rows in one call
+    (ids 0..d); both learners read that single answer tensor (`ex.solve_equations`,
+    `ex.fit_on_answers`). One oracle rather than two counters with equal totals: equal
+    totals would show equal numbers of queries, not the same images; one counter that
+    charged every id exactly once (checked: RuntimeError otherwise) and both learners
+    fed from its one answer shows that they saw the identical d + 1 answers and that
+    nothing was asked twice. The uniform-noise solver (d + 1 noise queries, its own
+    oracle, `noise_generator`) is computed for display only.
+
+    Args:
+        victim: the model (any classifier; F01 uses the LR and the one-hidden-layer MLP).
+        pool: the attacker's unlabelled in-distribution images [m, ...] in [0, 1],
+            m >= d + 1 with d = prod(pool.shape[1:]).
+        x_eval, eval_labels: evaluation images and the victim's labels on them
+            (`ex.victim_labels` with a separate oracle).
+        generator: draws the d + 1 pool rows, then the substitute's initialisation,
+            hold-out split and batches.
+        noise_generator: draws the uniform-noise queries (default a fresh seed-0 one).
+        sub_kw: `ex.fit_on_answers` options (arch, arch_params, max_epochs, patience,
+            val_fraction, min_steps, batch_size, lr).
+    Returns a `SharedQueryContrast`.
+
+    Example:
+        >>> c = shared_query_contrast(mlp_victim, task.pool, task.x_eval, vy["mlp"],
+        ...                           generator=torch.Generator().manual_seed(seed))
+        >>> c.substitute_agreement - c.solver_agreement, c.queries       # ..., 785
+    """
+    from .. import runtime
+
+    ex._check_x("pool", pool)
+    ex._check_x("x_eval", x_eval)
+    if not torch.is_tensor(eval_labels) or eval_labels.shape != (x_eval.shape[0],) \
+            or eval_labels.is_floating_point():
+        raise ConfigError(f"eval_labels must be a Long tensor of shape ({x_eval.shape[0]},): the victim's "
+                          "labels on x_eval")
+    in_shape = tuple(pool.shape[1:])
+    d = int(np.prod(in_shape))
+    if pool.shape[0] < d + 1:
+        raise ConfigError(f"pool has {pool.shape[0]} images; the shared queries are d + 1 = {d + 1} distinct "
+                          "pool rows")
+    kw = dict(sub_kw or {})
+    oracle = BlackBox(victim, mode="probs")
+    rows = runtime.randperm(pool.shape[0], generator, device=pool.device)[:d + 1]
+    xq = pool[rows]
+    answers = oracle(xq, ids=torch.arange(d + 1))
+    solver = ex.solve_equations(xq, answers)
+    sub = ex.fit_on_answers(xq, answers, generator=generator, **kw)
+    charged = oracle.count()
+    if oracle.total != d + 1 or charged.shape[0] != d + 1 or int(charged.max()) != 1:
+        raise RuntimeError(f"the shared oracle counted {oracle.total} queries over {charged.shape[0]} ids; "
+                           f"expected each of the d + 1 = {d + 1} pool queries once")
+    noise_oracle = BlackBox(victim, mode="probs")
+    noise = ex.equation_solving(noise_oracle, in_shape=in_shape, device=pool.device,
+                                generator=noise_generator if noise_generator is not None
+                                else torch.Generator().manual_seed(0))
+    agree = lambda m: ex.fidelity(m, x_eval, eval_labels)["agreement"]  # noqa: E731
+    return SharedQueryContrast(agree(solver.model), agree(sub.model), oracle.total, int((charged > 0).sum()),
+                               int(charged.max()), d, solver.residual, sub.epochs, agree(noise.model),
+                               noise_oracle.total, solver.model, sub.model)
+
+
+# ------------------------------------------------- F03: the comparison level by rule (v3)
+
+#: Register v3, F03: the query budgets of every strategy's curve.
+F03_BUDGETS = (25, 50, 100, 200, 400, 800, 1600, 3200)
+#: Register v3, F03: the comparison level is the pool baseline's agreement at this many queries.
+F03_LEVEL_AT = 400
+
+
+def _curve_points(name: str, curve: Any) -> tuple[list[float], list[float]]:
+    if isinstance(curve, ex.ExtractionCurve) or (hasattr(curve, "queries") and hasattr(curve, "agreement")):
+        q, a = curve.queries, curve.agreement
+    elif isinstance(curve, (tuple, list)) and len(curve) == 2:
+        q, a = curve
+    else:
+        raise ConfigError(f"curve {name!r} must be an ExtractionCurve or a (queries, agreement) pair")
+    if any(v is None for v in a):
+        raise ConfigError(f"curve {name!r} has no agreement at some budget (give eval_x and eval_labels)")
+    return [float(v) for v in q], [float(v) for v in a]
+
+
+def comparison_level(queries: Sequence[float], agreement: Sequence[float], *, at: float = F03_LEVEL_AT) -> float:
+    """Register v3, F03's level L: the curve's agreement at `at` queries, interpolated
+    linearly in log(queries) between the measured budgets, rounded down to 0.01.
+
+    Set by rule from the pool baseline alone, before any informed strategy is read, so
+    the baseline needs about `at` queries by construction and an informed strategy
+    starting at 1/16 of that can show a saving. Rounding down (never to nearest) keeps L
+    at or below what the baseline reached at `at`, so the baseline's queries at L are
+    <= `at`. A 1e-9 guard keeps an agreement such as 0.29 (= 29/100, stored as
+    0.28999...) at 0.29.
+
+        >>> comparison_level([200, 400, 800], [0.70, 0.834, 0.90])
+        0.83
+    """
+    q = np.asarray(queries, dtype=np.float64)
+    a = np.asarray(agreement, dtype=np.float64)
+    if q.ndim != 1 or q.size == 0 or q.shape != a.shape:
+        raise ConfigError(f"queries ({q.size}) and agreement ({a.size}) must be non-empty and of equal length")
+    if not (np.isfinite(q).all() and np.isfinite(a).all()):
+        raise ConfigError("queries and agreement must be finite numbers (no NaN or inf)")
+    if (q <= 0).any() or (np.diff(q) <= 0).any():
+        raise ConfigError(f"queries={q.tolist()} must be positive and strictly increasing")
+    if (a < 0).any() or (a > 1).any():
+        raise ConfigError(f"agreement={a.tolist()} must lie in [0, 1]")
+    validate.positive("at", at)
+    if not q[0] <= at <= q[-1]:
+        raise ConfigError(f"at={at} lies outside the curve's budgets {q[0]:g}..{q[-1]:g}: extrapolating is not "
+                          "interpolating")
+    v = float(np.interp(np.log(at), np.log(q), a))
+    return math.floor(v * 100 + 1e-9) / 100
+
+
+@dataclass
+class ComparisonQueries:
+    """F03 (register v3) at its rule-set level.
+
+    level: L (`comparison_level` of the baseline); baseline: its name.
+    queries: strategy -> queries to reach L (log-interpolated; never reached = its
+        largest budget x not_reached_factor), via `metrics.queries_to_reach`.
+    reached: strategy -> whether it reached L. first_budget: strategy -> the first
+        query count of its curve (G0: the informed grids must start <= 1/8 of the
+        baseline's queries at L). best_informed: the non-baseline strategy with the
+        fewest queries (ties: the first given); ratio: its queries / the baseline's.
+    """
+
+    level: float
+    baseline: str
+    queries: dict[str, float]
+    reached: dict[str, bool]
+    first_budget: dict[str, float]
+    best_informed: str
+    ratio: float
+
+
+def comparison_queries(curves: Mapping[str, Any], *, baseline: str = F03_BASELINE, at: float = F03_LEVEL_AT,
+                       not_reached_factor: float = 2.0) -> ComparisonQueries:
+    """Register v3, F03: L from the baseline's curve (`comparison_level`), then every
+    curve's queries to reach L (`metrics.queries_to_reach`, never reached = largest
+    budget x `not_reached_factor`).
+
+    Args:
+        curves: strategy -> `ExtractionCurve` or (queries, agreement) pair; must hold
+            `baseline` and at least one other strategy. Queries are the oracle's counts
+            (Jacobian's seed images included: its round 0 asks them).
+        baseline: the pool baseline's name (default "pool"); at: queries at which L is
+            read (default 400).
+    Returns a `ComparisonQueries`.
+
+        >>> comparison_queries({"pool": ([100, 400, 1600], [0.6, 0.8, 0.9]),
+        ...                     "active": ([100, 400, 1600], [0.8, 0.9, 0.95])}).ratio
+        0.25
+    """
+    if not isinstance(curves, Mapping) or baseline not in curves or len(curves) < 2:
+        raise ConfigError(f"curves must map the baseline {baseline!r} and at least one informed strategy to "
+                          f"their curves; got {sorted(curves) if isinstance(curves, Mapping) else type(curves).__name__}")
+    pts = {name: _curve_points(name, c) for name, c in curves.items()}
+    level = comparison_level(*pts[baseline], at=at)
+    got = {name: metrics.queries_to_reach(q, a, level, not_reached_factor=not_reached_factor)
+           for name, (q, a) in pts.items()}
+    queries = {k: v[0] for k, v in got.items()}
+    informed = [k for k in curves if k != baseline]
+    best = min(informed, key=lambda k: (queries[k], informed.index(k)))
+    return ComparisonQueries(level, baseline, queries, {k: v[1] for k, v in got.items()},
+                             {k: p[0][0] for k, p in pts.items()}, best, queries[best] / queries[baseline])
+
+
+__all__ += ["SharedQueryContrast", "shared_query_contrast", "F03_BUDGETS", "F03_LEVEL_AT", "comparison_level",
+            "ComparisonQueries", "comparison_queries"]
