@@ -81,6 +81,7 @@ SPECS: dict[str, Spec] = {
     "nes_l2": Spec("black", dict(eps=2.0, max_queries=60, samples=10), "l2"),
     "boundary": Spec("black", dict(max_queries=120), mode="label", exact=False),
     "hopskipjump": Spec("black", dict(max_queries=150, init_evals=10, max_evals=20), mode="label", exact=False),
+    "pointwise": Spec("black", dict(max_queries=200, init_steps=20), mode="label", exact=False),
     # inversion and membership inference
     "mi_loss": Spec("black", {}, fields=("scores",)),
     "mi_confidence": Spec("black", {}, fields=("scores",)),

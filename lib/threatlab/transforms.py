@@ -8,7 +8,10 @@ distribution for small grey or colour images: a random shift (pixels) and rotati
 additive Gaussian noise, in that order, each drawn independently per row. Every step is
 differentiable in the input (`grid_sample`, convolution, addition, clamp), so attacks
 can back-propagate through it, and every draw comes from the `torch.Generator` passed
-in, so the same seed gives the same transformations.
+in, so the same seed gives the same transformations. `draw_transform` and
+`apply_transform` split a call in two (the parameters can be inspected or reused);
+`augment` / `augmentation_hook` train with register v3's F17 distribution
+(`F17_AUGMENTATION`).
 
     >>> t = RandomTransform(("shift", "rotate", "noise", "blur"), max_shift=3, max_angle=20)
     >>> x_t = t(x, generator=torch.Generator().manual_seed(0))   # same shape as x
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -70,33 +74,99 @@ class RandomTransform:
         return (f"RandomTransform(kinds={list(self.kinds)}, max_shift={self.max_shift}, "
                 f"max_angle={self.max_angle}, max_blur={self.max_blur}, noise_std={self.noise_std})")
 
+    def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> "TransformDraw":
+        """One transformation per row of x, drawn from `generator` (`draw_transform`)."""
+        return draw_transform(x, generator, kinds=self.kinds, max_shift=self.max_shift, max_angle=self.max_angle,
+                              max_blur=self.max_blur, noise_std=self.noise_std)
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if not torch.is_tensor(x) or x.dim() != 4:
-            raise ConfigError(f"x must be images [n, C, H, W]; got {tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
-        n, c, h, w = x.shape
-        dev, dt = x.device, x.dtype
-        u = lambda *s: _draw("uniform", s, generator, dev, dt)  # noqa: E731
-        out = x
-        if "shift" in self.kinds or "rotate" in self.kinds:
-            angle = (2 * u(n) - 1) * math.radians(self.max_angle) if "rotate" in self.kinds else torch.zeros(n, device=dev, dtype=dt)
-            shift = (2 * u(n, 2) - 1) * self.max_shift if "shift" in self.kinds else torch.zeros(n, 2, device=dev, dtype=dt)
-            cos, sin = angle.cos(), angle.sin()
-            # affine_grid works in [-1, 1] coordinates: a pixel is 2 / size of them.
-            theta = torch.stack([torch.stack([cos, -sin, -2 * shift[:, 0] / w], 1),
-                                 torch.stack([sin, cos, -2 * shift[:, 1] / h], 1)], 1)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            out = F.grid_sample(out, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if "blur" in self.kinds and self.max_blur > 0:
-            sigma = (u(n) * self.max_blur).clamp_min(1e-3)
-            radius = max(1, math.ceil(2 * self.max_blur))
-            taps = torch.arange(-radius, radius + 1, device=dev, dtype=dt)
-            k1 = torch.exp(-taps[None] ** 2 / (2 * sigma[:, None] ** 2))
-            k1 = k1 / k1.sum(1, keepdim=True)  # [n, K]; sigma ~ 0 gives the identity
-            k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]  # [n*c, 1, K, K]
-            out = F.conv2d(out.reshape(1, n * c, h, w), k2, padding=radius, groups=n * c).reshape(n, c, h, w)
-        if "noise" in self.kinds and self.noise_std > 0:
-            out = out + self.noise_std * _draw("normal", (n, c, h, w), generator, dev, dt)
-        return out.clamp(0.0, 1.0)
+        return apply_transform(x, self.draw(x, generator))
+
+
+@dataclass
+class TransformDraw:
+    """The parameters of one transformation per row, as `draw_transform` draws them.
+
+    shift:  [n, 2] pixels (x, y), or None (no shift and no rotation: no resampling).
+    angle:  [n] radians, or None (with shift: no rotation).
+    sigma:  [n] blur widths in pixels, or None (no blur); radius: the blur kernel's
+            half-width in pixels (ceil(2 * max_blur), at least 1).
+    noise:  [n, C, H, W] additive noise in input units, or None.
+    """
+
+    shift: torch.Tensor | None
+    angle: torch.Tensor | None
+    sigma: torch.Tensor | None
+    radius: int
+    noise: torch.Tensor | None
+
+
+def _check_images(x) -> None:
+    if not torch.is_tensor(x) or x.dim() != 4:
+        raise ConfigError(f"x must be images [n, C, H, W]; got {tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+
+
+def draw_transform(x: torch.Tensor, generator: torch.Generator | None = None, *, kinds: Sequence[str] = KINDS,
+                   max_shift: float = 2.0, max_angle: float = 15.0, max_blur: float = 1.0,
+                   noise_std: float = 0.1) -> TransformDraw:
+    """Draw one transformation per row of `x` (images [n, C, H, W]; only its shape,
+    device and dtype are read) from `generator`; `apply_transform` applies it.
+
+    Per row, independently: rotation uniform in [-max_angle, max_angle] degrees, shift
+    uniform in [-max_shift, max_shift] pixels per axis, blur sigma uniform in
+    [0, max_blur] pixels (floored at 1e-3), noise N(0, noise_std^2) per element; kinds
+    left out are not drawn. Draws come in that order, on the generator's device, so
+    the same seed gives the same draws on every device and the same draws as
+    `RandomTransform` with these settings.
+
+    Example:
+        >>> d = draw_transform(x, torch.Generator().manual_seed(0), **F17_AUGMENTATION)
+        >>> d.shift.abs().max() <= 2, d.sigma.max() <= 0.5
+        >>> x_t = apply_transform(x, d)
+    """
+    _check_images(x)
+    t = RandomTransform(kinds, max_shift=max_shift, max_angle=max_angle, max_blur=max_blur, noise_std=noise_std)
+    n, c, h, w = x.shape
+    dev, dt = x.device, x.dtype
+    u = lambda *s: _draw("uniform", s, generator, dev, dt)  # noqa: E731
+    shift = angle = sigma = noise = None
+    if "shift" in t.kinds or "rotate" in t.kinds:
+        angle = (2 * u(n) - 1) * math.radians(t.max_angle) if "rotate" in t.kinds else torch.zeros(n, device=dev, dtype=dt)
+        shift = (2 * u(n, 2) - 1) * t.max_shift if "shift" in t.kinds else torch.zeros(n, 2, device=dev, dtype=dt)
+    if "blur" in t.kinds and t.max_blur > 0:
+        sigma = (u(n) * t.max_blur).clamp_min(1e-3)
+    if "noise" in t.kinds and t.noise_std > 0:
+        noise = t.noise_std * _draw("normal", (n, c, h, w), generator, dev, dt)
+    return TransformDraw(shift=shift, angle=angle, sigma=sigma, radius=max(1, math.ceil(2 * t.max_blur)), noise=noise)
+
+
+def apply_transform(x: torch.Tensor, d: TransformDraw) -> torch.Tensor:
+    """Apply drawn transformations to x [n, C, H, W] (differentiable in x): shift and
+    rotation together by bilinear resampling (areas moved in from outside are 0), then
+    the Gaussian blur, then the noise; clamped to [0, 1]. Returns [n, C, H, W]."""
+    _check_images(x)
+    if not isinstance(d, TransformDraw):
+        raise ConfigError(f"d must be a TransformDraw (from draw_transform); got {type(d).__name__}")
+    n, c, h, w = x.shape
+    dev, dt = x.device, x.dtype
+    out = x
+    if d.shift is not None:
+        cos, sin = d.angle.cos(), d.angle.sin()
+        # affine_grid works in [-1, 1] coordinates: a pixel is 2 / size of them.
+        theta = torch.stack([torch.stack([cos, -sin, -2 * d.shift[:, 0] / w], 1),
+                             torch.stack([sin, cos, -2 * d.shift[:, 1] / h], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(out, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if d.sigma is not None:
+        radius = d.radius
+        taps = torch.arange(-radius, radius + 1, device=dev, dtype=dt)
+        k1 = torch.exp(-taps[None] ** 2 / (2 * d.sigma[:, None] ** 2))
+        k1 = k1 / k1.sum(1, keepdim=True)  # [n, K]; sigma ~ 0 gives the identity
+        k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]  # [n*c, 1, K, K]
+        out = F.conv2d(out.reshape(1, n * c, h, w), k2, padding=radius, groups=n * c).reshape(n, c, h, w)
+    if d.noise is not None:
+        out = out + d.noise
+    return out.clamp(0.0, 1.0)
 
 
 @torch.no_grad()
@@ -141,3 +211,48 @@ def accuracy_under_transforms(model: torch.nn.Module, x: torch.Tensor, y: torch.
     `draws` fresh transformations each: how well the model handles the distribution."""
     return float(1.0 - success_under_transforms(model, x, y, transform, draws=draws,
                                                 generator=generator).mean())
+
+
+# ------------------------------------------------------- F17's augmentation (v3)
+
+#: Register v3's F17 transformation distribution, fixed before any run (no calibration
+#: search): shift <= 2 px, rotation <= 15 degrees, blur sigma <= 0.5 px, Gaussian noise
+#: std 0.05. The target is trained with it as augmentation and attacked under it.
+F17_AUGMENTATION = {"max_shift": 2.0, "max_angle": 15.0, "max_blur": 0.5, "noise_std": 0.05}
+
+
+def f17_transform() -> RandomTransform:
+    """F17's distribution (`F17_AUGMENTATION`, all four kinds) as a `RandomTransform`,
+    for EOT and for `success_under_transforms` / `fooled_in_most_draws`."""
+    return RandomTransform(KINDS, **F17_AUGMENTATION)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, **params: float) -> torch.Tensor:
+    """x [n, C, H, W] with one fresh transformation per row: `draw_transform` with
+    F17_AUGMENTATION (overridden by `params`), then `apply_transform`.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x_aug = augment(x, g)               # F17's distribution
+        >>> x_aug.shape == x.shape
+    """
+    return apply_transform(x, draw_transform(x, generator, **{**F17_AUGMENTATION, **params}))
+
+
+def augmentation_hook(**params: float):
+    """A `models.train(perturb=...)` hook that augments every training batch with
+    `augment` (F17_AUGMENTATION, overridden by `params`), drawing from the training
+    call's own generator: one seed fixes the batch order and every draw.
+
+    Example:
+        >>> hook = augmentation_hook()
+        >>> models.train(model, x, y, epochs=5, seed=0, perturb=hook)
+        >>> accuracy_under_transforms(model, x_test, y_test, f17_transform(), generator=g)
+    """
+    RandomTransform(KINDS, **{**F17_AUGMENTATION, **params})  # a bad value fails now, not at the first batch
+
+    def perturb(model, xb, yb, step, generator):
+        with torch.no_grad():
+            return augment(xb, generator, **params)
+
+    return perturb

@@ -29,7 +29,7 @@ from .. import models, validate
 from ..attacks.norms import LinfBall
 from ..errors import IntegrityError
 
-__all__ = ["METHODS", "adversarial_train", "cached_adversarial"]
+__all__ = ["F18_PGD", "METHODS", "adversarial_train", "cached_adversarial", "cached_madry", "eps_ramp"]
 
 #: How each batch's adversarials are found: PGD (Madry et al.) or FGSM from a random start (Wong et al.).
 METHODS = ("pgd", "fgsm_rs")
@@ -57,6 +57,24 @@ def _fgsm_rs_batch(model, xb, yb, eps, alpha, gen):
     return ball.project(ball.step(xa.detach(), g, alpha), xb).detach()
 
 
+def eps_ramp(eps: float, total_steps: int, warmup: float) -> list[float]:
+    """The training budget of each optimiser step: a linear ramp over the first
+    `warmup` fraction of the `total_steps` steps, then `eps`.
+
+    With r = max(1, int(warmup * total_steps)) the budget of step t (0-based) is
+    eps * min(1, (t + 1) / r): eps / r at the first step, eps from step r - 1 on.
+    warmup = 0 gives eps throughout (Madry et al.'s constant budget).
+
+        >>> [round(e, 3) for e in eps_ramp(0.3, 10, 0.3)]
+        [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
+    """
+    validate.number("eps", eps, low=0, high=1, low_open=True)
+    validate.positive("total_steps", total_steps, integer=True)
+    validate.number("warmup", warmup, low=0, high=1, high_open=True)
+    ramp = max(1, int(warmup * total_steps))
+    return [eps * min(1.0, (t + 1) / ramp) for t in range(total_steps)]
+
+
 def adversarial_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 5,
                       step_size: float | None = None, epochs: int = 1, batch_size: int = 128,
                       lr: float = 1e-3, warmup: float = 0.0, seed: int = 0, method: str = "pgd",
@@ -78,7 +96,10 @@ def adversarial_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
             scratch at MNIST's eps 0.3 otherwise collapse to a constant prediction.
         progress: tqdm bar (also off when THREATLAB_NO_PROGRESS=1).
     Returns `models.train`'s history ("loss", "train_acc" on the adversarial batches,
-    "seconds", ...). The model is left in eval mode.
+    "seconds" wall time, ...) plus "optimizer_steps", "forward_per_step" and
+    "backward_per_step" (the model's forward calls and gradient passes per optimiser
+    step, attack included, counted by a hook: 8 and 8 for PGD-7, 2 and 2 for FGSM-RS).
+    The model is left in eval mode.
     """
     validate.number("eps", eps, low=0, high=1, low_open=True)
     validate.positive("steps", steps, integer=True)
@@ -95,16 +116,37 @@ def adversarial_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     validate.non_negative("seed", seed, integer=True)
     models._check_xy(x, y)
     total = epochs * ((x.shape[0] + batch_size - 1) // batch_size)
-    ramp = max(1, int(warmup * total))
+    schedule = eps_ramp(eps, total, warmup)
 
     def perturb(model, xb, yb, step, gen):
-        frac = min(1.0, (step + 1) / ramp)
+        e = schedule[step]
+        a = step_size * e / eps  # the step size ramps with the budget
         if method == "fgsm_rs":
-            return _fgsm_rs_batch(model, xb, yb, eps * frac, step_size * frac, gen)
-        return _pgd_batch(model, xb, yb, eps * frac, steps, step_size * frac, gen)
+            return _fgsm_rs_batch(model, xb, yb, e, a, gen)
+        return _pgd_batch(model, xb, yb, e, steps, a, gen)
 
-    return models.train(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                        progress=progress, desc="adversarial training", perturb=perturb)
+    # Count the model's forward calls and the gradient passes back through them (attack
+    # and training alike): the method's cost per optimiser step, reported, never judged.
+    counts = {"forward": 0, "backward": 0}
+
+    def _backward(_grad):
+        counts["backward"] += 1
+
+    def _forward(_module, _inputs, out):
+        counts["forward"] += 1
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(_backward)
+
+    handle = model.register_forward_hook(_forward)
+    try:
+        hist = models.train(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                            progress=progress, desc="adversarial training", perturb=perturb)
+    finally:
+        handle.remove()
+    hist["optimizer_steps"] = total
+    hist["forward_per_step"] = counts["forward"] / total
+    hist["backward_per_step"] = counts["backward"] / total
+    return hist
 
 
 def cached_adversarial(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *, eps: float,
@@ -143,3 +185,40 @@ def cached_adversarial(arch: str, dataset_name: str, x: torch.Tensor, y: torch.T
                            extra={"dataset": dataset_name, "history": json.dumps(stored, sort_keys=True)})
     return model, {"key": key, "path": path, "from_cache": False, "train_seconds": hist["seconds"],
                    "history": hist}
+
+
+#: Register v3's F18 protocol (Madry et al. 2018, arXiv 1706.06083): PGD-7 from a random
+#: start, step 2.5 eps / 7, the budget ramped over the first 30 % of training, 16
+#: epochs (of 20k examples in the quick profile) in batches of 64.
+F18_PGD = {"method": "pgd", "steps": 7, "warmup": 0.3, "epochs": 16, "batch_size": 64}
+
+
+def cached_madry(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                 epochs: int = F18_PGD["epochs"], batch_size: int = F18_PGD["batch_size"], lr: float = 1e-3,
+                 seed: int = 0, num_classes: int = 10, cache_dir: str | os.PathLike | None = None,
+                 progress: bool = True) -> tuple[models.Classifier, dict[str, Any]]:
+    """PGD adversarial training as register v3's F18 asks, cached: `cached_adversarial`
+    with `F18_PGD` (Madry et al. 2018, arXiv 1706.06083; L-inf budget `eps` per G2).
+
+    Args:
+        arch, dataset_name, x, y, seed, num_classes, cache_dir, progress: as
+            `cached_adversarial` (x: the training images [n, ...] in [0, 1], e.g. 20k).
+        eps: L-inf training budget in input units, in (0, 1].
+        epochs, batch_size: default 16 and 64 (the quick profile's). lr: Adam's, 1e-3.
+    Returns (model in eval mode, info) as `cached_adversarial`, with info["cost"] =
+    {"forward_per_step", "backward_per_step", "optimizer_steps", "train_seconds"}
+    (None for seconds when the model came from the cache): reported, not judged.
+
+    Example:
+        >>> model, info = cached_madry("lenet5", "mnist", x[:20000], y[:20000], eps=0.3)
+        >>> info["cost"]["forward_per_step"]   # 8.0: 7 attack steps + 1 training pass
+        >>> models.accuracy(model, x_test, y_test)
+    """
+    model, info = cached_adversarial(arch, dataset_name, x, y, eps=eps, steps=F18_PGD["steps"], epochs=epochs,
+                                     batch_size=batch_size, lr=lr, warmup=F18_PGD["warmup"], seed=seed,
+                                     num_classes=num_classes, cache_dir=cache_dir, method=F18_PGD["method"],
+                                     progress=progress)
+    hist = info.get("history") or {}
+    info["cost"] = {k: hist.get(k) for k in ("forward_per_step", "backward_per_step", "optimizer_steps")}
+    info["cost"]["train_seconds"] = info["train_seconds"]
+    return model, info

@@ -6,6 +6,6 @@ budgets are read, how time is measured, how a poisoning trial is run.
 Protocols call attacks/ and defenses/ and return plain numbers and tensors; they never
 plot or write files (report/ does) and are tested like kernels.
 """
-from . import evasion, inversion, poisoning
+from . import evasion, inversion, poisoning, robustness
 
-__all__ = ["evasion", "inversion", "poisoning"]
+__all__ = ["evasion", "inversion", "poisoning", "robustness"]
