@@ -604,7 +604,7 @@ def watermark(base: torch.Tensor, target: torch.Tensor, opacity: float) -> torch
 
 
 def poison_frogs(features, x, y, *, target, steps=1000, rel_tol=0.01, beta0=0.25, beta=None,
-                 step_size=1.0, decay=0.5, window=40, opacity=0.0, generator=None) -> CollisionResult:
+                 step_size=10.0, decay=0.5, window=40, opacity=0.0, generator=None) -> CollisionResult:
     """Poison Frogs feature collision by forward-backward splitting, batched over poisons.
 
     Shafahi, Huang, Najibi, Suciu, Studer, Dumitras, Goldstein (2018), "Poison Frogs!
@@ -642,7 +642,9 @@ def poison_frogs(features, x, y, *, target, steps=1000, rel_tol=0.01, beta0=0.25
             target = K rows with the same target).
         steps: step cap (int > 0). rel_tol: stopping distance ratio in (0, 1).
         beta0: scale of the proximal weight (>= 0); beta: the weight itself (overrides beta0).
-        step_size: initial lam (> 0), in [0, 1]-pixel units per unit gradient.
+        step_size: initial lam as a multiple (> 0) of the Polyak step
+            ``dist^2 / ||grad dist^2||^2`` at the base (default 10: too long a start costs
+            one rejected step per halving, too short a one is never lengthened).
         decay: factor in (0, 1) applied to lam on a rejected step. window: objectives averaged.
         opacity: watermark opacity in [0, 1) (0 = none; 0.3 = the paper's): the base is
             replaced by ``watermark(base, target, opacity)`` as start and anchor.
@@ -695,7 +697,12 @@ def poison_frogs(features, x, y, *, target, steps=1000, rel_tol=0.01, beta0=0.25
     p = b.clone()
     obj, dist2, grad = evaluate(p)
     d0 = dist2.sqrt()
-    lam = torch.full((n,), float(step_size), dtype=x.dtype, device=x.device)
+    # The paper's code starts at lam = 500 * 255, tuned to Inception-v3 on 0..255 pixels;
+    # no absolute rate carries over to other networks, so lam starts at `step_size` x the
+    # Polyak step for reaching zero distance, dist^2 / ||grad||^2 at the base (scale-free:
+    # a linear f would collide in one forward step of it), and the decay rule shortens it.
+    gnorm2 = grad.flatten(1).pow(2).sum(1)
+    lam = (float(step_size) * dist2 / gnorm2.clamp_min(1e-30)).to(x.dtype)
     # Ring buffer of the last `window` objectives per poison (NaN = not yet filled).
     hist = torch.full((window, n), math.nan, dtype=obj.dtype, device=x.device)
     hist[0] = obj
@@ -716,8 +723,10 @@ def poison_frogs(features, x, y, *, target, steps=1000, rel_tol=0.01, beta0=0.25
         obj = torch.where(accept, c_obj, obj)
         dist2 = torch.where(accept, c_dist2, dist2)
         lam = torch.where(reject, lam * decay, lam)
-        # As in the paper's code every candidate's objective enters the window, kept or not.
-        hist[(it + 1) % window] = torch.where(done, hist[(it + 1) % window], c_obj)
+        # The window holds the objective of the iterate kept at each step. (The paper's code
+        # enters every candidate's, rejected ones too: a huge rejected value then lifts the
+        # mean and lets the next too-long step through.)
+        hist[(it + 1) % window] = torch.where(done, hist[(it + 1) % window], obj)
         steps_run += (~done).long()
         done = done | (dist2.sqrt() <= rel_tol * d0)
     d_after = dist2.sqrt()
