@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import attacks, metrics, models, validate
@@ -165,3 +167,168 @@ def badnets_sweep(victim: Callable[[torch.Tensor, torch.Tensor, str], torch.nn.M
     rows = [{"rate": r, "poisons": bd["n_poison"][i], "attack success": bd["success"][i],
              "clean accuracy": bd["clean_acc"][i]} for i, r in enumerate(rates)]
     return bd, rows
+
+
+# ============================================================= register v3 (issue #30)
+# F09's pair rule, F11's two retraining regimes with their controls, F12's trial per poison
+# draw. Appended as new functions; the register-v2 helpers above are unchanged.
+
+
+@dataclass(frozen=True)
+class ConfusionPair:
+    """F09's class pair: `source` (true class) -> `target` (predicted class), the largest
+    off-diagonal entry `count` of the clean victim's confusion `matrix` (Long [C, C],
+    rows = true class) on the held-out images."""
+
+    source: int
+    target: int
+    count: int
+    matrix: torch.Tensor
+
+
+def confusion_pair(model_or_logits, x_heldout: torch.Tensor | None, y_heldout: torch.Tensor, *,
+                   num_classes: int) -> ConfusionPair:
+    """The off-diagonal (true, predicted) pair the clean victim confuses most (register v3, F09).
+
+    Chosen before any poisoning, from the clean victim's predictions on held-out training
+    images (1,000 in the register): the targeted flip then attacks the pair the model
+    already finds closest, as class-pair flips do (Xiao, Xiao, Eckert 2012, ECAI;
+    Biggio, Nelson, Laskov 2012, arXiv 1206.6389). Ties go to the lowest (true,
+    predicted) pair in row-major order; a victim that confuses nothing gives (0, 1) with
+    count 0 (the count is returned so the caller can see it).
+
+    Args:
+        model_or_logits: a model (run on `x_heldout`) or its logits [n, num_classes].
+        x_heldout: the held-out images (ignored, may be None, when logits are given).
+        y_heldout: their labels, Long [n].
+        num_classes: number of classes (>= 2).
+    Returns ConfusionPair(source, target, count, matrix).
+
+    Example:
+        >>> pair = confusion_pair(clean, x_train[-1000:], y_train[-1000:], num_classes=10)
+        >>> targeted_flip(x, y, budget=label_budget(len(y), 0.05), source=pair.source, target=pair.target)
+    """
+    c = int(validate.number("num_classes", num_classes, low=2, integer=True))
+    if torch.is_tensor(model_or_logits):
+        logits = model_or_logits
+        if logits.dim() != 2 or logits.shape[1] != c or not logits.is_floating_point():
+            raise ConfigError(f"logits must be a floating tensor [n, {c}]; got {tuple(logits.shape)}")
+        if logits.numel() and not bool(torch.isfinite(logits).all()):
+            raise ConfigError("logits must be finite (no NaN or inf)")
+        validate.labels("y_heldout", y_heldout, logits.shape[0], num_classes=c)
+        pred = logits.argmax(1)
+    else:
+        validate.images("x_heldout", x_heldout)
+        validate.labels("y_heldout", y_heldout, x_heldout.shape[0], num_classes=c)
+        pred = models.predict(model_or_logits, x_heldout)
+    cm = metrics.confusion_matrix(pred, y_heldout, c)
+    off = cm.clone()
+    off.fill_diagonal_(-1)
+    # argmax of a flat tensor returns the first maximum: the lowest (true, predicted) pair.
+    flat = int(off.flatten().argmax())
+    return ConfusionPair(flat // c, flat % c, int(off.flatten()[flat]), cm)
+
+
+@dataclass
+class LogisticHead:
+    """M logistic-regression heads on frozen features (float64).
+
+    weight: [M, d] (binary: one logit, class 1 vs class 0) or [M, K, d] (multinomial);
+    bias: [M] or [M, K]; iterations: L-BFGS iterations used (shared by the M heads,
+    which are fitted as one sum of independent objectives); grad_max: largest gradient
+    entry at the end (the convergence check).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    num_classes: int
+    iterations: int
+    grad_max: float
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """[M, n] (binary: the class-1 logit) or [M, n, K]; features [n, d] or [M, n, d]."""
+        f = features.to(self.weight)
+        f = f.unsqueeze(0).expand(self.weight.shape[0], *f.shape) if f.dim() == 2 else f
+        if self.num_classes == 2:
+            return torch.einsum("mnd,md->mn", f, self.weight) + self.bias.unsqueeze(1)
+        return torch.einsum("mnd,mkd->mnk", f, self.weight) + self.bias.unsqueeze(1)
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Predicted class ids, Long [M, n]."""
+        z = self.logits(features)
+        return (z > 0).long() if self.num_classes == 2 else z.argmax(-1)
+
+
+def fit_logistic_head(features: torch.Tensor, labels: torch.Tensor, *, num_classes: int = 2, l2: float = 1e-4,
+                      max_iter: int = 500, tol: float = 1e-10) -> LogisticHead:
+    """Logistic regression retrained from scratch on frozen features, by L-BFGS, batched.
+
+    F11's transfer regime (register v3): Poison Frogs' victim retrains only its last
+    layer on frozen features (Shafahi et al. 2018, arXiv 1804.00792, Sec. 4.1), here to
+    convergence. Objective per head: mean cross-entropy + (l2 / 2) ||W||^2, the bias
+    unpenalised; binary = one sigmoid logit (as scikit-learn parametrises it). This is
+    scikit-learn's ``LogisticRegression(C=C)``, whose objective is
+    ``C * sum_i loss_i + ||W||^2 / 2``: divided by C n it is ``mean loss + ||W||^2 / (2 C n)``,
+    so **C = 1 / (l2 * n)** (tests/test_protocols_poisoning_v3.py checks the match).
+
+    Batched: M heads (features [M, n, d], labels [M, n]) are fitted as one L-BFGS run on
+    the sum of their objectives, which are independent, so the sum's minimiser is each
+    head's own; one head per target of F11 (the 1,000 clean images + that target's poisons).
+    Float64 throughout (L-BFGS with a strong-Wolfe line search; stops when the largest
+    gradient entry is below `tol` or after `max_iter` iterations).
+
+    Args:
+        features: [n, d] or [M, n, d], finite. labels: [n] or [M, n], in 0..num_classes-1.
+        num_classes: 2 (binary, the F11 task) or more (multinomial).
+        l2: L2 weight (>= 0); default 1e-4 (the register's). max_iter: <= 500 in the register.
+        tol: gradient tolerance of L-BFGS.
+    Returns a LogisticHead (M = 1 for unbatched input).
+
+    Example:
+        >>> head = fit_logistic_head(clean.features(x_ft), (y_ft == base).long())
+        >>> head.predict(clean.features(x_target))[0]      # 1 = labelled as the base class
+    """
+    c = int(validate.number("num_classes", num_classes, low=2, integer=True))
+    validate.non_negative("l2", l2)
+    validate.positive("max_iter", max_iter, integer=True)
+    validate.positive("tol", tol)
+    if not torch.is_tensor(features) or features.dim() not in (2, 3) or not features.is_floating_point():
+        raise ConfigError(f"features must be a floating tensor [n, d] or [M, n, d]; got "
+                          f"{tuple(features.shape) if torch.is_tensor(features) else type(features).__name__}")
+    f = features.detach().double()
+    if f.dim() == 2:
+        f = f.unsqueeze(0)
+        labels = labels.unsqueeze(0) if torch.is_tensor(labels) else labels
+    m, n, d = f.shape
+    if not torch.is_tensor(labels) or labels.shape != (m, n) or labels.is_floating_point() \
+            or labels.dtype == torch.bool:
+        raise ConfigError(f"labels must be an integer tensor shaped like features' first dimensions {(m, n)}")
+    if n == 0 or not bool(torch.isfinite(f).all()):
+        raise ConfigError("features must be non-empty and finite (no NaN or inf)")
+    if int(labels.min()) < 0 or int(labels.max()) >= c:
+        raise ConfigError(f"labels must lie in 0..{c - 1}")
+    lab = labels.to(f.device)
+    k = 1 if c == 2 else c
+    w = torch.zeros(m, k, d, dtype=torch.float64, device=f.device, requires_grad=True)
+    b = torch.zeros(m, k, dtype=torch.float64, device=f.device, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, max_eval=max_iter * 5 // 4 + 1,
+                            tolerance_grad=tol, tolerance_change=1e-14, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad(set_to_none=True)
+        z = torch.einsum("mnd,mkd->mnk", f, w) + b.unsqueeze(1)
+        if c == 2:
+            loss = F.binary_cross_entropy_with_logits(z.squeeze(2), lab.double(), reduction="none").mean(1)
+        else:
+            loss = F.cross_entropy(z.reshape(m * n, c), lab.reshape(-1), reduction="none").view(m, n).mean(1)
+        total = (loss + 0.5 * l2 * w.pow(2).flatten(1).sum(1)).sum()
+        total.backward()
+        return total
+
+    opt.step(objective)
+    objective()
+    grad_max = float(torch.cat([w.grad.flatten(), b.grad.flatten()]).abs().max())
+    iters = int(opt.state[opt._params[0]].get("n_iter", 0))
+    wf, bf = w.detach(), b.detach()
+    return LogisticHead(wf.squeeze(1) if c == 2 else wf, bf.squeeze(1) if c == 2 else bf, c, iters, grad_max)
