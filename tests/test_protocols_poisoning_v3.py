@@ -247,3 +247,18 @@ def test_spectral_trial_draws_differ_and_repeat(digits):
         assert r["removed"] >= r["n_poison"]
     with pytest.raises(ConfigError, match="draw"):
         PP.poison_draw_generator(3, -1)
+
+
+def test_craft_frogs_rows_and_bases(f11_setup):
+    from threatlab.attacks import poisoning as P
+
+    m, x_ft, y_ft, x_t, bc = f11_setup
+    pool = x_ft[y_ft == bc]
+    res, idx = PP.craft_frogs(m, x_t[:3], pool, base_class=bc, n_poisons=2, steps=5)
+    assert idx.shape == (3, 2) and res.x_poison.shape == (6, *x_t.shape[1:])
+    with torch.no_grad():
+        d = torch.cdist(m.features(x_t[:3]).double(), m.features(pool).double())
+    assert torch.equal(idx, d.argsort(1)[:, :2])                       # nearest first
+    assert bool((res.y_poison == bc).all())
+    # Row t * K + j collides with target t: same starting distances as computed by hand.
+    assert torch.allclose(res.dist_before, d.gather(1, idx).flatten().float(), rtol=1e-4)

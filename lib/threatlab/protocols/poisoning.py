@@ -512,3 +512,35 @@ def spectral_trial(victim: Callable[[torch.Tensor, torch.Tensor, str], torch.nn.
 
 __all__ += ["CollisionOutcomes", "ConfusionPair", "collision_outcomes", "confusion_pair", "fit_logistic_head",
             "LogisticHead", "poison_draw_generator", "spectral_trial"]
+
+
+def craft_frogs(model, x_target: torch.Tensor, x_base_pool: torch.Tensor, *, base_class: int, n_poisons: int = 1,
+                **collision_kw) -> tuple[poisoning.CollisionResult, torch.Tensor]:
+    """F11's poisons: for each target, its `n_poisons` nearest base-class images in
+    `model.features` space (nearest first) collided with it by `attacks.poisoning.poison_frogs`
+    (Shafahi et al. 2018, arXiv 1804.00792), all T x K poisons in one batch.
+
+    x_target: [T, C, H, W]; x_base_pool: base-class images [N, C, H, W]; collision_kw go
+    to `poison_frogs` (steps, rel_tol, opacity=0.3 for the watermark row, ...).
+    Returns (CollisionResult with rows target-major: row t * K + j is target t's j-th
+    poison; base_idx Long [T, K] into x_base_pool). ``x_poison.view(T, K, ...)`` feeds
+    `collision_outcomes`; its first column is the 1-poison row's poison.
+    """
+    validate.positive("n_poisons", n_poisons, integer=True)
+    validate.images("x_target", x_target)
+    validate.images("x_base_pool", x_base_pool)
+    if not hasattr(model, "features"):
+        raise ConfigError("model must expose .features (the feature extractor); see threatlab.models")
+    dev = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        base_idx = poisoning.nearest_rows(model.features(x_target.to(dev)).flatten(1),
+                                          model.features(x_base_pool.to(dev)).flatten(1), n_poisons)
+    bases = x_base_pool.to(dev)[base_idx.flatten()]
+    labels = torch.full((bases.shape[0],), int(base_class), dtype=torch.long, device=dev)
+    res = poisoning.poison_frogs(model.features, bases, labels,
+                                 target=x_target.to(dev).repeat_interleave(n_poisons, 0), **collision_kw)
+    return res, base_idx
+
+
+__all__ += ["craft_frogs"]
