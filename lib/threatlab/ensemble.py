@@ -313,6 +313,17 @@ def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.T
     dev = torch.device(device) if device is not None else torch.device("cpu")
     nets = [models.build(arch, in_shape=tuple(x.shape[1:]), num_classes=num_classes, seed=int(s),
                          **dict(arch_params or {})).to(dev) for s in seeds]
+    return _fit_stacked(nets, x, y, indices, seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr,
+                        weight_decay=weight_decay, device=dev, progress=progress,
+                        desc=f"ensemble of {len(seeds)} {arch}")
+
+
+def _fit_stacked(nets: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, *,
+                 seeds: Sequence[int], epochs: int, batch_size: int, lr: float, weight_decay: float,
+                 device: torch.device, progress: bool, desc: str) -> Ensemble:
+    """Train the M modules `nets` (one architecture, on `device`) as one stacked ensemble,
+    model m on ``x[indices[m]]`` shuffled by ``Generator().manual_seed(seeds[m])``."""
+    dev = device
     base = nets[0]  # its structure is used, its parameters are replaced by the stacked ones
     layers = _layers(base)
     params, buffers = stack_module_state(nets)
@@ -328,7 +339,7 @@ def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.T
     idx_dev = indices.to(dev)
     history: dict[str, Any] = {"loss": [], "epochs": epochs, "batch_size": batch_size}
     t0 = time.perf_counter()
-    bar = tqdm(total=epochs * steps, desc=f"ensemble of {m_count} {arch}", unit="step",
+    bar = tqdm(total=epochs * steps, desc=desc, unit="step",
                disable=(not progress) or progress_disabled(), leave=False)
     try:
         for _ in range(epochs):
@@ -375,3 +386,40 @@ def train_sequential(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch
                      weight_decay=weight_decay, optimizer="adam", seed=int(s), progress=False)
         out.append(net.eval())
     return out
+
+
+def finetune_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, *,
+                      seeds: Sequence[int], epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+                      weight_decay: float = 0.0, device: torch.device | str | None = None,
+                      progress: bool = True) -> Ensemble:
+    """M copies of a trained `model`, each fine-tuned end to end on its own rows, at once.
+
+    Copy m starts from `model`'s weights and trains every parameter like
+    ``models.train(copy, x[indices[m]], y[indices[m]], seed=seeds[m])`` (Adam, mean
+    cross-entropy, the same batch order): the end-to-end regime of Poison Frogs (Shafahi
+    et al. 2018, arXiv 1804.00792), one copy per target, run as one stacked ensemble
+    (see `train_ensemble`) instead of a loop of M trainings. `model` is left unchanged.
+
+    Args: as `train_ensemble`, with `model` (a `models.Classifier` or an nn.Sequential of
+    stackable layers) in place of arch / arch_params.
+    Returns an `Ensemble`; ``.model(m)`` is copy m as an ordinary module.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    # `_check`'s arch test does not apply to a given model ("mlp" passes it);
+    # `_layers` checks that this model can be stacked.
+    _check("mlp", x, y, indices, seeds, epochs, batch_size, lr, weight_decay)
+    _layers(model)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    nets = []
+    for _ in seeds:
+        net = copy.deepcopy(model).to(dev)
+        for p in net.parameters():
+            p.requires_grad_(True)
+        nets.append(net)
+    return _fit_stacked(nets, x, y, indices, seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr,
+                        weight_decay=weight_decay, device=dev, progress=progress,
+                        desc=f"fine-tune {len(seeds)} copies")
+
+
+__all__ += ["finetune_ensemble"]

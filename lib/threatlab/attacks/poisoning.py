@@ -444,3 +444,296 @@ def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.0
     return CollisionResult(best.detach(), y.clone(), d0, best_d,
                            {"eps": eps, "steps": steps, "beta": float(beta), "rel_tol": rel_tol,
                             "step_size": step_size, "steps_run": steps_run, "collided": collided})
+
+
+# ------------------------------------------------- register v3: F09 label budgets (count-based)
+# Register v3 (F09) gives both attackers the same label budget B, a count of training
+# labels; the rate-based kernels above give the targeted attacker a fraction of one class
+# only. These count-based kernels keep the rate-based ones untouched for v2 results.
+
+
+def label_budget(n_train: int, fraction: float) -> int:
+    """Labels an attacker may change: round(fraction * n_train), halves rounded up.
+
+    F09 (register v3) sets B in {2 %, 5 %, 10 %} of the training set. Python's ``round``
+    rounds halves to even (round(2.5) = 2); a budget should not depend on parity, so
+    halves go up.
+    """
+    validate.non_negative("n_train", n_train, integer=True)
+    f = float(validate.fraction("fraction", fraction))
+    return int(math.floor(f * int(n_train) + 0.5))
+
+
+def _check_budget(budget) -> int:
+    return int(validate.non_negative("budget", budget, integer=True))
+
+
+def random_flip(x, y, *, budget, num_classes=None, generator=None) -> PoisonedSet:
+    """Random label noise with a label budget: `budget` rows, drawn uniformly from the
+    whole training set, relabelled to a uniformly random *other* class.
+
+    The comparison of register v3's F09: the same number of labels as `targeted_flip`,
+    spent without aim. Baseline of Biggio, Nelson, Laskov (2012), arXiv 1206.6389;
+    random noise on DNNs: Rolnick et al. (2017), arXiv 1705.10694.
+
+    Args:
+        budget: labels to change, an int in [0, n] (`label_budget` turns a fraction into one).
+        num_classes: number of classes (default max(y) + 1).
+        generator: torch.Generator choosing rows and new labels; None = global RNG.
+    Shapes: x [n, ...], y [n] Long -> PoisonedSet (x a clone, exactly `budget` labels changed).
+
+    Example:
+        >>> b = label_budget(len(y), 0.05)
+        >>> ps = random_flip(x, y, budget=b, num_classes=10, generator=g)
+        >>> ps.n_poison == b and bool((ps.y[ps.poison_idx] != y[ps.poison_idx]).all())
+    """
+    k = _check_budget(budget)
+    _check_xy(x, y)
+    c = _num_classes(y, num_classes)
+    n = y.shape[0]
+    if k > n:
+        raise ConfigError(f"budget={k} exceeds the {n} training labels")
+    idx = _choose(torch.arange(n, device=y.device), k, generator)
+    # An offset in 1..C-1 (mod C) is a uniform draw over the other classes.
+    offset = runtime.randint(1, c, (k,), generator).to(y.device)
+    y_new = y.clone()
+    y_new[idx] = (y[idx] + offset) % c
+    return _finish(x.clone(), y_new, y, idx, {"budget": k, "mode": "random"})
+
+
+def targeted_flip(x, y, *, budget, source, target, num_classes=None, generator=None) -> PoisonedSet:
+    """Class-pair label flipping with a label budget: min(budget, n_source) labels of
+    class `source`, drawn uniformly, set to `target`.
+
+    Register v3's F09 attacker (Biggio et al. 2012, arXiv 1206.6389; Xiao, Xiao, Eckert
+    2012, ECAI): the same budget B as `random_flip`, concentrated on one class pair. When
+    the source class has fewer than B examples, all of them are flipped and the rest of
+    the budget is unspent (extra["unspent"]).
+
+    Args:
+        budget: labels the attacker may change, an int >= 0.
+        source: the attacked class; target: the label its examples receive (!= source).
+        num_classes: number of classes (default max(y) + 1).
+        generator: torch.Generator choosing the rows; None = global RNG.
+    Shapes: x [n, ...], y [n] Long -> PoisonedSet (x a clone).
+
+    Example:
+        >>> ps = targeted_flip(x, y, budget=label_budget(len(y), 0.05), source=4, target=9, generator=g)
+        >>> ps.n_poison == min(ps.extra["budget"], int((y == 4).sum()))
+    """
+    k = _check_budget(budget)
+    _check_xy(x, y)
+    c = _num_classes(y, num_classes)
+    _check_class("source", source, c)
+    _check_class("target", target, c)
+    if source == target:
+        raise ConfigError(f"target={target!r} equals source; a targeted flip needs two different classes")
+    pool = (y == source).nonzero().squeeze(1)
+    spent = min(k, pool.numel())
+    idx = _choose(pool, spent, generator)
+    y_new = y.clone()
+    y_new[idx] = target
+    return _finish(x.clone(), y_new, y, idx, {"budget": k, "unspent": k - spent, "mode": "targeted",
+                                             "source": source, "target": target})
+
+
+# ------------------------------------------ register v3: F11 Poison Frogs (forward-backward)
+
+
+def nearest_class(features: torch.Tensor, labels: torch.Tensor, target_class: int) -> int:
+    """The class whose mean feature is nearest (L2) to `target_class`'s mean feature.
+
+    F11's base class (register v3): the binary task is target class vs the class the
+    feature extractor already finds most similar, so a collision is within reach.
+    Classes absent from `labels` are skipped; ties go to the lowest class id.
+    Shapes: features [n, d] (finite), labels [n] Long.
+    """
+    _check_feature_rows("features", features)
+    checks.labels("labels", labels, features.shape[0])
+    c = int(labels.max()) + 1
+    _check_class("target_class", target_class, c)
+    f = features.detach().double()
+    counts = torch.bincount(labels, minlength=c).to(f.device)
+    sums = torch.zeros(c, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, labels.to(f.device), f)
+    means = sums / counts.clamp_min(1).unsqueeze(1)
+    d = (means - means[target_class]).pow(2).sum(1)
+    d[target_class] = math.inf
+    d[counts == 0] = math.inf
+    if bool(torch.isinf(d).all()):
+        raise ConfigError(f"labels hold no class other than target_class={target_class}")
+    # argmin returns the first minimum: the lowest class id among ties.
+    return int(d.argmin())
+
+
+def nearest_rows(queries: torch.Tensor, pool: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """Long [T, k]: for each query row, the indices of its k nearest pool rows (L2),
+    nearest first, ties broken by the lower pool index.
+
+    F11 picks each target's base(s) this way: the base-class images nearest the target in
+    feature space (Shafahi et al. 2018, arXiv 1804.00792, whose code picks "the closest
+    instance from the other class" by feature distance). Distances in float64, so the
+    order does not hinge on float32 rounding of nearly equal distances.
+    """
+    _check_feature_rows("queries", queries)
+    _check_feature_rows("pool", pool)
+    if queries.shape[1] != pool.shape[1]:
+        raise ConfigError(f"queries [.., {queries.shape[1]}] and pool [.., {pool.shape[1]}] differ in width")
+    validate.number("k", k, low=1, high=max(1, pool.shape[0]), integer=True)
+    if pool.shape[0] == 0:
+        raise ConfigError("pool has 0 rows")
+    q, p = queries.detach().double(), pool.detach().double().to(queries.device)
+    d = (q.pow(2).sum(1, keepdim=True) - 2 * q @ p.T + p.pow(2).sum(1)).clamp_min(0)
+    # A stable sort keeps equal distances in pool order: the lower index wins a tie.
+    return d.argsort(dim=1, stable=True)[:, :k]
+
+
+def _check_feature_rows(name: str, t) -> None:
+    if not torch.is_tensor(t) or t.dim() != 2 or not t.is_floating_point():
+        raise ConfigError(f"{name} must be a floating tensor [n, d]; got "
+                          f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise ConfigError(f"{name} must be finite (no NaN or inf)")
+
+
+def watermark(base: torch.Tensor, target: torch.Tensor, opacity: float) -> torch.Tensor:
+    """``(1 - opacity) * base + opacity * target``: Shafahi et al.'s watermarked base
+    (arXiv 1804.00792, Sec. 4.2: a low-opacity copy of the target blended into the base
+    before the collision, opacity 0.3 in their end-to-end experiments)."""
+    o = float(validate.fraction("opacity", opacity))
+    return base if o == 0 else (1 - o) * base + o * target
+
+
+def poison_frogs(features, x, y, *, target, steps=1000, rel_tol=0.01, beta0=0.25, beta=None,
+                 step_size=10.0, decay=0.5, window=40, opacity=0.0, generator=None) -> CollisionResult:
+    """Poison Frogs feature collision by forward-backward splitting, batched over poisons.
+
+    Shafahi, Huang, Najibi, Suciu, Studer, Dumitras, Goldstein (2018), "Poison Frogs!
+    Targeted Clean-Label Poisoning Attacks on Neural Networks", arXiv 1804.00792,
+    Algorithm 1. Threat model: white-box access to the victim's frozen feature extractor
+    `features`; the attacker adds correctly labelled poisons (perturbed bases) to the
+    training set so that a model trained on them labels the target as the base class.
+    Poison i minimises ``||f(p) - f(t_i)||^2 + beta * ||p - b_i||^2``:
+
+    - forward step: ``p^ = p - lam * grad ||f(p) - f(t)||^2``;
+    - backward (proximal) step toward the base: ``p = (p^ + lam * beta * b) / (1 + lam * beta)``,
+      then clipped to the [0, 1] box (the paper's code clips to 0..255);
+    - step size: as in the paper's code, a candidate whose objective is not below the
+      mean of the last `window` (40) objectives is rejected and lam is multiplied by
+      `decay` (0.5). The paper's code checks this only when ``iter % 40 / 2 == 0``
+      (a Python-2 precedence accident); here it is checked every step, per poison, so
+      a too-large start costs a few rejected steps, not 40.
+    - beta: the code's ``beta0 * (2048 / dim_b) ** 2`` with 2048 = the feature width, i.e.
+      ``beta0 * (feature_dim / input_dim) ** 2`` (beta0 = 0.25, the code's default; its
+      one-shot script uses 0.2). The code works on 0..255 pixels and takes the gradient
+      of the unsquared feature norm; here pixels are in [0, 1] and the objective is the
+      paper's squared one, so the scaling rule is kept but not the absolute value (on
+      0..255 units beta would be 255^2 times larger in [0, 1] units, which pins the
+      poison to the base: no collision on MNIST-size networks).
+
+    Stopping: a poison is frozen once its feature distance is <= `rel_tol` (1 %) of its
+    starting distance; the loop ends when all are frozen or after `steps` (1,000). The
+    last accepted iterate is returned (the paper's code returns its current image).
+    One host read per step (whether all poisons are frozen).
+
+    Args:
+        features: callable images -> features [n, d] (e.g. ``model.features``), frozen.
+        x: base images [n, C, H, W] in [0, 1]; y: their labels [n] (the poisons keep them).
+        target: target images [n, C, H, W] (row i is poison i's target; K poisons per
+            target = K rows with the same target).
+        steps: step cap (int > 0). rel_tol: stopping distance ratio in (0, 1).
+        beta0: scale of the proximal weight (>= 0); beta: the weight itself (overrides beta0).
+        step_size: initial lam as a multiple (> 0) of the Polyak step
+            ``dist^2 / ||grad dist^2||^2`` at the base (default 10: too long a start costs
+            one rejected step per halving, too short a one is never lengthened).
+        decay: factor in (0, 1) applied to lam on a rejected step. window: objectives averaged.
+        opacity: watermark opacity in [0, 1) (0 = none; 0.3 = the paper's): the base is
+            replaced by ``watermark(base, target, opacity)`` as start and anchor.
+        generator: unused (deterministic); accepted for the common signature.
+    Returns CollisionResult: x_poison [n, C, H, W], y_poison, dist_before (at the start,
+    the watermarked base when opacity > 0), dist_after; extra: "steps_run" Long [n],
+    "collided" bool [n] (dist_after <= rel_tol * dist_before), "beta", "step_final" [n].
+
+    Example:
+        >>> base_idx = nearest_rows(f(x_target), f(x_base_pool), k=5)          # [T, 5]
+        >>> res = poison_frogs(model.features, x_base_pool[base_idx].flatten(0, 1), y_b,
+        ...                    target=x_target.repeat_interleave(5, 0))
+        >>> (res.dist_after / res.dist_before).le(0.05).float().mean()        # F11's G0
+    """
+    if not callable(features):
+        raise ConfigError("features must be a callable images -> [n, d] (e.g. model.features)")
+    validate.positive("steps", steps, integer=True)
+    validate.number("rel_tol", rel_tol, low=0, high=1, low_open=True, high_open=True)
+    validate.number("beta0", beta0, low=0, high=math.inf, high_open=True)
+    if beta is not None:
+        validate.number("beta", beta, low=0, high=math.inf, high_open=True)
+    validate.number("step_size", step_size, low=0, high=math.inf, low_open=True, high_open=True)
+    validate.number("decay", decay, low=0, high=1, low_open=True, high_open=True)
+    validate.positive("window", window, integer=True)
+    validate.number("opacity", opacity, low=0, high=1, high_open=True)
+    checks.images(x, nonempty=True)
+    checks.labels("y", y, x.shape[0])
+    if not torch.is_tensor(target) or target.shape != x.shape:
+        raise ConfigError(f"target must be a tensor shaped like x {tuple(x.shape)}; got "
+                          f"{tuple(target.shape) if torch.is_tensor(target) else type(target).__name__}")
+    validate.images("target", target)
+
+    n = x.shape[0]
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    b = watermark(x, target.to(x), opacity).detach()
+    with torch.no_grad():
+        f_t = features(target.to(x)).detach().flatten(1)
+    if beta is None:
+        beta = float(beta0) * (f_t.shape[1] / x[0].numel()) ** 2
+
+    def evaluate(p):
+        """objective, squared feature distance and the gradient of the latter, per row."""
+        p = p.detach().requires_grad_(True)
+        with torch.enable_grad():
+            dist2 = (features(p).flatten(1) - f_t).pow(2).sum(1)
+            grad, = torch.autograd.grad(dist2.sum(), p)
+        dist2 = dist2.detach()
+        return dist2 + beta * (p.detach() - b).pow(2).flatten(1).sum(1), dist2, grad
+
+    p = b.clone()
+    obj, dist2, grad = evaluate(p)
+    d0 = dist2.sqrt()
+    # The paper's code starts at lam = 500 * 255, tuned to Inception-v3 on 0..255 pixels;
+    # no absolute rate carries over to other networks, so lam starts at `step_size` x the
+    # Polyak step for reaching zero distance, dist^2 / ||grad||^2 at the base (scale-free:
+    # a linear f would collide in one forward step of it), and the decay rule shortens it.
+    gnorm2 = grad.flatten(1).pow(2).sum(1)
+    lam = (float(step_size) * dist2 / gnorm2.clamp_min(1e-30)).to(x.dtype)
+    # Ring buffer of the last `window` objectives per poison (NaN = not yet filled).
+    hist = torch.full((window, n), math.nan, dtype=obj.dtype, device=x.device)
+    hist[0] = obj
+    done = dist2.sqrt() <= rel_tol * d0
+    steps_run = torch.zeros(n, dtype=torch.long, device=x.device)
+    for it in range(steps):
+        if bool(done.all()):  # the one host read per step
+            break
+        lv = lam.view(shape)
+        cand = ((p - lv * grad) + lv * beta * b) / (1 + lv * beta)
+        cand = cand.clamp(0, 1)
+        c_obj, c_dist2, c_grad = evaluate(cand)
+        # A NaN objective (a diverged candidate) compares False: rejected like a rise.
+        accept = (c_obj < hist.nanmean(0)) & ~done
+        reject = ~accept & ~done
+        p = torch.where(accept.view(shape), cand, p)
+        grad = torch.where(accept.view(shape), c_grad, grad)
+        obj = torch.where(accept, c_obj, obj)
+        dist2 = torch.where(accept, c_dist2, dist2)
+        lam = torch.where(reject, lam * decay, lam)
+        # The window holds the objective of the iterate kept at each step. (The paper's code
+        # enters every candidate's, rejected ones too: a huge rejected value then lifts the
+        # mean and lets the next too-long step through.)
+        hist[(it + 1) % window] = torch.where(done, hist[(it + 1) % window], obj)
+        steps_run += (~done).long()
+        done = done | (dist2.sqrt() <= rel_tol * d0)
+    d_after = dist2.sqrt()
+    return CollisionResult(p.detach(), y.clone(), d0, d_after,
+                           {"steps": steps, "rel_tol": rel_tol, "beta": float(beta), "opacity": float(opacity),
+                            "steps_run": steps_run, "collided": d_after <= rel_tol * d0, "step_final": lam})
+
+
+__all__ += ["label_budget", "nearest_class", "nearest_rows", "poison_frogs", "random_flip", "targeted_flip",
+            "watermark"]

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import attacks, metrics, models, validate
@@ -165,3 +167,380 @@ def badnets_sweep(victim: Callable[[torch.Tensor, torch.Tensor, str], torch.nn.M
     rows = [{"rate": r, "poisons": bd["n_poison"][i], "attack success": bd["success"][i],
              "clean accuracy": bd["clean_acc"][i]} for i, r in enumerate(rates)]
     return bd, rows
+
+
+# ============================================================= register v3 (issue #30)
+# F09's pair rule, F11's two retraining regimes with their controls, F12's trial per poison
+# draw. Appended as new functions; the register-v2 helpers above are unchanged.
+
+
+@dataclass(frozen=True)
+class ConfusionPair:
+    """F09's class pair: `source` (true class) -> `target` (predicted class), the largest
+    off-diagonal entry `count` of the clean victim's confusion `matrix` (Long [C, C],
+    rows = true class) on the held-out images."""
+
+    source: int
+    target: int
+    count: int
+    matrix: torch.Tensor
+
+
+def confusion_pair(model_or_logits, x_heldout: torch.Tensor | None, y_heldout: torch.Tensor, *,
+                   num_classes: int) -> ConfusionPair:
+    """The off-diagonal (true, predicted) pair the clean victim confuses most (register v3, F09).
+
+    Chosen before any poisoning, from the clean victim's predictions on held-out training
+    images (1,000 in the register): the targeted flip then attacks the pair the model
+    already finds closest, as class-pair flips do (Xiao, Xiao, Eckert 2012, ECAI;
+    Biggio, Nelson, Laskov 2012, arXiv 1206.6389). Ties go to the lowest (true,
+    predicted) pair in row-major order; a victim that confuses nothing gives (0, 1) with
+    count 0 (the count is returned so the caller can see it).
+
+    Args:
+        model_or_logits: a model (run on `x_heldout`) or its logits [n, num_classes].
+        x_heldout: the held-out images (ignored, may be None, when logits are given).
+        y_heldout: their labels, Long [n].
+        num_classes: number of classes (>= 2).
+    Returns ConfusionPair(source, target, count, matrix).
+
+    Example:
+        >>> pair = confusion_pair(clean, x_train[-1000:], y_train[-1000:], num_classes=10)
+        >>> targeted_flip(x, y, budget=label_budget(len(y), 0.05), source=pair.source, target=pair.target)
+    """
+    c = int(validate.number("num_classes", num_classes, low=2, integer=True))
+    if torch.is_tensor(model_or_logits):
+        logits = model_or_logits
+        if logits.dim() != 2 or logits.shape[1] != c or not logits.is_floating_point():
+            raise ConfigError(f"logits must be a floating tensor [n, {c}]; got {tuple(logits.shape)}")
+        if logits.numel() and not bool(torch.isfinite(logits).all()):
+            raise ConfigError("logits must be finite (no NaN or inf)")
+        validate.labels("y_heldout", y_heldout, logits.shape[0], num_classes=c)
+        pred = logits.argmax(1)
+    else:
+        validate.images("x_heldout", x_heldout)
+        validate.labels("y_heldout", y_heldout, x_heldout.shape[0], num_classes=c)
+        pred = models.predict(model_or_logits, x_heldout)
+    cm = metrics.confusion_matrix(pred, y_heldout, c)
+    off = cm.clone()
+    off.fill_diagonal_(-1)
+    # argmax of a flat tensor returns the first maximum: the lowest (true, predicted) pair.
+    flat = int(off.flatten().argmax())
+    return ConfusionPair(flat // c, flat % c, int(off.flatten()[flat]), cm)
+
+
+@dataclass
+class LogisticHead:
+    """M logistic-regression heads on frozen features (float64).
+
+    weight: [M, d] (binary: one logit, class 1 vs class 0) or [M, K, d] (multinomial);
+    bias: [M] or [M, K]; iterations: L-BFGS iterations used (shared by the M heads,
+    which are fitted as one sum of independent objectives); grad_max: largest gradient
+    entry at the end (the convergence check).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    num_classes: int
+    iterations: int
+    grad_max: float
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """[M, n] (binary: the class-1 logit) or [M, n, K]; features [n, d] or [M, n, d]."""
+        f = features.to(self.weight)
+        f = f.unsqueeze(0).expand(self.weight.shape[0], *f.shape) if f.dim() == 2 else f
+        if self.num_classes == 2:
+            return torch.einsum("mnd,md->mn", f, self.weight) + self.bias.unsqueeze(1)
+        return torch.einsum("mnd,mkd->mnk", f, self.weight) + self.bias.unsqueeze(1)
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Predicted class ids, Long [M, n]."""
+        z = self.logits(features)
+        return (z > 0).long() if self.num_classes == 2 else z.argmax(-1)
+
+
+def fit_logistic_head(features: torch.Tensor, labels: torch.Tensor, *, num_classes: int = 2, l2: float = 1e-4,
+                      max_iter: int = 500, tol: float = 1e-10) -> LogisticHead:
+    """Logistic regression retrained from scratch on frozen features, by L-BFGS, batched.
+
+    F11's transfer regime (register v3): Poison Frogs' victim retrains only its last
+    layer on frozen features (Shafahi et al. 2018, arXiv 1804.00792, Sec. 4.1), here to
+    convergence. Objective per head: mean cross-entropy + (l2 / 2) ||W||^2, the bias
+    unpenalised; binary = one sigmoid logit (as scikit-learn parametrises it). This is
+    scikit-learn's ``LogisticRegression(C=C)``, whose objective is
+    ``C * sum_i loss_i + ||W||^2 / 2``: divided by C n it is ``mean loss + ||W||^2 / (2 C n)``,
+    so **C = 1 / (l2 * n)** (tests/test_protocols_poisoning_v3.py checks the match).
+
+    Batched: M heads (features [M, n, d], labels [M, n]) are fitted as one L-BFGS run on
+    the sum of their objectives, which are independent, so the sum's minimiser is each
+    head's own; one head per target of F11 (the 1,000 clean images + that target's poisons).
+    Float64 throughout (L-BFGS with a strong-Wolfe line search; stops when the largest
+    gradient entry is below `tol` or after `max_iter` iterations).
+
+    Args:
+        features: [n, d] or [M, n, d], finite. labels: [n] or [M, n], in 0..num_classes-1.
+        num_classes: 2 (binary, the F11 task) or more (multinomial).
+        l2: L2 weight (>= 0); default 1e-4 (the register's). max_iter: <= 500 in the register.
+        tol: gradient tolerance of L-BFGS.
+    Returns a LogisticHead (M = 1 for unbatched input).
+
+    Example:
+        >>> head = fit_logistic_head(clean.features(x_ft), (y_ft == base).long())
+        >>> head.predict(clean.features(x_target))[0]      # 1 = labelled as the base class
+    """
+    c = int(validate.number("num_classes", num_classes, low=2, integer=True))
+    validate.non_negative("l2", l2)
+    validate.positive("max_iter", max_iter, integer=True)
+    validate.positive("tol", tol)
+    if not torch.is_tensor(features) or features.dim() not in (2, 3) or not features.is_floating_point():
+        raise ConfigError(f"features must be a floating tensor [n, d] or [M, n, d]; got "
+                          f"{tuple(features.shape) if torch.is_tensor(features) else type(features).__name__}")
+    f = features.detach().double()
+    if f.dim() == 2:
+        f = f.unsqueeze(0)
+        labels = labels.unsqueeze(0) if torch.is_tensor(labels) else labels
+    m, n, d = f.shape
+    if not torch.is_tensor(labels) or labels.shape != (m, n) or labels.is_floating_point() \
+            or labels.dtype == torch.bool:
+        raise ConfigError(f"labels must be an integer tensor shaped like features' first dimensions {(m, n)}")
+    if n == 0 or not bool(torch.isfinite(f).all()):
+        raise ConfigError("features must be non-empty and finite (no NaN or inf)")
+    if int(labels.min()) < 0 or int(labels.max()) >= c:
+        raise ConfigError(f"labels must lie in 0..{c - 1}")
+    lab = labels.to(f.device)
+    k = 1 if c == 2 else c
+    w = torch.zeros(m, k, d, dtype=torch.float64, device=f.device, requires_grad=True)
+    b = torch.zeros(m, k, dtype=torch.float64, device=f.device, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, max_eval=max_iter * 5 // 4 + 1,
+                            tolerance_grad=tol, tolerance_change=1e-14, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad(set_to_none=True)
+        z = torch.einsum("mnd,mkd->mnk", f, w) + b.unsqueeze(1)
+        if c == 2:
+            loss = F.binary_cross_entropy_with_logits(z.squeeze(2), lab.double(), reduction="none").mean(1)
+        else:
+            loss = F.cross_entropy(z.reshape(m * n, c), lab.reshape(-1), reduction="none").view(m, n).mean(1)
+        total = (loss + 0.5 * l2 * w.pow(2).flatten(1).sum(1)).sum()
+        total.backward()
+        return total
+
+    opt.step(objective)
+    objective()
+    grad_max = float(torch.cat([w.grad.flatten(), b.grad.flatten()]).abs().max())
+    iters = int(opt.state[opt._params[0]].get("n_iter", 0))
+    wf, bf = w.detach(), b.detach()
+    return LogisticHead(wf.squeeze(1) if c == 2 else wf, bf.squeeze(1) if c == 2 else bf, c, iters, grad_max)
+
+
+@dataclass
+class CollisionOutcomes:
+    """Per-target outcomes of Poison Frogs poisons under F11's retraining regimes.
+
+    success[regime]: bool [T], target t labelled as the base class by the victim retrained
+        on the clean images + target t's poisons.
+    control[regime]: bool [T], the same decision by the victim retrained on the clean
+        images alone (no poisons): what the base class gets without any attack.
+    extra: bookkeeping (head iterations and final gradient, seeds).
+    """
+
+    success: dict[str, torch.Tensor]
+    control: dict[str, torch.Tensor]
+    extra: dict[str, Any]
+
+
+def collision_outcomes(model, x_clean: torch.Tensor, y_clean: torch.Tensor, x_poison: torch.Tensor,
+                       x_target: torch.Tensor, *, target_class: int, base_class: int,
+                       regimes: Sequence[str] = REGIMES, l2: float = 1e-4, max_iter: int = 500,
+                       epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                       progress: bool = False) -> CollisionOutcomes:
+    """F11 (register v3): does each target's poisons make the retrained victim label it
+    as the base class, under the transfer and the end-to-end regime, with controls.
+
+    Shafahi et al. (2018), "Poison Frogs!", arXiv 1804.00792: clean-label feature
+    collision succeeds when only the last layer is retrained (their one-shot kill) and
+    much less when the whole network is (their Sec. 4.2). Binary task: `target_class`
+    vs `base_class`; (x_clean, y_clean) hold only these two classes (500 + 500 in the
+    register), and every poison carries the base label.
+
+    - "transfer": the trained victim's `model.features` stay frozen; a logistic
+      regression (`fit_logistic_head`, L-BFGS <= `max_iter`, L2 `l2`) is fitted from
+      scratch per target on the features of the clean images + that target's poisons,
+      all T heads in one batched fit. Success: the head's logit for the base class > 0.
+    - "end2end": per target, a copy of the whole trained victim (its 10-class head
+      included) is fine-tuned on the clean images + that target's poisons (Adam `lr`,
+      `epochs`, `batch_size`, shuffling seed ``seed + t``), all T copies as one stacked
+      ensemble (`ensemble.finetune_ensemble`). Success: the base class's logit beats the
+      target class's (the same two-way decision as the transfer head's; the other
+      classes have no data in the task).
+    - controls: the same retraining without poisons (one model per regime, seed `seed`),
+      its decision on every target.
+
+    Success is counted per target (the paper's "success rate" is the fraction of targets
+    misclassified as the base class). The K poisons of a target are all used; for
+    F11's 1-poison row pass ``x_poison[:, :1]`` (the nearest base first, as
+    `attacks.poisoning.nearest_rows` orders them).
+
+    Args:
+        model: the trained victim (a `models.Classifier`, left unchanged).
+        x_clean, y_clean: the head's / fine-tuning's clean training set (two classes).
+        x_poison: [T, K, C, H, W] poisons, K per target. x_target: [T, C, H, W].
+        target_class, base_class: the binary task's two classes (different).
+        regimes: a subset of `REGIMES`.
+    Returns CollisionOutcomes (bool tensors [T] on the CPU).
+
+    Example:
+        >>> out = collision_outcomes(clean, x_ft, y_ft, res.x_poison.view(T, 5, 1, 28, 28), x_t,
+        ...                          target_class=tc, base_class=bc)
+        >>> out.success["transfer"].float().mean() - out.control["transfer"].float().mean()
+    """
+    from .. import ensemble  # protocols -> ensemble: the stacked fine-tuning
+
+    for r in regimes:
+        validate.choice("regime", r, REGIMES)
+    validate.non_negative("seed", seed, integer=True)
+    validate.images("x_clean", x_clean)
+    validate.images("x_target", x_target)
+    if not torch.is_tensor(x_poison) or x_poison.dim() != x_target.dim() + 1 or x_poison.shape[0] != x_target.shape[0] \
+            or x_poison.shape[2:] != x_target.shape[1:] or x_poison.shape[1] == 0:
+        raise ConfigError(f"x_poison must be [T, K, ...] with x_target [T, ...]; got "
+                          f"{tuple(x_poison.shape) if torch.is_tensor(x_poison) else type(x_poison).__name__} "
+                          f"and {tuple(x_target.shape)}")
+    validate.images("x_poison", x_poison.flatten(0, 1))
+    validate.labels("y_clean", y_clean, x_clean.shape[0])
+    for name, v in (("target_class", target_class), ("base_class", base_class)):
+        validate.number(name, v, low=0, integer=True)
+    if target_class == base_class:
+        raise ConfigError(f"base_class={base_class} equals target_class; the task needs two classes")
+    if not bool(((y_clean == target_class) | (y_clean == base_class)).all()):
+        raise ConfigError(f"y_clean must hold only target_class={target_class} and base_class={base_class}")
+    if not hasattr(model, "features"):
+        raise ConfigError("model must expose .features (the feature extractor); see threatlab.models")
+
+    t, k = x_poison.shape[:2]
+    dev = next(model.parameters()).device
+    model.eval()
+    out = CollisionOutcomes({}, {}, {"targets": t, "poisons_per_target": k})
+    if "transfer" in regimes:
+        with torch.no_grad():
+            f_clean = model.features(x_clean.to(dev)).flatten(1)
+            f_poison = model.features(x_poison.flatten(0, 1).to(dev)).flatten(1).view(t, k, -1)
+            f_target = model.features(x_target.to(dev)).flatten(1)
+        yb = (y_clean.to(dev) == base_class).long()
+        feats = torch.cat([f_clean.expand(t, *f_clean.shape), f_poison], dim=1)
+        labels = torch.cat([yb.expand(t, -1), torch.ones(t, k, dtype=torch.long, device=dev)], dim=1)
+        head = fit_logistic_head(feats, labels, l2=l2, max_iter=max_iter)
+        # Head t judges its own target only.
+        out.success["transfer"] = (head.logits(f_target.unsqueeze(1))[:, 0] > 0).cpu()
+        ctrl = fit_logistic_head(f_clean, yb, l2=l2, max_iter=max_iter)
+        out.control["transfer"] = (ctrl.logits(f_target)[0] > 0).cpu()
+        out.extra["transfer"] = {"iterations": head.iterations, "grad_max": head.grad_max,
+                                 "control_iterations": ctrl.iterations, "control_grad_max": ctrl.grad_max}
+    if "end2end" in regimes:
+        n0 = x_clean.shape[0]
+        x_pool = torch.cat([x_clean.to(dev), x_poison.flatten(0, 1).to(dev)])
+        y_pool = torch.cat([y_clean.to(dev), torch.full((t * k,), base_class, dtype=torch.long, device=dev)])
+        rows = torch.cat([torch.arange(n0).expand(t, n0), n0 + torch.arange(t * k).view(t, k)], dim=1)
+        seeds = [seed + i for i in range(t)]
+        kw = dict(epochs=epochs, lr=lr, batch_size=batch_size, device=dev, progress=progress)
+        ens = ensemble.finetune_ensemble(model, x_pool, y_pool, rows, seeds=seeds, **kw)
+        logits = ens.logits(x_target.to(dev))                      # [T copies, T targets, classes]
+        own = logits[torch.arange(t), torch.arange(t)]             # copy t on target t
+        out.success["end2end"] = (own[:, base_class] > own[:, target_class]).cpu()
+        ctrl_e = ensemble.finetune_ensemble(model, x_clean.to(dev), y_clean.to(dev), torch.arange(n0).unsqueeze(0),
+                                            seeds=[seed], **kw)
+        lc = ctrl_e.logits(x_target.to(dev))[0]
+        out.control["end2end"] = (lc[:, base_class] > lc[:, target_class]).cpu()
+        out.extra["end2end"] = {"seeds": seeds, "control_seed": seed}
+    return out
+
+
+def poison_draw_generator(seed: int, draw: int) -> torch.Generator:
+    """The generator of poison draw `draw` (0 or 1 in register v3's F12: two draws per
+    seed, G5) of run `seed`: seeded ``1000 * seed + draw``, distinct for every
+    (seed, draw) with draw < 1000, the same on every call."""
+    validate.non_negative("seed", seed, integer=True)
+    validate.number("draw", draw, low=0, high=999, integer=True)
+    return torch.Generator().manual_seed(1000 * int(seed) + int(draw))
+
+
+def spectral_trial(victim: Callable[[torch.Tensor, torch.Tensor, str], torch.nn.Module], x_train: torch.Tensor,
+                   y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *, rate: float,
+                   target_class: int, source_class: int, trigger: torch.Tensor, num_classes: int, seed: int,
+                   draw: int = 0, multiple: float = 1.5) -> dict[str, Any]:
+    """F12 (register v3): one spectral-signature trial for one poison draw.
+
+    Tran, Li, Madry (2018), "Spectral Signatures in Backdoor Attacks", arXiv 1811.00636:
+    source-specific BadNets poisons (Gu et al. 2017, arXiv 1708.06733; rate `rate` of the
+    training set, class `source_class` stamped and relabelled `target_class`) drawn with
+    `poison_draw_generator(seed, draw)`; ``victim(x, y, tag)`` trains the victim on the
+    poisoned set; `spectral_signatures` removes ``multiple`` x the poison share of every
+    class (the paper's 1.5 x eps: in the target-labelled class, 1.5 x the poison count);
+    the victim is retrained without the flagged examples (tag suffix ``_retrained``).
+    Tags carry seed and draw, so a caching victim keeps the draws apart.
+
+    Returns {"seed", "draw", "n_poison", "removed", "recall", "precision",
+    "poisons_left" (poisons not flagged), "success_before", "success_after",
+    "clean_acc_after"}: success = triggered test images of `source_class` labelled
+    `target_class` (`attacks.poisoning.backdoor_success`).
+    """
+    from ..defenses.spectral_signatures import representations, spectral_signatures as signatures
+
+    if not callable(victim):
+        raise ConfigError(f"victim={victim!r} must be a callable victim(x, y, tag) -> trained model")
+    validate.number("rate", rate, low=0, high=1, low_open=True)
+    validate.number("multiple", multiple, low=0, low_open=True)
+    gen = poison_draw_generator(seed, draw)
+    ps = attacks.get("badnets")(x_train, y_train, rate=rate, target_class=target_class, source_class=source_class,
+                                trigger=trigger, num_classes=num_classes, generator=gen)
+    tag = f"spectral_s{seed}_d{draw}"
+    poisoned = victim(ps.x, ps.y, tag)
+    bd_kw = dict(target_class=target_class, trigger=trigger, source_class=source_class)
+    share = ps.n_poison / max(1, int((ps.y == target_class).sum()))
+    dev = next(poisoned.parameters()).device
+    filt = signatures(representations(poisoned, ps.x.to(dev)), ps.y.to(dev), remove_fraction=min(1.0, multiple * share),
+                      num_classes=num_classes)
+    keep = ~filt.flagged.cpu()
+    retrained = victim(ps.x[keep], ps.y[keep], f"{tag}_retrained")
+    res = evaluate_filter(filt.flagged, ps.is_poison, retrained, x_test, y_test, **bd_kw)
+    caught = int((filt.flagged.cpu() & ps.is_poison.cpu()).sum())
+    return {"seed": int(seed), "draw": int(draw), "n_poison": ps.n_poison, **res,
+            "poisons_left": ps.n_poison - caught,
+            "success_before": poisoning.backdoor_success(poisoned, x_test, y_test, **bd_kw)}
+
+
+__all__ += ["CollisionOutcomes", "ConfusionPair", "collision_outcomes", "confusion_pair", "fit_logistic_head",
+            "LogisticHead", "poison_draw_generator", "spectral_trial"]
+
+
+def craft_frogs(model, x_target: torch.Tensor, x_base_pool: torch.Tensor, *, base_class: int, n_poisons: int = 1,
+                **collision_kw) -> tuple[poisoning.CollisionResult, torch.Tensor]:
+    """F11's poisons: for each target, its `n_poisons` nearest base-class images in
+    `model.features` space (nearest first) collided with it by `attacks.poisoning.poison_frogs`
+    (Shafahi et al. 2018, arXiv 1804.00792), all T x K poisons in one batch.
+
+    x_target: [T, C, H, W]; x_base_pool: base-class images [N, C, H, W]; collision_kw go
+    to `poison_frogs` (steps, rel_tol, opacity=0.3 for the watermark row, ...).
+    Returns (CollisionResult with rows target-major: row t * K + j is target t's j-th
+    poison; base_idx Long [T, K] into x_base_pool). ``x_poison.view(T, K, ...)`` feeds
+    `collision_outcomes`; its first column is the 1-poison row's poison.
+    """
+    validate.positive("n_poisons", n_poisons, integer=True)
+    validate.images("x_target", x_target)
+    validate.images("x_base_pool", x_base_pool)
+    if not hasattr(model, "features"):
+        raise ConfigError("model must expose .features (the feature extractor); see threatlab.models")
+    dev = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        base_idx = poisoning.nearest_rows(model.features(x_target.to(dev)).flatten(1),
+                                          model.features(x_base_pool.to(dev)).flatten(1), n_poisons)
+    bases = x_base_pool.to(dev)[base_idx.flatten()]
+    labels = torch.full((bases.shape[0],), int(base_class), dtype=torch.long, device=dev)
+    res = poisoning.poison_frogs(model.features, bases, labels,
+                                 target=x_target.to(dev).repeat_interleave(n_poisons, 0), **collision_kw)
+    return res, base_idx
+
+
+__all__ += ["craft_frogs"]
