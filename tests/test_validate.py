@@ -249,6 +249,7 @@ KERNELS = {
     "min_linf": ("model", {"bisection_steps": 0, "steps": 1}),
     "nes_linf": ("probs", {"eps": 0.1, "max_queries": 5, "samples": 2}),
     "nes_l2": ("probs", {"eps": 1.0, "max_queries": 5, "samples": 2}),
+    "pointwise": ("label", {"max_queries": 5}),
 }
 
 
