@@ -77,11 +77,16 @@ def _f13(e: dict[str, Any]) -> Verdict:
     checks = [identity_check(f"{l0_name} has the smallest median L0", l0[l0_name], l0[l0_name] <= others(l0, l0_name)),
               identity_check(f"{linf_name} has the smallest median L-inf", linf[linf_name],
                              linf[linf_name] <= others(linf, linf_name))]
+    # Given the two identities, JSMA's L-inf is >= the minimal L-inf attack's and the
+    # minimal L-inf attack's L0 is >= JSMA's: both margins are decided by construction
+    # (FINDINGS.md F13: "held by construction"); v3's two-model protocol replaces them.
+    built = "implied by the two identity checks (held by construction)"
     conds = [Condition(f"{l0_name} L-inf / smallest other", linf[l0_name] / others(linf, l0_name), 1.0, op=">",
-                       unit="ratio", scale="log", reach=multiple_reach(others(linf, l0_name)), why="L-inf <= 1"),
+                       unit="ratio", scale="log", reach=multiple_reach(others(linf, l0_name)), why="L-inf <= 1",
+                       design=f"{l0_name} not smallest in L-inf: {built}"),
              Condition(f"{linf_name} L0 / smallest other", l0[linf_name] / others(l0, linf_name), 1.0, op=">",
                        unit="ratio", scale="log", reach=multiple_reach(others(l0, linf_name), top=pixels),
-                       why="L0 <= pixels")]
+                       why="L0 <= pixels", design=f"{linf_name} not smallest in L0: {built}")]
     numbers = {"median L0": l0, "median L-inf": linf, "median L2": {k: num(v["l2"]) for k, v in med.items()},
                "matched examples": e.get("n_common"), "examples": e.get("n"),
                "JSMA hit pixel cap": e.get("jsma_hit_cap"), "JSMA cap (pixels)": e.get("jsma_cap")}

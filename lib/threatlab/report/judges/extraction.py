@@ -77,15 +77,19 @@ def f01(e) -> Verdict:
 def f02(e) -> Verdict:
     """At agreement 0.80 and 0.85, queries(label) / queries(probs) >= 1.5, each read from
     the agreement-vs-queries curve (log-scale interpolation, never reached = largest
-    budget x 2); the ratio's reach is bounded by the budget grid (G0)."""
+    budget x 2). G0: given probs' queries q_p, the ratio lies in [smallest budget / q_p,
+    largest budget x 2 / q_p]; a level probs never reach caps it at 1."""
     _levels(e, F02_LEVELS)
     budgets, agr = e["budgets"], e["agreement"]
     conds, numbers = [], {}
     for level in F02_LEVELS:
         qp, rp = _curve_queries(budgets, agr["probs"], level)
         ql, rl = _curve_queries(budgets, agr["label"], level)
+        lo_b, hi_b = grid_ratio_reach(budgets, NOT_REACHED_FACTOR)
+        top = max(num(b) for b in budgets) * NOT_REACHED_FACTOR
         conds.append(Condition(f"label/probs queries at {level:.2f}", ql / qp, F02_RATIO, unit="ratio", scale="log",
-                               reach=grid_ratio_reach(budgets, NOT_REACHED_FACTOR), why="budget grid",
+                               reach=(top * lo_b / qp, top / qp),
+                               why="label queries lie between the grid's first budget and its largest x 2",
                                baseline=f"probs {qp:.0f} queries"))
         numbers[f"queries probs {level:.2f}"] = round(qp, 1)
         numbers[f"queries label {level:.2f}"] = round(ql, 1)
