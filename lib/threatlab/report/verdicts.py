@@ -391,8 +391,8 @@ class Finding:
         ev = doc.get("evidence", {}).get(self.id)
         if ev is None:
             return Verdict(NOT_RUN, note=f"{self.notebook} recorded no evidence for {self.id}")
-        if dataset is None:
-            dataset = ((doc.get("provenance") or {}).get("parameters") or {}).get("dataset")
+        if dataset is None:  # one run's files: its provenance, MNIST when unset (as the tables read it)
+            dataset = ((doc.get("provenance") or {}).get("parameters") or {}).get("dataset", "mnist")
         return self.judge_evidence(ev, dataset)
 
 
