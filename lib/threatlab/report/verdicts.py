@@ -303,6 +303,12 @@ class Verdict:
         return {c.name: c.margin for c in self.conditions}
 
     @property
+    def margin(self) -> dict[str, float]:
+        """Each condition's margin rounded to 4 digits, by name. Kept for notebooks 01-04,
+        which print `verdict.margin`; margins in different units are never combined."""
+        return {k: round(v, 4) for k, v in self.margins.items()}
+
+    @property
     def usable(self) -> bool:
         """The run enters the intervals over seeds (it was run and is not inconclusive)."""
         return self.status in (SUPPORTED, NOT_SUPPORTED)
