@@ -151,7 +151,11 @@ def test_index_takes_a_sweeps_verdicts_per_dataset(executed, tmp_path):
     """The sweep's publish step passes its aggregates (one per data set) instead."""
     from threatlab.report import findings
 
-    agg = [findings.Aggregate("F02", ds, st, 5, k, 0, 0, (m, m - 0.1, m + 0.1), {"gap": (0.1, 0.0, 0.2)})
+    def cond(m):
+        return findings.ConditionSummary("ratio at 0.80", "ratio", ">=", 1.5, "log", 5, (m, m - 0.1, m + 0.1),
+                                         (2.0, 1.8, 2.2), 1, False, "in reach", "probs 200 queries")
+
+    agg = [findings.Aggregate("F02", ds, st, 5, k, 0, 0, (cond(m),), (), {"gap": (0.1, 0.0, 0.2)})
            for ds, st, k, m in (("mnist", findings.SUPPORTED, 5, 0.3),
                                 ("fashion_mnist", findings.INCONCLUSIVE, 3, 0.05))]
     docs.export(executed["runs"][:1], tmp_path / "d", figures_dir=tmp_path, root=executed["root"],
@@ -160,7 +164,7 @@ def test_index_takes_a_sweeps_verdicts_per_dataset(executed, tmp_path):
     (row,) = [line for line in index.splitlines() if line.startswith("<tr><td>F02")]
     assert ('mnist: <span class="supported">supported</span><br>fashion_mnist: '
             '<span class="inconclusive">inconclusive</span>') in row
-    assert "0.3 [0.2, 0.4]<br>0.05 [-0.05, 0.15]" in row and "gap = [0.1, 0, 0.2]" in row
+    assert "margin 0.3 [0.2, 0.4]" in row and "margin 0.05 [-0.05, 0.15]" in row and "gap.0 = 0.1" in row
     (f01,) = [line for line in index.splitlines() if line.startswith("<tr><td>F01")]
     assert '<span class="not-run">not run</span>' in f01
 

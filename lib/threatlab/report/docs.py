@@ -188,12 +188,13 @@ def _rel(target: Path, start: Path) -> str:
     return Path(os.path.relpath(target.resolve(), start.resolve())).as_posix()
 
 
-def _margin(margin: Any) -> str:
-    if margin is None:
-        return ""
-    if isinstance(margin, (tuple, list)):            # an aggregate: (mean, low, high)
-        return f"{margin[0]:.3g} [{margin[1]:.3g}, {margin[2]:.3g}]"
-    return f"{margin:.3g}"
+def _conditions(v: Any) -> str:
+    # A run verdict lists its conditions with their margins; an aggregate its conditions'
+    # intervals over seeds, G0 state and baseline (findings.fmt_condition).
+    conds = getattr(v, "conditions", ())
+    if conds and isinstance(conds[0], findings.ConditionSummary):
+        return "; ".join(findings.fmt_condition(c) for c in conds)
+    return "; ".join(f"{c.name} {c.op} {c.bar:.3g}: {c.value:.3g} (margin {c.margin:.3g})" for c in conds)
 
 
 def index_html(pages: list[tuple[Path, str]], docs_dir: Path, figures_dir: Path,
@@ -231,7 +232,7 @@ def index_html(pages: list[tuple[Path, str]], docs_dir: Path, figures_dir: Path,
         own = by_nb.get(stem, [])
         if own:
             out += ["<table>", "<tr><th>finding</th><th>claim</th><th>verdict</th>"
-                    "<th>margin</th><th>key numbers</th><th>figure</th></tr>"]
+                    "<th>conditions</th><th>key numbers</th><th>figure</th></tr>"]
             for f in own:
                 got = verdicts.get(f.id)
                 got = [] if got is None else list(got) if isinstance(got, (list, tuple)) else [got]
@@ -242,7 +243,7 @@ def index_html(pages: list[tuple[Path, str]], docs_dir: Path, figures_dir: Path,
                     (f"{e(v.dataset)}: " if getattr(v, "dataset", None) else "")
                     + f'<span class="{e(v.status.replace(" ", "-"))}">{e(v.status)}</span>'
                     for v in got) or f'<span class="not-run">{e(findings.NOT_RUN)}</span>'
-                margin = "<br>".join(e(_margin(getattr(v, "margin", None))) for v in got)
+                margin = "<br>".join(e(_conditions(v)) for v in got)
                 numbers = "<br>".join(e(findings.fmt_numbers(v.numbers) if v.numbers else v.note)
                                       for v in got)
                 out.append(f"<tr><td>{e(f.id)}</td><td>{e(f.claim)}</td><td>{status}</td>"

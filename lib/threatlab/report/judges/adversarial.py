@@ -1,211 +1,269 @@
-"""Judges of findings F13-F18: adversarial examples (notebook 04), register v2.
+"""Judges of findings F13-F18: adversarial examples (notebook 04), on the machinery of
+`report.verdicts` (FINDINGS.md register v3, applied to the evidence notebook 04 records).
 
 Each judge is a pure function of the evidence notebook 04 records with
-`rec.evidence("F1x", {...})`; it returns a `Verdict` whose margin is > 0 exactly when
-the claim holds in that run (the minimum over the claim's conditions, each scaled so
-that 0 is its bar: `log_ratio_margin` for "k x" and "smaller than" bars,
-`diff_margin` for point bars on fractions). The rules are register v2's
-(FINDINGS.md), fixed before any run.
+`rec.evidence("F1x", {...})`. Every condition is in its own unit and declares its reach
+(G0). Where v3 fixes eps per data set (G2: 0.3 on MNIST, 0.1 on Fashion-MNIST) and the
+evidence holds a grid, the judge reads the grid at that eps (F14, F16); it needs the
+data set, which the sweep adds from the point when the notebook did not record it.
+G1's accuracy check is applied where the evidence records the model's architecture
+("architecture"); notebook 04 does not record it yet.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from ..findings import INCONCLUSIVE, Finding, Verdict, diff_margin, judged, log_ratio_margin, num, power_check
+from ..verdicts import (RATE, Condition, Finding, Verdict, identity_check, judged, minus_reach, multiple_reach, num,
+                        power_check, victim_checks)
 
-# Stand-in margins of F15 for levels only one side reaches (see _f15).
-_F15_FLOOR = 0.01
+#: G2: "the" L-inf eps per data set.
+EPS = {"mnist": 0.3, "fashion_mnist": 0.1}
+F14_GAP = 0.20
+F15_RATIO = 5.0
+F15_DECISION_BUDGET = 10_000
+F16_SUCCESS = 0.30
+F16_NOISE_RATIO = 3.0
+F16_TARGETED_SHARE = 0.5
+F17_GAP = 0.20
+F17_CLEAN_SLACK = 0.03
+F18_ROBUST_GAIN = {"mnist": 0.50, "fashion_mnist": 0.30}
+F18_CLEAN_SHARE = 0.85
+F18_MASKING_GAP = 0.30
+#: F18: model passes per training step of a method relative to standard training, fixed
+#: by the method (FGSM-RS: one attack step + the update = 2). Checked, never judged.
+F18_PASS_RATIO = {"fgsm_rs": 2.0}
 
 
 def _positive(name: str, value: Any) -> float:
     v = num(value)
-    if not math.isfinite(v) or v <= 0:
+    if v <= 0:
         raise ValueError(f"{name}={v} must be a positive finite number (a median of a successful attack)")
     return v
 
 
-def _f13(e: dict[str, Any]) -> Verdict:
-    """JSMA has the smallest median L0 and not the smallest median L-inf; the minimal
-    L-inf attack has the smallest median L-inf and not the smallest median L0.
+def _eps(e: dict[str, Any]) -> float:
+    ds = e.get("dataset")
+    if ds not in EPS:
+        raise ValueError(f"dataset={ds!r}: the judge reads G2's eps per data set, one of {sorted(EPS)}")
+    return EPS[ds]
 
-    "Smallest" margins are log(runner-up / it) (> 0: strictly smallest); "not the
-    smallest" margins are log(it / the smallest of the others) (> 0: some other attack
-    is strictly smaller).
-    """
+
+def _at(grid, values, eps: float) -> float:
+    g = [num(x) for x in grid]
+    hit = [i for i, x in enumerate(g) if abs(x - eps) < 1e-9]
+    if not hit:
+        raise ValueError(f"eps {eps} is not on the evidence's grid {g}")
+    return num(values[hit[0]])
+
+
+def _f13(e: dict[str, Any]) -> Verdict:
+    """Minimal-perturbation attacks, medians over the examples all fooled: JSMA is not
+    the smallest in L-inf, and the minimal L-inf attack is not the smallest in L0. That
+    a minimal-L0 attack has the smallest L0, and a minimal-L-inf attack the smallest
+    L-inf, holds by construction (FINDINGS.md F13): reported as checks. Reach: L-inf of
+    images in [0, 1] is <= 1 and L0 <= the pixel count."""
     med = e["median"]
     l0_name, linf_name = e.get("l0_attack", "jsma"), e.get("minimal_linf", "min_linf")
     if l0_name not in med or linf_name not in med or len(med) < 3:
         raise KeyError(f"median must hold {l0_name!r}, {linf_name!r} and at least one L2 attack")
     l0 = {k: _positive(f"median L0 of {k}", v["l0"]) for k, v in med.items()}
     linf = {k: _positive(f"median L-inf of {k}", v["linf"]) for k, v in med.items()}
+    pixels = num(e.get("n_pixels", 784))
 
     def others(d, name):
         return min(v for k, v in d.items() if k != name)
 
-    margins = {
-        f"{l0_name} smallest L0": log_ratio_margin(others(l0, l0_name), l0[l0_name]),
-        f"{l0_name} not smallest L-inf": log_ratio_margin(linf[l0_name], others(linf, l0_name)),
-        f"{linf_name} smallest L-inf": log_ratio_margin(others(linf, linf_name), linf[linf_name]),
-        f"{linf_name} not smallest L0": log_ratio_margin(l0[linf_name], others(l0, linf_name)),
-    }
-    numbers = {"median L0": l0, "median L-inf": linf,
-               "median L2": {k: num(v["l2"]) for k, v in med.items()},
+    checks = [identity_check(f"{l0_name} has the smallest median L0", l0[l0_name], l0[l0_name] <= others(l0, l0_name)),
+              identity_check(f"{linf_name} has the smallest median L-inf", linf[linf_name],
+                             linf[linf_name] <= others(linf, linf_name))]
+    # Given the two identities, JSMA's L-inf is >= the minimal L-inf attack's and the
+    # minimal L-inf attack's L0 is >= JSMA's: both margins are decided by construction
+    # (FINDINGS.md F13: "held by construction"); v3's two-model protocol replaces them.
+    built = "implied by the two identity checks (held by construction)"
+    conds = [Condition(f"{l0_name} L-inf / smallest other", linf[l0_name] / others(linf, l0_name), 1.0, op=">",
+                       unit="ratio", scale="log", reach=multiple_reach(others(linf, l0_name)), why="L-inf <= 1",
+                       design=f"{l0_name} not smallest in L-inf: {built}"),
+             Condition(f"{linf_name} L0 / smallest other", l0[linf_name] / others(l0, linf_name), 1.0, op=">",
+                       unit="ratio", scale="log", reach=multiple_reach(others(l0, linf_name), top=pixels),
+                       why="L0 <= pixels", design=f"{linf_name} not smallest in L0: {built}")]
+    numbers = {"median L0": l0, "median L-inf": linf, "median L2": {k: num(v["l2"]) for k, v in med.items()},
                "matched examples": e.get("n_common"), "examples": e.get("n"),
                "JSMA hit pixel cap": e.get("jsma_hit_cap"), "JSMA cap (pixels)": e.get("jsma_cap")}
-    return judged(margins, numbers, note="medians over the examples every minimal attack fooled")
+    return judged(conds, numbers, checks=checks + victim_checks(e, "victim_accuracy"),
+                  note="medians over the examples every minimal attack fooled")
 
 
 def _f14(e: dict[str, Any]) -> Verdict:
-    """At the smallest eps of the grid where PGD succeeds on >= 90 %, FGSM succeeds on
-    >= 20 points less; median L2(C&W) < median L2(DeepFool) and C&W's time per example
-    > DeepFool's. Power check: PGD reaches 90 % somewhere on the grid (otherwise the
-    first condition has no eps to be read at).
-
-    "Time" is measured as model passes per example (forward + backward rows,
-    `protocols.evasion.PassCounter`): deterministic, so the results file is the same
-    bytes run to run (DESIGN: determinism); wall seconds are kept beside it for show."""
+    """The largest PGD - FGSM success gap over the eps grid up to G2's eps >= 20 points,
+    and median L2(C&W) < median L2(DeepFool). Model passes per example are shown, not
+    judged (FINDINGS.md F14)."""
     eps, pgd, fgsm = e["eps"], e["success"]["pgd_linf"], e["success"]["fgsm"]
     if not (len(eps) == len(pgd) == len(fgsm)) or not eps:
         raise ValueError("eps, success['pgd_linf'] and success['fgsm'] must be equally long and non-empty")
-    order = sorted(range(len(eps)), key=lambda i: num(eps[i]))
-    hit = [i for i in order if num(pgd[i]) >= 0.9]
+    top = _eps(e)
+    grid = [i for i in range(len(eps)) if num(eps[i]) <= top + 1e-9]
+    if not grid:
+        raise ValueError(f"no eps of the grid {list(eps)} is <= {top}")
+    gaps = {i: num(pgd[i]) - num(fgsm[i]) for i in grid}
+    i = max(grid, key=gaps.get)
     l2 = {k: _positive(f"median L2 of {k}", e["median_l2"][k]) for k in ("cw_l2", "deepfool")}
-    cost = {k: _positive(f"model passes per example of {k}", e["passes_per_example"][k]) for k in ("cw_l2", "deepfool")}
-    # Without an eps where PGD reaches 90 %, read the gap at the largest eps (where
-    # PGD is strongest) and mark the run inconclusive.
-    i = hit[0] if hit else order[-1]
-    gap = num(pgd[i]) - num(fgsm[i])
-    margins = {"PGD - FGSM >= 20 points": diff_margin(gap, 0.20),
-               "L2 C&W < DeepFool": log_ratio_margin(l2["deepfool"], l2["cw_l2"]),
-               "cost C&W > DeepFool": log_ratio_margin(cost["cw_l2"], cost["deepfool"])}
-    numbers = {"eps": num(eps[i]), "PGD success": num(pgd[i]), "FGSM success": num(fgsm[i]),
-               "median L2": l2, "model passes per example": cost}
-    checks = [power_check("PGD reaches 90 % on the eps grid", max(num(p) for p in pgd), bool(hit))]
-    return judged(margins, numbers, checks=checks)
+    conds = [Condition("largest PGD - FGSM success gap", gaps[i], F14_GAP,
+                       reach=(max(-num(fgsm[j]) for j in grid), max(1 - num(fgsm[j]) for j in grid)),
+                       why="PGD success <= 1", baseline=f"FGSM {num(fgsm[i]):.3g} at eps {num(eps[i]):g}"),
+             Condition("median L2 DeepFool / C&W", l2["deepfool"] / l2["cw_l2"], 1.0, op=">", unit="ratio",
+                       scale="log")]
+    numbers = {"eps of largest gap": num(eps[i]), "PGD success": num(pgd[i]), "FGSM success": num(fgsm[i]),
+               "median L2": l2, "model passes per example": e.get("passes_per_example")}
+    return judged(conds, numbers, checks=victim_checks(e, "victim_accuracy"))
 
 
 def _f15(e: dict[str, Any]) -> Verdict:
-    """At every success level both reach, queries(best decision-based) >= 5 x
-    queries(best score-based): margin log(q_d / q_s / 5).
-
-    A level only the score-based attacks reach counts as supporting, one only the
-    decision-based attacks reach counts against, one neither reaches is skipped
-    (inconclusive if all are). For a one-sided level the side that never got there is
-    given the rule's stand-in, twice its budget, and the log-ratio margin is kept with
-    its sign forced to what the register says (at least +0.01 for a score-only level,
-    at most -0.01 for a decision-only one): the stand-in only says how far beyond the
-    budget the answer lies at least.
-    """
+    """At each success level (10 / 25 / 50 % within the L2 ball), queries(best
+    decision-based) >= 5 x queries(best score-based); a level one side never reaches
+    counts that side's budget x 2 (so a score-only level supports, a decision-only one
+    counts against); a level neither reaches is skipped. Power check: decision budget
+    >= 10^4. Reach: a measured count lies in [1, budget], a stand-in is budget x 2."""
     levels = e["levels"]
     best_s, best_d = e["best"]["score"], e["best"]["decision"]
     if not (len(levels) == len(best_s) == len(best_d)) or not levels:
         raise ValueError("levels, best['score'] and best['decision'] must be equally long and non-empty")
     b_s, b_d = _positive("score budget", e["budget"]["score"]), _positive("decision budget", e["budget"]["decision"])
-    margins: dict[str, float] = {}
-    outcome = {}
+    conds, outcome = [], {}
     for p, qs, qd in zip(levels, best_s, best_d):
         key = f"{round(100 * num(p))}%"
         if qs is None and qd is None:
             outcome[key] = "neither reached"
             continue
-        if qs is not None and qd is not None:
-            margins[key] = log_ratio_margin(_positive("queries", qd) / _positive("queries", qs), 5.0)
-            outcome[key] = f"decision/score = {num(qd) / num(qs):.3g}"
-        elif qd is None:
-            m = log_ratio_margin(2 * b_d / _positive("queries", qs), 5.0)
-            margins[key] = max(m, _F15_FLOOR)
-            outcome[key] = "score-based only (supports)"
+        if qs is not None:
+            s = _positive("queries", qs)
+            d = _positive("queries", qd) if qd is not None else 2 * b_d
+            reach = (1.0 / s, 2 * b_d / s)
         else:
-            m = log_ratio_margin(_positive("queries", qd) / (2 * b_s), 5.0)
-            margins[key] = min(m, -_F15_FLOOR)
-            outcome[key] = "decision-based only (against)"
-    numbers = {"levels": list(levels), "best score-based queries": list(best_s),
-               "best decision-based queries": list(best_d), "per level": outcome,
-               "budgets": {"score": b_s, "decision": b_d}}
-    checks = [power_check("decision-based budget >= 10^4 queries", b_d, b_d >= 10_000),
-              power_check("levels reached by either side", len(margins), bool(margins))]
-    if not margins:  # every level skipped: no margin to report, the run is inconclusive
-        return Verdict(INCONCLUSIVE, None, {}, numbers, tuple(checks), "no success level reached by either side")
-    return judged(margins, numbers, checks=checks)
+            d, s = _positive("queries", qd), 2 * b_s
+            reach = (d / s, d)
+        outcome[key] = ("both reached" if qs is not None and qd is not None
+                        else "score-based only" if qd is None else "decision-based only")
+        conds.append(Condition(f"decision / score queries at {key}", d / s, F15_RATIO, unit="ratio", scale="log",
+                               reach=reach, why="query budgets", baseline=f"score-based {s:.0f} queries"))
+    numbers = {"best score-based queries": list(best_s), "best decision-based queries": list(best_d),
+               "per level": outcome, "budgets": {"score": b_s, "decision": b_d}}
+    checks = [power_check("decision-based budget >= 10^4 queries", b_d, b_d >= F15_DECISION_BUDGET),
+              *victim_checks(e, "victim_accuracy")]
+    if not conds:
+        return Verdict("inconclusive", (), numbers, tuple(checks), note="no success level reached by either side")
+    return judged(conds, numbers, checks=checks)
 
 
 def _f16(e: dict[str, Any]) -> Verdict:
-    """Untargeted transfer >= 30 % at eps 0.3 and above targeted transfer."""
-    u, t = num(e["untargeted_at_0.3"]), num(e["targeted_at_0.3"])
-    return judged({"untargeted >= 30 %": diff_margin(u, 0.30), "untargeted > targeted": diff_margin(u - t, 0.0)},
-                  {"untargeted transfer @0.3": u, "targeted transfer @0.3": t})
+    """At G2's eps: untargeted transfer >= 30 %, and targeted transfer <= 0.5 x untargeted
+    (as targeted - 0.5 x untargeted <= 0). Where the evidence records sign noise of the
+    same norm on the target ("noise", per eps), untargeted >= 3 x noise too (G0 as F04)."""
+    eps = _eps(e)
+    u, t = _at(e["eps"], e["untargeted"], eps), _at(e["eps"], e["targeted"], eps)
+    conds = [Condition("untargeted transfer", u, F16_SUCCESS, reach=RATE, why="a rate"),
+             Condition("targeted - 0.5 x untargeted transfer", t - F16_TARGETED_SHARE * u, 0.0, op="<=",
+                       reach=(-F16_TARGETED_SHARE * u, 1 - F16_TARGETED_SHARE * u), why="targeted transfer in [0, 1]",
+                       baseline=f"untargeted {u:.3g}")]
+    numbers = {"eps": eps, "untargeted transfer": u, "targeted transfer": t,
+               "untargeted per eps": list(e["untargeted"]), "targeted per eps": list(e["targeted"])}
+    if "noise" in e:
+        noise = _at(e["eps"], e["noise"], eps)
+        floor = max(noise, 1e-3)
+        conds.insert(0, Condition("untargeted / noise transfer", u / floor, F16_NOISE_RATIO, unit="ratio",
+                                  scale="log", reach=multiple_reach(floor), why="success <= 1",
+                                  baseline=f"noise {noise:.3g}"))
+        numbers["noise success"] = noise
+    return judged(conds, numbers, checks=victim_checks(e, "victim_accuracy"))
 
 
 def _f17(e: dict[str, Any]) -> Verdict:
-    """The fraction of examples fooling the model in >= 90 % of fresh draws is, for
-    EOT, >= plain PGD's + 20 points (same margin loss, steps and budget). Baseline: the
-    same fraction for clean images. Power check: the model's clean accuracy under the
-    transformation distribution is >= 95 % (register v2: a distribution it handles)."""
+    """The fraction fooled in >= 90 % of fresh draws: EOT >= plain PGD + 20 points.
+    G0: EOT's fraction is <= 1, so the gap lies in [-plain, 1 - plain]. Power check
+    (v3), applied where the evidence records the untransformed clean accuracy
+    ("clean_accuracy"): clean accuracy under the draws >= it - 3 points."""
     f = e["fooled_in_90pct"]
     eot, plain, clean = num(f["eot"]), num(f["plain"]), num(f["clean"])
     acc = num(e["clean_accuracy_under_transform"])
-    return judged({"EOT - plain >= 20 points": diff_margin(eot - plain, 0.20)},
-                  {"EOT fooled in >= 90 % of draws": eot, "plain PGD fooled in >= 90 % of draws": plain,
-                   "clean fooled in >= 90 % of draws": clean, "clean accuracy under transformations": acc},
-                  checks=[power_check("clean accuracy under the transformations >= 95 %", acc, acc >= 0.95)])
+    checks = victim_checks(e, "clean_accuracy")
+    if e.get("clean_accuracy") is not None:
+        c0 = num(e["clean_accuracy"])
+        checks.append(power_check(f"clean accuracy under the draws >= untransformed - {F17_CLEAN_SLACK:g}", acc,
+                                  acc >= c0 - F17_CLEAN_SLACK))
+    cond = Condition("EOT - plain fooled in >= 90 % of draws", eot - plain, F17_GAP, reach=minus_reach(plain),
+                     why="EOT's fraction <= 1", baseline=f"plain PGD {plain:.3g}")
+    return judged([cond], {"EOT fooled in >= 90 % of draws": eot, "plain PGD fooled in >= 90 % of draws": plain,
+                           "clean fooled in >= 90 % of draws": clean, "clean accuracy under transformations": acc,
+                           "eps": e.get("eps")}, checks=checks)
 
 
 def _f18(e: dict[str, Any]) -> Verdict:
-    """robust(AT) >= robust(undefended) + 50 points at the training eps; clean(AT) <
-    clean(undefended); AT training time >= 3 x standard training (same recipe);
-    quantization: plain-PGD robust accuracy >= its BPDA robust accuracy + 30 points.
-    Power check: clean(AT) >= 95 % (a weaker model is too weak to judge anything).
-    Training time is measured in model passes (forward + backward rows of both the
-    attack and the update), deterministic like every number the judges read."""
-    r_at, r_und = num(e["robust_at"]), num(e["robust_undefended"])
+    """Worst-case robust(AT) >= worst-case robust(undefended) + 50 points on MNIST, + 30
+    on Fashion-MNIST; clean(AT) < clean(undefended); input quantization: plain-PGD
+    robust accuracy >= BPDA robust accuracy + 30 points. Power check: clean(AT) >= 0.85
+    x clean(undefended). The training cost is fixed by the method and checked, never
+    judged (FGSM-RS: 2 model passes per standard one). Reach: robust accuracy <= clean
+    accuracy."""
+    ds = e.get("dataset")
+    if ds not in F18_ROBUST_GAIN:
+        raise ValueError(f"dataset={ds!r}: F18's bar is per data set, one of {sorted(F18_ROBUST_GAIN)}")
+    w_at, w_und = num(e["worst_case_at"]), num(e["worst_case_undefended"])
     c_at, c_und = num(e["clean_at"]), num(e["clean_undefended"])
-    t_at = _positive("AT training passes", e["train_passes_at"])
-    t_std = _positive("standard training passes", e["train_passes_standard"])
     plain, bpda = num(e["masked_plain_robust"]), num(e["masked_adaptive_robust"])
-    margins = {"robust AT - undefended >= 50 points": diff_margin(r_at - r_und, 0.50),
-               "clean AT < undefended": diff_margin(c_und - c_at, 0.0),
-               "AT time >= 3 x standard": log_ratio_margin(t_at / t_std, 3.0),
-               "quantization: plain - BPDA >= 30 points": diff_margin(plain - bpda, 0.30)}
-    numbers = {"robust AT (PGD)": r_at, "robust undefended (PGD)": r_und, "clean AT": c_at,
-               "clean undefended": c_und, "AT / standard training cost (model passes)": t_at / t_std,
-               "quantized: plain PGD": plain, "quantized: BPDA": bpda,
-               "worst-case AT (AutoAttack-style)": e.get("worst_case_at"),
-               "worst-case undefended": e.get("worst_case_undefended"),
-               "optimiser steps": e.get("optimizer_steps"), "method": e.get("method")}
-    return judged(margins, numbers, checks=[power_check("clean accuracy of the AT model >= 95 %", c_at, c_at >= 0.95)])
+    ratio = _positive("AT training passes", e["train_passes_at"]) / _positive("standard passes",
+                                                                              e["train_passes_standard"])
+    checks = [power_check(f"clean(AT) >= {F18_CLEAN_SHARE} x clean(undefended)", c_at,
+                          c_at >= F18_CLEAN_SHARE * c_und)]
+    method = e.get("method")
+    if method in F18_PASS_RATIO:
+        checks.append(identity_check(f"{method} costs {F18_PASS_RATIO[method]:g} x standard passes", ratio,
+                                     abs(ratio - F18_PASS_RATIO[method]) < 1e-9))
+    checks += victim_checks(e, "clean_undefended")
+    conds = [Condition("worst-case robust AT - undefended", w_at - w_und, F18_ROBUST_GAIN[ds],
+                       reach=(-w_und, c_at - w_und), why="robust accuracy <= clean accuracy",
+                       baseline=f"undefended {w_und:.3g}"),
+             Condition("clean undefended - AT", c_und - c_at, 0.0, op=">", reach=(c_und - 1, c_und),
+                       why="accuracy in [0, 1]"),
+             Condition("quantized: plain PGD - BPDA robust", plain - bpda, F18_MASKING_GAP, reach=minus_reach(bpda),
+                       why="robust accuracy <= 1", baseline=f"BPDA {bpda:.3g}")]
+    numbers = {"worst-case AT (AutoAttack-style)": w_at, "worst-case undefended": w_und,
+               "robust AT (PGD)": num(e["robust_at"]), "robust undefended (PGD)": num(e["robust_undefended"]),
+               "clean AT": c_at, "clean undefended": c_und, "quantized: plain PGD": plain, "quantized: BPDA": bpda,
+               "AT / standard training cost (model passes)": ratio, "optimiser steps": e.get("optimizer_steps"),
+               "method": method, "eps": e.get("eps")}
+    return judged(conds, numbers, checks=checks)
 
 
 FINDINGS: tuple[Finding, ...] = (
     Finding("F13", "adversarial",
             "The distance decides what 'small' means: ranking attacks by one norm reverses under another.",
-            "minimal-perturbation attacks only (JSMA, C&W-L2, DeepFool, minimal L-inf), medians over the examples "
-            "all fooled: JSMA has the smallest median L0 and not the smallest median L-inf, and the minimal L-inf "
-            "attack has the smallest median L-inf and not the smallest median L0",
+            "minimal-perturbation attacks (JSMA, C&W-L2, DeepFool, minimal L-inf), medians over the examples all "
+            "fooled: JSMA is not the smallest in L-inf and the minimal L-inf attack is not the smallest in L0 "
+            "(each being smallest in its own norm holds by construction and is checked)",
             "04_norms", _f13),
     Finding("F14", "adversarial",
-            "Iteration buys success; optimisation finds the smallest L2 at the highest cost.",
-            "at the smallest eps where PGD succeeds on >= 90 %, FGSM succeeds on >= 20 points less; "
-            "median L2(C&W) < median L2(DeepFool) and C&W's time per example > DeepFool's",
+            "Iteration buys success; optimisation finds the smallest L2.",
+            "the largest PGD - FGSM success gap over the eps grid (up to 0.3 on MNIST, 0.1 on Fashion-MNIST) "
+            ">= 20 points, and median L2(C&W) < median L2(DeepFool); cost shown, not judged",
             "04_success_vs_eps", _f14),
     Finding("F15", "adversarial",
             "Black-box attacks pay in queries, label-only ones far more.",
-            "at 10/25/50 % success within the L2 ball, queries(best decision-based) >= 5 x queries(best score-based) "
-            "at every level both reach; score-only levels support, decision-only levels count against, "
-            "neither: skipped; decision budgets >= 10^4",
+            "at 10/25/50 % success within the L2 ball, queries(best decision-based) >= 5 x queries(best "
+            "score-based); a level one side never reaches counts its budget x 2; decision budgets >= 10^4",
             "04_queries", _f15),
     Finding("F16", "adversarial",
             "Adversarial examples transfer between architectures; targeted ones much less.",
-            "untargeted transfer >= 30 % at eps 0.3 and above targeted transfer", "04_transfer", _f16),
+            "at eps 0.3 on MNIST, 0.1 on Fashion-MNIST: untargeted transfer >= 30 % and targeted transfer "
+            "<= 0.5 x untargeted", "04_transfer", _f16),
     Finding("F17", "adversarial",
             "Surviving transformations needs optimising over them (expectation over transformation).",
             "fraction fooled in >= 90 % of fresh draws: EOT >= plain PGD + 20 points (same margin loss, steps, "
-            "budget); clean accuracy under the distribution >= 95 % (else inconclusive); baseline: clean images",
+            "budget); decided by design when plain PGD already exceeds 80 %; baseline: clean images",
             "04_eot", _f17, baselines=("clean fooled in >= 90 % of draws",)),
     Finding("F18", "adversarial",
-            "Robustness costs accuracy and compute; masking is not robustness.",
-            "robust(AT) >= robust(undefended) + 50 points at the training eps; clean(AT) < clean(undefended); "
-            "AT training time >= 3 x standard; quantization: plain-PGD robust >= BPDA robust + 30 points; "
-            "inconclusive when clean(AT) < 95 %",
-            "04_defenses", _f18, baselines=("robust undefended (PGD)",)),
+            "Robustness costs accuracy; masking is not robustness.",
+            "worst-case robust(AT) >= worst-case robust(undefended) + 50 points on MNIST, + 30 on Fashion-MNIST; "
+            "clean(AT) < clean(undefended); quantization: plain-PGD robust >= BPDA robust + 30 points; "
+            "inconclusive when clean(AT) < 0.85 x clean(undefended); training cost checked, not judged",
+            "04_defenses", _f18, baselines=("worst-case undefended",)),
 )

@@ -1,114 +1,164 @@
-"""Judges of findings F09-F12: Poisoning (notebook 03), register v2.
+"""Judges of findings F09-F12: poisoning (notebook 03), on the machinery of
+`report.verdicts` (FINDINGS.md register v3, applied to the evidence notebook 03 records).
 
-Each judge reads the evidence notebook 03 records (``rec.evidence("F09", {...})``) and
-returns margins scaled so that 0 is the register's bar: point differences on fractions
-(`diff_margin`) and log-ratios for "k x" bars (`log_ratio_margin`). F11 adds a condition
-over the seeds pooled: Fisher's exact test on the success counts summed over seeds.
-
-Fractions measured on n examples move in steps of 1/n; a fraction exactly at a ">=" or
-"<=" bar meets it, so those margins get half a step (0.5 / n) in the claim's favour and
-a value one example short of the bar still falls below 0 (strict bars, "<", get none).
+Rates measured on n examples use the half-count (k + 0.5)/n in the claim's favour
+(G3.2): half a count up for ">=" bars, down for "<=" ones, so a value exactly at its bar
+passes and one a count short does not. Binary outcomes (F11's per-target successes,
+F12's per-run pass / fail) are decided on counts pooled over the seeds (G3.3): the
+finding's `pooled` function recomputes them over the usable runs; a run's own verdict
+uses the same rule on that run's counts alone. G1's accuracy check is applied where the
+evidence records the data set and the victim's architecture ("architecture"); notebook
+03 records the clean accuracy but not the architecture yet.
 """
 from __future__ import annotations
 
-import math
+from ..stats import ALPHA, clopper_pearson, direction, fisher_one_sided
+from ..verdicts import (RATE, Condition, Exact, Finding, half, judged, minus_reach, num as _num, power_check,
+                        victim_checks)
 
-from ..findings import Finding, diff_margin, judged, log_ratio_margin, num as _num, power_check
-
-#: F09: random flips are judged at this rate (a fraction of the training set).
+#: F09: random and targeted flips are compared at this rate (the evidence's protocol;
+#: v3's label budgets B = 2 / 5 / 10 % are not recorded yet, so its 20-point bar at
+#: B = 5 % cannot be read and the pre-registered 5-point bar at 20 % stays).
 F09_RATE = 0.2
-#: F10: the largest poisoning rate that counts as "cheap".
+F09_COST = 0.05
+F09_CONFUSION_GAP = 0.05
+#: F10: the largest poisoning rate that counts as "cheap"; its two bars.
 F10_MAX_RATE = 0.01
-#: F11: Fisher's exact test must reject equal success at this level (pooled over seeds).
-F11_ALPHA = 0.05
-#: F11: the "k x" of success(transfer) >= k x success(end-to-end).
+F10_SUCCESS = 0.90
+F10_DROP = 0.01
+#: F11: success(transfer) >= 2 x success(end-to-end) on pooled half-counts, Fisher p < ALPHA.
 F11_RATIO = 2.0
-#: Continuity correction of F11's per-run ratio: +0.5 on both success counts
-#: (Haldane-Anscombe), the usual stand-in that keeps a ratio finite when a count is 0.
-F11_CORRECTION = 0.5
+#: F11 (power, v3): at least this fraction of poisons collided.
+F11_COLLIDED = 0.80
+#: F12: recall at 1.5 x the poison count removed; "success after < 20 %" in >= 9 of 10 runs.
+F12_RECALL = 0.80
+F12_REMOVAL = 1.5
+F12_SUCCESS_AFTER = 0.20
+F12_RUN_SHARE = 0.90
 
 
 def _f09(e):
+    """20 % random flips cost <= 5 points of accuracy, and the targeted flip's
+    source->target confusion at 20 % exceeds the random flips' by >= 5 points."""
     rates = [_num(r) for r in e["rates"]]
     i = min(range(len(rates)), key=lambda j: abs(rates[j] - F09_RATE))
     if abs(rates[i] - F09_RATE) > 1e-9:
         raise ValueError(f"F09 needs random and targeted flips at rate {F09_RATE}; rates were {rates}")
-    acc_clean = _num(e["acc_clean"])
-    acc_random = _num(e["acc_random"][i])
+    acc_clean, acc_random = _num(e["acc_clean"]), _num(e["acc_random"][i])
     conf_t, conf_r = _num(e["confusion_targeted"][i]), _num(e["confusion_random"][i])
-    half_test, half_src = 0.5 / _num(e["n_test"]), 0.5 / _num(e["n_source_test"])
-    margins = {
-        # cost <= 5 points  <=>  (acc_random - acc_clean) >= -0.05
-        "random-flip cost <= 5 points": diff_margin(acc_random - acc_clean + half_test, -0.05),
-        "targeted confusion - random confusion >= 5 points": diff_margin(conf_t - conf_r + half_src, 0.05),
-    }
-    return judged(margins, {"cost of 20% random flips": round(acc_clean - acc_random, 6),
-                            "confusion targeted": conf_t, "confusion random": conf_r,
-                            "confusion unpoisoned": _num(e["confusion_clean"])})
+    n_test, n_src = _num(e["n_test"]), _num(e["n_source_test"])
+    cost = acc_clean - acc_random
+    conds = [Condition("random-flip cost at 20 %", cost, F09_COST, op="<=", half=half(n_test),
+                       reach=(acc_clean - 1, acc_clean), why="accuracy in [0, 1]",
+                       baseline=f"clean accuracy {acc_clean:.3g}"),
+             Condition("targeted - random confusion at 20 %", conf_t - conf_r, F09_CONFUSION_GAP, half=half(n_src),
+                       reach=minus_reach(conf_r), why="confusion <= 1",
+                       baseline=f"random flips {conf_r:.3g}")]
+    return judged(conds, {"cost of 20% random flips": round(cost, 6), "confusion targeted": conf_t,
+                          "confusion random": conf_r, "confusion unpoisoned": _num(e["confusion_clean"]),
+                          "clean accuracy": acc_clean},
+                  checks=victim_checks(e, "acc_clean"))
 
 
 def _f10(e):
+    """Some rate <= 1 % gives trigger success >= 90 % with clean accuracy within 1 point
+    of the unpoisoned victim's (half-counts); the cheap rate whose weaker condition is
+    strongest is judged."""
     base = _num(e["clean_acc_unpoisoned"])
     rows = [(_num(r), _num(s), _num(c)) for r, s, c in zip(e["rates"], e["success"], e["clean_acc"])]
     cheap = [row for row in rows if row[0] <= F10_MAX_RATE + 1e-12]
     if not cheap:
         raise ValueError(f"F10 needs a BadNets rate <= {F10_MAX_RATE}; rates were {[r for r, _, _ in rows]}")
+    n_s, n_c = _num(e["n_success_test"]), _num(e["n_test"])
 
-    half_s, half_c = 0.5 / _num(e["n_success_test"]), 0.5 / _num(e["n_test"])
-
-    def both(row):
+    def conds(row):
         _, s, c = row
-        return {"success >= 90%": diff_margin(s + half_s, 0.9),
-                "clean-accuracy drop <= 1 point": diff_margin(c - base + half_c, -0.01)}
+        return [Condition("trigger success", s, F10_SUCCESS, half=half(n_s), reach=RATE,
+                          why="a rate", baseline=f"unpoisoned victim {_num(e['success_unpoisoned']):.3g}"),
+                Condition("clean-accuracy drop", base - c, F10_DROP, op="<=", half=half(n_c),
+                          reach=(base - 1, base), why="accuracy in [0, 1]",
+                          baseline=f"unpoisoned clean accuracy {base:.3g}")]
 
-    # The claim holds if some cheap rate meets both bars: the best rate's weaker condition decides.
-    best = max(cheap, key=lambda row: min(both(row).values()))
-    return judged(both(best), {"rate": best[0], "success": best[1], "clean-accuracy drop": round(base - best[2], 6),
-                               "trigger success, unpoisoned victim": _num(e["success_unpoisoned"])})
+    best = max(cheap, key=lambda row: min(c.margin for c in conds(row)))
+    return judged(conds(best), {"rate": best[0], "success": best[1], "clean-accuracy drop": round(base - best[2], 6),
+                                "trigger success, unpoisoned victim": _num(e["success_unpoisoned"]),
+                                "success per rate": {f"{r:g}": s for r, s, _ in rows}},
+                  checks=victim_checks(e, "clean_acc_unpoisoned"))
 
 
-def _f11(e):
+def _f11_counts(e):
     n = int(_num(e["n_targets"]))
     k_t, k_e = int(_num(e["hits_transfer"])), int(_num(e["hits_end2end"]))
     if n <= 0 or not (0 <= k_t <= n and 0 <= k_e <= n):
         raise ValueError(f"F11 counts out of range: {k_t}, {k_e} of {n} targets")
-    c = F11_CORRECTION
-    margins = {"success(transfer) >= 2 x success(end-to-end)": log_ratio_margin((k_t + c) / (k_e + c), F11_RATIO)}
-    checks = [power_check("targets flipped in either regime", k_t + k_e, k_t + k_e > 0)]
-    return judged(margins, {"success transfer": k_t / n, "success end-to-end": k_e / n, "targets": n,
-                            "poisons per target": int(_num(e["n_poisons"])),
-                            "median relative feature distance after": _num(e["rel_dist_median"]),
-                            "poisons collided": _num(e["collided_fraction"])}, checks=checks)
+    return n, k_t, k_e
 
 
 def _f11_pooled(evidences):
-    """Fisher's exact test (two-sided, scipy.stats.fisher_exact) on the 2 x 2 table of
-    successes and failures per regime, counts summed over the seeds.
-    margin = log(alpha / p): > 0 iff p < alpha."""
-    from scipy import stats
+    """On success counts summed over the runs: success(transfer) >= 2 x success(end-to-end)
+    with half-counts ((k_t + 0.5) / (k_e + 0.5), a rule on counts: met -> +1, not -> -1),
+    and Fisher's exact test of transfer > end-to-end (one-sided, p < 0.05 -> +1;
+    significant the other way -> -1)."""
+    n = k_t = k_e = 0
+    for e in evidences:
+        a, b, c = _f11_counts(e)
+        n, k_t, k_e = n + a, k_t + b, k_e + c
+    ratio = (k_t + 0.5) / (k_e + 0.5)
+    p_gt, p_lt = fisher_one_sided(k_t, n, k_e, n)
+    counts = f"{k_t} vs {k_e} of {n} targets"
+    return (Exact("transfer / end-to-end successes (half-counts)", 1 if ratio >= F11_RATIO else -1, ratio,
+                  detail=f"{counts}; bar {F11_RATIO:g}", unit="ratio"),
+            Exact("Fisher transfer > end-to-end", direction(p_gt, p_lt, ALPHA), p_gt,
+                  detail=f"{counts}; p(greater) = {p_gt:.3g}, p(less) = {p_lt:.3g}", unit="count"))
 
-    n = sum(int(_num(e["n_targets"])) for e in evidences)
-    k_t = sum(int(_num(e["hits_transfer"])) for e in evidences)
-    k_e = sum(int(_num(e["hits_end2end"])) for e in evidences)
-    if n <= 0:
-        raise ValueError("F11 pooled test needs at least one target")
-    res = stats.fisher_exact([[k_t, n - k_t], [k_e, n - k_e]], alternative="two-sided")
-    p = float(res.pvalue)
-    margin = math.log(F11_ALPHA / max(p, 1e-300))
-    return {"margin": margin, "numbers": {"Fisher p (pooled)": p, "successes transfer": k_t,
-                                          "successes end-to-end": k_e, "targets per regime": n,
-                                          "odds ratio": float(res.statistic)}}
+
+def _f11(e):
+    """One run's F11 verdict: the pooled rule on that run's counts alone (see
+    `_f11_pooled`). Power check (v3): >= 80 % of poisons collided. v3's control
+    condition (transfer - control >= 30 points) applies once the notebook records the
+    control ("hits_control_transfer")."""
+    n, k_t, k_e = _f11_counts(e)
+    conds = []
+    if "hits_control_transfer" in e:
+        k_c = int(_num(e["hits_control_transfer"]))
+        conds.append(Condition("transfer - control success", (k_t - k_c) / n, 0.30, half=half(n),
+                               reach=minus_reach(k_c / n), why="success <= 1"))
+    collided = _num(e["collided_fraction"])
+    return judged(conds, {"success transfer": k_t / n, "success end-to-end": k_e / n, "targets": n,
+                          "poisons per target": int(_num(e["n_poisons"])),
+                          "median relative feature distance after": _num(e["rel_dist_median"]),
+                          "poisons collided": collided},
+                  exact=_f11_pooled([e]),
+                  checks=[power_check(f"poisons collided >= {F11_COLLIDED:.0%}", collided, collided >= F11_COLLIDED),
+                          *victim_checks(e, "victim_accuracy")])
+
+
+def _f12_pooled(evidences):
+    """"Success after retraining < 20 %" in >= 90 % of runs, as a half-count rule on the
+    pooled pass count ((k + 0.5)/n >= 0.9: met -> +1, not -> -1); the pass rate's
+    Clopper-Pearson interval is shown (an exact test at n = 10 could not reject a 90 %
+    pass rate even at 10 / 10)."""
+    k = sum(_num(e["success_after"]) < F12_SUCCESS_AFTER for e in evidences)
+    n = len(evidences)
+    rate, lo, hi = clopper_pearson(k, n)
+    ok = (k + 0.5) / n >= F12_RUN_SHARE
+    return (Exact("runs with success after < 20 %", 1 if ok else -1, rate, (lo, hi),
+                  detail=f"{k} of {n} runs (Clopper-Pearson)"),)
 
 
 def _f12(e):
+    """Recall >= 80 % when removing 1.5 x the poison count (half-count over the poisons;
+    a t-interval over runs), and attack success after retraining < 20 % in >= 90 % of
+    runs (pooled, `_f12_pooled`)."""
     rec, after = _num(e["recall"]), _num(e["success_after"])
-    if abs(_num(e["removal_multiple"]) - 1.5) > 1e-9:
-        raise ValueError(f"F12 is judged at 1.5 x the poison count removed; evidence has {e['removal_multiple']}")
-    margins = {"recall >= 80%": diff_margin(rec + 0.5 / _num(e["n_poison"]), 0.8),
-               "success after retraining < 20%": diff_margin(0.2, after)}
-    return judged(margins, {"recall": rec, "precision": _num(e["precision"]),
-                            "success before": _num(e["success_before"]), "success after": after,
-                            "clean accuracy after": _num(e["clean_acc_after"])})
+    n_p = _num(e["n_poison"])
+    if abs(_num(e["removal_multiple"]) - F12_REMOVAL) > 1e-9:
+        raise ValueError(f"F12 is judged at {F12_REMOVAL} x the poison count removed; "
+                         f"evidence has {e['removal_multiple']}")
+    conds = [Condition("recall at 1.5 x poisons removed", rec, F12_RECALL, half=half(n_p), reach=RATE, why="a rate")]
+    return judged(conds, {"recall": rec, "precision": _num(e["precision"]), "success before": _num(e["success_before"]),
+                          "success after": after, "clean accuracy after": _num(e["clean_acc_after"])},
+                  exact=_f12_pooled([e]), checks=victim_checks(e, "victim_accuracy"))
 
 
 FINDINGS: tuple[Finding, ...] = (
@@ -122,10 +172,10 @@ FINDINGS: tuple[Finding, ...] = (
        "03_badnets", _f10, baselines=("trigger success, unpoisoned victim",)),
     Finding("F11", "poisoning",
        "Clean-label feature-collision poisons work when only the last layer is retrained, much less under end-to-end training.",
-       "success(transfer) >= 2 x success(end-to-end) at the fixed poison count (counts +0.5 per run), and Fisher's exact test on the success counts pooled over seeds gives p < 0.05; inconclusive where no target flips in either regime",
+       "on success counts pooled over seeds: success(transfer) >= 2 x success(end-to-end) (half-counts) and Fisher's exact test of transfer > end-to-end gives p < 0.05; inconclusive where fewer than 80 % of poisons collided",
        "03_feature_collision", _f11, pooled=_f11_pooled, baselines=("success end-to-end",)),
     Finding("F12", "poisoning",
        "Poisons leave a trace in a convolutional network's representation: spectral signatures find them, and retraining without them removes the backdoor.",
-       "recall >= 80% when removing 1.5 x the poison count, and attack success after retraining < 20%",
-       "03_spectral_signatures", _f12, baselines=("success before",)),
+       "recall >= 80% when removing 1.5 x the poison count, and attack success after retraining < 20% in >= 90 % of runs (pooled count)",
+       "03_spectral_signatures", _f12, pooled=_f12_pooled, baselines=("success before",)),
 )

@@ -1,0 +1,27 @@
+"""G0: every judge can say supported, not supported and decided by design (or check failed)
+on plausible synthetic evidence shaped like what notebooks 01-04 record."""
+import pytest
+
+from threatlab.report import findings
+from judge_cases import CASES, judge
+
+
+@pytest.mark.parametrize("fid, case, evidence, dataset, status, says", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_judge_says(fid, case, evidence, dataset, status, says):
+    v = judge(fid, evidence, dataset)
+    assert v.status == status, (v.status, v.note, v.margins)
+    assert says in v.note
+
+
+#: Judges that today's evidence cannot make say supported / not supported: F13's recorded
+#: form holds by construction; v3's two-model protocol (standard vs adversarially
+#: trained) needs evidence notebook 04 does not record yet.
+BY_CONSTRUCTION = {"F13"}
+
+
+def test_every_judge_has_three_outcomes():
+    for f in findings.FINDINGS:
+        if f.id in BY_CONSTRUCTION:
+            continue
+        got = {c[4] for c in CASES if c[0] == f.id}
+        assert {"supported", "not supported"} <= got and len([c for c in CASES if c[0] == f.id]) >= 3, f.id
