@@ -301,3 +301,76 @@ def test_a_model_the_view_fits_is_probed_in_eval_mode_and_kept(digits_cnn):
     view = layout.channels_last(model)
     assert layout._probe(model, view._viewed, x) is True
     assert model.rows == 0 and model.log == [] and model.training
+
+
+# ------------------------------------------- benchmarks/third_party.py (advertorch's LeNet-5)
+
+@pytest.fixture(scope="module")
+def third_party():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import third_party as module
+
+    return module
+
+
+def test_advertorch_lenet5_runs_every_viewed_kernel_by_falling_back(third_party):
+    """The issue's model: 3x3 convolutions 1 -> 32 -> 64, ``.view`` flatten, FC 3136 ->
+    200 -> 10. The view cannot run it; every kernel still does, on the model as given."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = third_party.AdvertorchLeNet5().eval()
+    x = torch.rand(4, 1, 28, 28, generator=_gen(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with pytest.raises(RuntimeError, match="view size"):
+        layout.channels_last(model)._viewed(x)
+    for name in VIEWED:
+        res = _call(attacks.get(name), model, x, y, name)
+        assert res.x_adv.shape == x.shape and bool(torch.isfinite(res.x_adv).all())
+    assert layout.verdict(model) is False and layout.channels_last(model) is model
+
+
+def test_load_advertorch_reads_state_dicts_only(third_party, tmp_path):
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        source = third_party.AdvertorchLeNet5().eval()
+    path = tmp_path / "mnist_lenet5_clntrained.pt"
+    torch.save(source.state_dict(), path)
+    loaded = third_party.load_advertorch(path)
+    x = torch.rand(3, 1, 28, 28, generator=_gen(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x)) and not loaded.training
+
+    from threatlab.errors import ConfigError, IntegrityError
+
+    torch.save(source, tmp_path / "module.pt")  # a pickled module: code, refused by weights_only
+    with pytest.raises(IntegrityError, match="weights-only"):
+        third_party.load_advertorch(tmp_path / "module.pt")
+    torch.save({"conv1.weight": torch.zeros(32, 1, 3, 3)}, tmp_path / "partial.pt")
+    with pytest.raises(IntegrityError, match="expected the tensors"):
+        third_party.load_advertorch(tmp_path / "partial.pt")
+    bad = source.state_dict()
+    bad["linear2.bias"] = torch.full((10,), float("nan"))
+    torch.save(bad, tmp_path / "nan.pt")
+    with pytest.raises(IntegrityError, match="linear2.bias holds NaN"):
+        third_party.load_advertorch(tmp_path / "nan.pt")
+    with pytest.raises(ConfigError, match="weights="):
+        third_party.load_advertorch(tmp_path)
+
+
+def test_trained_here_trains_once_then_reads_the_cache(third_party, tmp_path):
+    x = torch.rand(64, 1, 28, 28, generator=_gen(0))
+    y = torch.randint(0, 10, (64,), generator=_gen(1))
+    params = dict(epochs=1, batch_size=32, lr=1e-3)
+    a, info_a = third_party.trained_here(x, y, train_params=params, seed=0, cache_dir=tmp_path)
+    b, info_b = third_party.trained_here(x, y, train_params=params, seed=0, cache_dir=tmp_path)
+    assert not info_a["from_cache"] and info_b["from_cache"] and info_a["key"] == info_b["key"]
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        untrained = third_party.AdvertorchLeNet5()
+    assert not torch.equal(untrained.linear2.weight, a.linear2.weight)  # it did train
