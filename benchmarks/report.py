@@ -63,6 +63,22 @@ def _rounds(row) -> str:
     return " ".join(f"{v:.3f}" for v in vals) if len(set(vals)) > 1 else f"{vals[0]:.3f} (all)"
 
 
+def _model_line(m: dict[str, Any], run: dict[str, Any]) -> str:
+    """The attacked model, as run.py recorded it (threatlab's SmallCNN, or the
+    third-party LeNet-5 of benchmarks/third_party.py, trained here or advertorch's)."""
+    if m["arch"] == "cnn":
+        what = "threatlab `cnn` on MNIST (notebook 04's)"
+    elif m.get("weights") != "trained here":
+        return (f"advertorch 0.2.3's MNIST LeNet-5 as its authors wrote it (`.view` flatten, "
+                f"benchmarks/third_party.py: threatlab's kernels fall back from their channels-last view) "
+                f"with advertorch's weights {m['weights']} (sha256 {m['weights_sha256']}...)")
+    else:
+        what = ("advertorch 0.2.3's MNIST LeNet-5 architecture as its authors wrote it (`.view` flatten, "
+                "benchmarks/third_party.py: threatlab's kernels fall back from their channels-last view)")
+    return (f"{what}, trained with epochs={m['epochs']}, batch_size={m['batch_size']}, lr={m['lr']} "
+            f"on the first {m['n_train']} training images, seed {run['seed']} (checkpoint {m['checkpoint_key']})")
+
+
 def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
     env = run["environment"]
     L: list[str] = []
@@ -78,12 +94,11 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
     L += [f"| {k} | {v} |" for k, v in env.items()]
     m = run["model"]
     L += ["", "## Protocol", "",
-          f"- Model: threatlab `cnn` on MNIST (notebook 04's), trained with epochs={m['epochs']}, "
-          f"batch_size={m['batch_size']}, lr={m['lr']} on the first {m['n_train']} training images, "
-          f"seed {run['seed']} (checkpoint {m['checkpoint_key']}); clean test accuracy "
+          f"- Model: {_model_line(m, run)}; clean test accuracy "
           f"{run['clean_test_accuracy']:.4f}. Parameters frozen (`requires_grad=False`) for every library.",
           f"- Inputs: the first n = {run['n']} correctly classified MNIST test images, the same tensor for "
-          "every library, in [0, 1]; normalization is inside the model.",
+          "every library, in [0, 1]; " + ("normalization is inside the model." if m["arch"] == "cnn" else
+                                         "the model takes them as they are (no normalization)."),
           "- Robust accuracy = fraction of those n still classified correctly by the same model on the "
           "adversarials each library returned (no library's own success flag is read). Median L2 / "
           "L-inf over the fooled examples only. `valid` checks the output lies in [0, 1] and inside "

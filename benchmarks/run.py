@@ -5,11 +5,17 @@
     python benchmarks/run.py --only PGD-Linf,FGSM --n 200 --repeats 5
     python benchmarks/run.py --only Square-Linf --libs threatlab,torchattacks --repeats 10 \
         --out benchmarks/square_seeds.md   # robust accuracy over seeds 0..9
+    python benchmarks/run.py --model advertorch-lenet5 --quick --out /tmp/third_party.md
+        # every case on a third-party model (benchmarks/third_party.py); add
+        # --weights .../mnist_lenet5_clntrained.pt for advertorch's own weights
 
 Same small MNIST CNN as notebooks/04_adversarial.ipynb (threatlab.models.cached, seed 0,
 epochs=2, batch_size=128, lr=1e-3 on the first 20,000 training images), the same
 correctly classified test examples for every library, identical hyper-parameters
-(benchmarks/cases.py writes them out per library). Benchmarks are not tests: nothing
+(benchmarks/cases.py writes them out per library). ``--model advertorch-lenet5`` swaps
+in advertorch's MNIST LeNet-5 as its authors wrote it (``.view`` flatten: threatlab's
+kernels run it without their channels-last view), trained here with the same recipe
+or loaded from advertorch's weights file (`third_party.py`). Benchmarks are not tests: nothing
 here asserts a time.
 """
 from __future__ import annotations
@@ -30,11 +36,12 @@ import torch  # noqa: E402
 
 import cases as case_table  # noqa: E402
 import report  # noqa: E402
+import third_party  # noqa: E402
 from harness import run_case  # noqa: E402
 
 from threatlab import data, models, runtime  # noqa: E402
 from threatlab.protocols import evasion
-from threatlab.io import atomic_write  # noqa: E402
+from threatlab.io import atomic_write, sha256_file  # noqa: E402
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -46,6 +53,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--libs", default="", help="comma-separated libraries to run (default: all; threatlab, "
                    "torchattacks, ART, foolbox)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="cnn", choices=["cnn", third_party.NAME],
+                   help="the attacked model: threatlab's SmallCNN (default) or advertorch's LeNet-5 "
+                        "as its authors wrote it (benchmarks/third_party.py)")
+    p.add_argument("--weights", default=None, help=f"with --model {third_party.NAME}: advertorch's "
+                   "mnist_lenet5_*.pt to load (default: the architecture trained here, cached)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results.md"), help="markdown report (a .json goes beside it)")
@@ -54,6 +66,8 @@ def parse(argv=None) -> argparse.Namespace:
     a.repeats = a.repeats or (3 if a.quick else 5)
     if a.n < 1 or a.repeats < 1:
         p.error("--n and --repeats must be positive")
+    if a.weights is not None and a.model != third_party.NAME:
+        p.error(f"--weights goes with --model {third_party.NAME}")
     return a
 
 
@@ -68,8 +82,19 @@ def main(argv=None) -> int:
     x_train, y_train = data.load("mnist", "train", n=20000)
     x_test, y_test = data.load("mnist", "test")
     train_params = dict(epochs=2, batch_size=128, lr=1e-3)
-    model, info = models.cached("cnn", "mnist", x_train, y_train, train_params=train_params, seed=args.seed,
-                                in_shape=tuple(x_train.shape[1:]), num_classes=10, progress=False)
+    if args.model == "cnn":
+        model, info = models.cached("cnn", "mnist", x_train, y_train, train_params=train_params, seed=args.seed,
+                                    in_shape=tuple(x_train.shape[1:]), num_classes=10, progress=False)
+        model_record = {"arch": "cnn", "dataset": "mnist", "n_train": 20000, **train_params,
+                        "checkpoint_key": info["key"][:20]}
+    elif args.weights is None:  # the third-party architecture, trained here with the same recipe
+        model, info = third_party.trained_here(x_train, y_train, train_params=train_params, seed=args.seed)
+        model_record = {"arch": args.model, "weights": "trained here", "dataset": "mnist", "n_train": 20000,
+                        **train_params, "checkpoint_key": info["key"][:20]}
+    else:
+        model = third_party.load_advertorch(args.weights)
+        model_record = {"arch": args.model, "weights": Path(args.weights).name,
+                        "weights_sha256": sha256_file(args.weights)[:20]}
     model = model.to(device).eval()
     for p in model.parameters():  # attacks need input gradients only
         p.requires_grad_(False)
@@ -99,8 +124,7 @@ def main(argv=None) -> int:
     run = {"command": " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
            "n": len(x), "repeats": args.repeats, "seed": args.seed, "device": str(device),
            "threads": torch.get_num_threads(), "quick": args.quick, "row_chunk": runtime.row_chunk(device), "clean_test_accuracy": clean_acc,
-           "model": {"arch": "cnn", "dataset": "mnist", "n_train": 20000, **train_params,
-                     "checkpoint_key": info["key"][:20]},
+           "model": model_record,
            "wall_s": time.perf_counter() - t0, "environment": report.environment(device)}
     out = Path(args.out)
     atomic_write(out.with_suffix(".json"), json.dumps({"run": run, "cases": results}, indent=1,

@@ -10,7 +10,9 @@ model's input shape, dtype and device; y (and an integer target) inside the mode
 classes. One place, so a kernel added later is checked without a line of its own.
 With ``register(..., channels_last=True)`` (the white-box evasion kernels) the model
 then reaches the kernel as `layout.channels_last(model)`: convolutions run in
-channels-last memory, the caller's model untouched (see `threatlab.attacks.layout`).
+channels-last memory, the caller's model untouched, or, for a model that fails or
+computes otherwise under that layout (a ``.view`` flatten), the model as given
+(see `threatlab.attacks.layout`). Such kernels carry ``.channels_last = True``.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ def register(family: str, name: str, *, channels_last: bool = False
         _REGISTRY[name] = (family, checked)
         checked.attack_name = name  # type: ignore[attr-defined]
         checked.family = family  # type: ignore[attr-defined]
+        checked.channels_last = channels_last  # type: ignore[attr-defined]
         return checked
 
     return deco
