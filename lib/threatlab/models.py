@@ -567,7 +567,7 @@ def holdout_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.
     if holdout >= n:
         raise ConfigError(f"holdout={holdout!r} must be smaller than the training set ({n} rows); "
                           "allowed: 1 <= holdout < n")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    perm = runtime.randperm(n, torch.Generator().manual_seed(seed))
     held = perm[:holdout].sort().values
     fit = perm[holdout:].sort().values
     return fit, held
