@@ -198,3 +198,13 @@ def test_stopping_rule_refuses_bad_rules():
         models.stopping_epoch([1.0], patience=0)
     with pytest.raises(ConfigError, match=r"min_epochs=4 is more than max_epochs=3"):
         models.stopping_epoch([1.0], min_epochs=4, max_epochs=3)
+
+
+def test_train_refuses_a_non_callable_after_epoch_and_stops_when_it_says_so():
+    x, y = _random_labels(n=64)
+    net = models.build("mlp", in_shape=(1, 4, 4), num_classes=2, seed=0, hidden=(8,))
+    with pytest.raises(ConfigError, match=r"after_epoch=3 is not allowed"):
+        models.train(net, x, y, epochs=2, after_epoch=3, progress=False)
+    calls = []
+    hist = models.train(net, x, y, epochs=9, progress=False, after_epoch=lambda e, h: calls.append(e) or e == 1)
+    assert calls == [0, 1] and len(hist["loss"]) == 2
