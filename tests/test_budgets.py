@@ -170,3 +170,20 @@ def test_optional_rule_admits_none_only_when_declared():
         validate.check_rule("eps", None, rule)
     with pytest.raises(ConfigError, match="eps=0 is outside"):
         validate.check_rule("eps", 0, {**rule, "optional": True})
+
+
+@pytest.mark.parametrize("nb", ["01_model_extraction", "04_adversarial"])
+def test_only_the_validation_cell_binds_eps(nb):
+    """The resolved budget must reach F04 / F16 unchanged: a later `for eps in ...` would
+    leave `eps` at the loop's last value (seen in 04's transfer sweep)."""
+    import ast
+
+    cells = json.loads((run.NOTEBOOKS / f"{nb}.ipynb").read_text())["cells"]
+    i = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
+    for j, c in enumerate(cells[i + 2:], start=i + 2):
+        if c["cell_type"] != "code":
+            continue
+        tree = ast.parse("".join(l for l in c["source"] if not l.lstrip().startswith(("%", "!"))))
+        stores = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "eps"
+                  and isinstance(n.ctx, ast.Store)]
+        assert not stores, f"{nb} cell {j} rebinds eps (lines {stores})"
