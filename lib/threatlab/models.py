@@ -9,6 +9,8 @@ and feature-collision attacks work on ``model.features``.
     >>> net = models.build("lenet5", in_shape=(1, 28, 28), num_classes=10, seed=0)
     >>> hist = models.train(net, x, y, epochs=2, seed=0)
     >>> models.accuracy(net, x_test, y_test)
+    >>> hist = models.train_early_stopping(net, x, y, seed=0)   # rule G1: converged victims
+    >>> hist["epochs_run"], hist["best_epoch"], hist["holdout_loss"]
 
 `cached` trains a model once per (architecture, data set, training data, training
 parameters, seed, shapes, code version) and keeps it as a safetensors file; a file that
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 import re
 import stat
@@ -49,6 +52,7 @@ __all__ = [
     "ARCHITECTURES", "CODE_VERSION", "CheckpointWarning", "Classifier", "LeNet5", "MLP",
     "Normalize", "SmallCNN", "accuracy", "build", "cached", "checkpoint_dir", "checkpoint_key",
     "load_checkpoint", "load_or_train", "predict", "save_checkpoint", "tensor_digest", "train",
+    "EARLY_STOP_DEFAULTS", "holdout_split", "resolve_early_stop", "stopping_epoch", "train_early_stopping",
 ]
 
 #: sha256 of this file's source: any change to architectures or training invalidates
@@ -395,7 +399,8 @@ Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, int, torch.Generator]
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, batch_size: int = 128,
           lr: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9,
           seed: int = 0, progress: bool = True, desc: str | None = None,
-          perturb: "Perturb | None" = None) -> dict[str, Any]:
+          perturb: "Perturb | None" = None,
+          after_epoch: "Callable[[int, dict[str, Any]], bool] | None" = None) -> dict[str, Any]:
     """Train `model` in place with cross-entropy on (x, y); return the history.
 
     Args:
@@ -419,6 +424,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
             with the model in eval mode (no batch-statistics drift while attacking) and
             receives the global batch index and this call's shuffling generator, so one
             seed fixes both the batch order and the hook's random draws.
+        after_epoch: optional ``after_epoch(epoch, history) -> stop`` called after each
+            epoch (0-based index, the history so far) with the model in train mode;
+            returning True ends training there (`train_early_stopping` uses it). The
+            optimiser keeps its state across epochs, as without the hook.
 
     Returns ``{"loss": [mean loss per epoch], "train_acc": [accuracy during each epoch],
     "seconds": wall time, "epochs", "batch_size"}``. The model is left in eval mode.
@@ -428,6 +437,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
     if perturb is not None and not callable(perturb):
         raise ConfigError(f"perturb={perturb!r} is not allowed; expected None or a callable "
                           "(model, xb, yb, step, generator) -> xb")
+    if after_epoch is not None and not callable(after_epoch):
+        raise ConfigError(f"after_epoch={after_epoch!r} is not allowed; expected None or a callable "
+                          "(epoch, history) -> bool")
     device = _device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
@@ -466,12 +478,167 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
                 bar.update(1)
             history["loss"].append(loss_sum.item() / n)
             history["train_acc"].append(correct.item() / n)
+            stop = bool(after_epoch(epoch, history)) if after_epoch is not None else False
+            extra = {"held_out": f"{history['holdout_loss'][-1]:.4f}"} if history.get("holdout_loss") else {}
             bar.set_postfix(epoch=epoch + 1, loss=f"{history['loss'][-1]:.4f}",
-                            acc=f"{history['train_acc'][-1]:.3f}")
+                            acc=f"{history['train_acc'][-1]:.3f}", **extra)
+            if stop:
+                break
     finally:
         bar.close()
         model.eval()
     history["seconds"] = time.perf_counter() - start
+    return history
+
+
+# ------------------------------------------------------------- early stopping (rule G1)
+
+#: The early-stopping rule every converged victim trains under (FINDINGS.md, rule G1):
+#: held-out loss on 1,000 training images kept out of training, patience 3 epochs, at
+#: least 3 and at most 15 epochs, the best epoch's weights kept.
+EARLY_STOP_DEFAULTS: dict[str, int] = {"holdout": 1000, "patience": 3, "min_epochs": 3, "max_epochs": 15}
+
+#: Training parameters of an early-stopped model where the caller gives none: Adam 1e-3,
+#: batch 64, the recipe under which G1's power-check bars were measured.
+EARLY_STOP_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "batch_size": 64}
+
+
+def _check_early_stop(holdout, patience, min_epochs, max_epochs) -> None:
+    validate.positive("holdout", holdout, integer=True)
+    validate.positive("patience", patience, integer=True)
+    validate.positive("min_epochs", min_epochs, integer=True)
+    validate.positive("max_epochs", max_epochs, integer=True)
+    if min_epochs > max_epochs:
+        raise ConfigError(f"min_epochs={min_epochs!r} is more than max_epochs={max_epochs!r}; "
+                          "allowed: 1 <= min_epochs <= max_epochs")
+
+
+def resolve_early_stop(early_stop: "bool | Mapping[str, Any] | None") -> dict[str, int] | None:
+    """``None`` / ``False`` -> None (fixed epochs); ``True`` -> `EARLY_STOP_DEFAULTS`; a
+    mapping -> those defaults updated by it (keys holdout, patience, min_epochs,
+    max_epochs). ConfigError on unknown keys or bad values."""
+    if early_stop is None or early_stop is False:
+        return None
+    if early_stop is True:
+        return dict(EARLY_STOP_DEFAULTS)
+    if not isinstance(early_stop, Mapping):
+        raise ConfigError(f"early_stop={early_stop!r} is not allowed; expected None, True or a dict with keys "
+                          f"{sorted(EARLY_STOP_DEFAULTS)}")
+    unknown = sorted(set(early_stop) - set(EARLY_STOP_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"early_stop has unknown keys {unknown}; allowed: {sorted(EARLY_STOP_DEFAULTS)}")
+    full = {**EARLY_STOP_DEFAULTS, **early_stop}
+    _check_early_stop(**full)
+    return full
+
+
+def stopping_epoch(losses: Sequence[float], *, patience: int = 3, min_epochs: int = 3,
+                   max_epochs: int = 15) -> tuple[int | None, int]:
+    """The early-stopping rule as a pure function of held-out losses (rule G1).
+
+    `losses[i]` is the held-out loss after epoch i + 1. Returns ``(stop, best)``: `stop`
+    is the 1-based epoch after which training stops (None if the rule has not stopped
+    within the losses given), `best` the 1-based epoch of the lowest loss among the
+    epochs run (up to `stop`, else all given). A tie is not an improvement (the earlier
+    epoch stays best) and NaN never is. Training stops after epoch e when
+    e >= min_epochs and either e - best >= patience (no improvement for `patience`
+    epochs) or e == max_epochs. So a loss that rises after epoch k stops training at
+    max(k + patience, min_epochs) with best k.
+    """
+    _check_early_stop(1, patience, min_epochs, max_epochs)
+    best, best_loss = 0, math.inf
+    for e, loss in enumerate(losses, start=1):
+        value = math.inf if math.isnan(loss) else loss  # a NaN loss never improves
+        if best == 0 or value < best_loss:  # strict: a tie keeps the earlier epoch
+            best, best_loss = e, value
+        if e >= min_epochs and (e - best >= patience or e >= max_epochs):
+            return e, best
+    return None, best
+
+
+def holdout_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split rows 0..n-1 into (training rows, held-out rows), both sorted, disjoint,
+    together all n rows; `holdout` rows are drawn by a permutation seeded with `seed`
+    (its own generator: the global RNG is untouched). ConfigError unless
+    1 <= holdout < n (at least one row must be left to train on)."""
+    validate.positive("n", n, integer=True)
+    validate.positive("holdout", holdout, integer=True)
+    validate.non_negative("seed", seed, integer=True)
+    if holdout >= n:
+        raise ConfigError(f"holdout={holdout!r} must be smaller than the training set ({n} rows); "
+                          "allowed: 1 <= holdout < n")
+    perm = runtime.randperm(n, torch.Generator().manual_seed(seed))
+    held = perm[:holdout].sort().values
+    fit = perm[holdout:].sort().values
+    return fit, held
+
+
+@torch.no_grad()
+def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Mean cross-entropy of `model` on (x, y) in eval mode, as a 0-d tensor on the model's
+    device (batched; the caller decides when to read it)."""
+    device = _device_of(model)
+    total = torch.zeros((), device=device)
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i:i + batch_size].to(device)
+        yb = y[i:i + batch_size].to(device, dtype=torch.long)
+        total += F.cross_entropy(model(xb), yb, reduction="sum")
+    return total / x.shape[0]
+
+
+def train_early_stopping(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, holdout: int = 1000,
+                         patience: int = 3, min_epochs: int = 3, max_epochs: int = 15, batch_size: int = 64,
+                         lr: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adam",
+                         momentum: float = 0.9, seed: int = 0, progress: bool = True,
+                         desc: str | None = None) -> dict[str, Any]:
+    """Train `model` in place until its held-out loss stops improving; keep the best epoch.
+
+    Rule G1 of FINDINGS.md ("victims at convergence"): `holdout` rows of (x, y), drawn by
+    `holdout_split(n, holdout, seed)`, are kept out of training; after every epoch the
+    mean cross-entropy on them is measured (eval mode, one read per epoch), and
+    `stopping_epoch` decides: stop after `patience` epochs without a lower held-out loss,
+    never before `min_epochs`, never after `max_epochs`. The weights of the best epoch are
+    loaded back at the end, so the model returned is the one whose held-out loss is
+    ``history["holdout_loss"][best_epoch - 1]``. Training itself is `train` on the other
+    rows (same optimiser, shuffling by `seed`, progress bar), with Adam 1e-3 and batch 64
+    by default as G1's measurements used.
+
+    Returns `train`'s history (loss and train_acc per epoch run, seconds) plus
+    ``"holdout_loss"`` (per epoch run), ``"epochs_run"``, ``"best_epoch"``, ``"holdout"``,
+    ``"patience"``, ``"min_epochs"``, ``"max_epochs"``. The model is left in eval mode.
+    ConfigError before any compute on a bad argument (patience < 1, min_epochs >
+    max_epochs, holdout >= number of rows, NaN or non-positive lr, ...).
+    """
+    _check_early_stop(holdout, patience, min_epochs, max_epochs)
+    _check_train_params(max_epochs, batch_size, lr, weight_decay, optimizer, momentum, seed)
+    _check_xy(x, y, model)
+    fit, held = holdout_split(x.shape[0], holdout, seed)
+    fit, held = fit.to(x.device), held.to(x.device)
+    x_fit, y_fit, x_held, y_held = x[fit], y[fit], x[held], y[held]
+    best_state: dict[str, torch.Tensor] = {}
+    rule = dict(patience=patience, min_epochs=min_epochs, max_epochs=max_epochs)
+
+    def after_epoch(epoch: int, history: dict[str, Any]) -> bool:
+        model.eval()
+        try:
+            loss = _mean_loss(model, x_held, y_held).item()  # one read per epoch
+        finally:
+            model.train()
+        history.setdefault("holdout_loss", []).append(loss)
+        stop, best = stopping_epoch(history["holdout_loss"], **rule)
+        if best == epoch + 1:  # this epoch is the best so far: keep its weights
+            best_state.clear()
+            best_state.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return stop is not None
+
+    history = train(model, x_fit, y_fit, epochs=max_epochs, batch_size=batch_size, lr=lr,
+                    weight_decay=weight_decay, optimizer=optimizer, momentum=momentum, seed=seed,
+                    progress=progress, desc=desc, after_epoch=after_epoch)
+    best = stopping_epoch(history["holdout_loss"], **rule)[1]
+    model.load_state_dict(best_state)
+    model.eval()
+    history.update({"epochs": len(history["holdout_loss"]), "epochs_run": len(history["holdout_loss"]),
+                    "best_epoch": best, "holdout": holdout, **rule})
     return history
 
 
@@ -677,26 +844,44 @@ def _canonical(obj: Any) -> str:
         raise ConfigError(f"cache key parameters must be plain JSON values ({e})") from None
 
 
-def _resolve_train_params(train_params: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
+def _resolve_train_params(train_params: Mapping[str, Any] | None, seed: int,
+                          early_stop: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """`train_params` with defaults filled in. Under early stopping (`early_stop` resolved)
+    the defaults are `EARLY_STOP_TRAIN_DEFAULTS` and "epochs" is not a training parameter
+    (the rule decides it, up to max_epochs), so it is refused and left out."""
     tp = dict(train_params or {})
     unknown = sorted(set(tp) - set(TRAIN_DEFAULTS))
     if unknown:
         raise ConfigError(f"train_params has unknown keys {unknown}; allowed: {sorted(TRAIN_DEFAULTS)} "
                           "(seed and progress are separate arguments)")
-    full = {**TRAIN_DEFAULTS, **tp}
-    _check_train_params(seed=seed, **full)
+    if early_stop is None:
+        full = {**TRAIN_DEFAULTS, **tp}
+        _check_train_params(seed=seed, **full)
+        return full
+    if "epochs" in tp:
+        raise ConfigError(f"train_params epochs={tp['epochs']!r} is not allowed with early stopping; "
+                          "set early_stop max_epochs instead")
+    full = {k: v for k, v in {**EARLY_STOP_TRAIN_DEFAULTS, **tp}.items() if k != "epochs"}
+    _check_train_params(seed=seed, epochs=early_stop["max_epochs"], **full)
     return full
 
 
 def checkpoint_key(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
                    train_params: Mapping[str, Any] | None, seed: int, in_shape: Sequence[int],
-                   num_classes: int, arch_params: Mapping[str, Any] | None = None) -> str:
+                   num_classes: int, arch_params: Mapping[str, Any] | None = None,
+                   early_stop: "bool | Mapping[str, Any] | None" = None) -> str:
     """The content-addressed cache key: sha256 of a canonical JSON of the architecture,
     data set name, sha256 of the training tensors, training parameters (defaults filled
-    in), seed, input shape, number of classes, architecture parameters and CODE_VERSION."""
+    in), seed, input shape, number of classes, architecture parameters and CODE_VERSION;
+    with `early_stop` (see `resolve_early_stop`), also the early-stopping rule, so an
+    early-stopped model never shares a key with a fixed-epoch one."""
     validate.choice("arch", arch, sorted(ARCHITECTURES))
     validate.of_type("dataset_name", dataset_name, str)
     _check_xy(x, y)
+    es = resolve_early_stop(early_stop)
+    if es is not None and es["holdout"] >= x.shape[0]:
+        raise ConfigError(f"early_stop holdout={es['holdout']!r} must be smaller than the training set "
+                          f"({x.shape[0]} rows); allowed: 1 <= holdout < n")
     record = {
         "arch": arch,
         "arch_params": dict(arch_params or {}),
@@ -706,8 +891,10 @@ def checkpoint_key(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tenso
         "in_shape": list(_check_in_shape(in_shape)),
         "num_classes": validate.number("num_classes", num_classes, low=2, integer=True),
         "seed": validate.non_negative("seed", seed, integer=True),
-        "train_params": _resolve_train_params(train_params, seed),
+        "train_params": _resolve_train_params(train_params, seed, es),
     }
+    if es is not None:  # absent for fixed epochs: those keys keep their old layout
+        record["early_stop"] = es
     return hashlib.sha256(_canonical(record).encode()).hexdigest()
 
 
@@ -720,7 +907,8 @@ def cached(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
            in_shape: Sequence[int] | None = None, num_classes: int = 10,
            cache_dir: str | os.PathLike | None = None, progress: bool = True,
            arch_params: Mapping[str, Any] | None = None,
-           device: torch.device | str | None = None) -> tuple[Classifier, dict[str, Any]]:
+           device: torch.device | str | None = None,
+           early_stop: "bool | Mapping[str, Any] | None" = None) -> tuple[Classifier, dict[str, Any]]:
     """Return a model trained on (x, y), from the checkpoint cache when possible.
 
     The model is ``build(arch, in_shape=, num_classes=, seed=seed, **arch_params)`` then
@@ -739,6 +927,12 @@ def cached(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
             $THREATLAB_CACHE, else <repo>/data/cache.
         progress: training progress bar. arch_params: extra `build` arguments (in the key).
         device: where the model lives and trains (default CPU).
+        early_stop: None (default) trains ``train_params["epochs"]`` epochs; True, or a
+            dict overriding `EARLY_STOP_DEFAULTS` (holdout, patience, min_epochs,
+            max_epochs), trains with `train_early_stopping` instead (rule G1: batch 64
+            unless train_params says otherwise; "epochs" is then refused). The rule is in
+            the cache key, and the stored history carries what a notebook reports:
+            "epochs_run", "best_epoch", "holdout_loss" (per epoch).
 
     A missing file is trained and saved. A file that does not parse, has another key,
     other tensor names/shapes or a wrong content hash triggers a CheckpointWarning
@@ -759,8 +953,9 @@ def cached(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
         raise ConfigError(f"num_classes={num_classes!r} does not cover the labels (y ranges over {lo}..{hi})")
     arch_params = dict(arch_params or {})
     key = checkpoint_key(arch, dataset_name, x, y, train_params=train_params, seed=seed, in_shape=in_shape,
-                         num_classes=num_classes, arch_params=arch_params)
-    full_tp = _resolve_train_params(train_params, seed)
+                         num_classes=num_classes, arch_params=arch_params, early_stop=early_stop)
+    es = resolve_early_stop(early_stop)
+    full_tp = _resolve_train_params(train_params, seed, es)
     validate.of_type("progress", progress, bool)
     path = checkpoint_dir(cache_dir) / f"{arch}-{_slug(dataset_name)}-{key[:20]}.safetensors"
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -785,7 +980,11 @@ def cached(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
             return model, {"key": key, "path": path, "from_cache": True, "train_seconds": None,
                            "history": history}
 
-    history = train(model, x, y, seed=seed, progress=progress, desc=f"train {arch} on {dataset_name}", **full_tp)
+    desc = f"train {arch} on {dataset_name}"
+    if es is None:
+        history = train(model, x, y, seed=seed, progress=progress, desc=desc, **full_tp)
+    else:
+        history = train_early_stopping(model, x, y, seed=seed, progress=progress, desc=desc, **es, **full_tp)
     # Wall time stays out of the file so that the same key always gives the same bytes.
     stored = {k: v for k, v in history.items() if k != "seconds"}
     save_checkpoint(model, path, key=key, arch=arch,
@@ -802,7 +1001,7 @@ def load_or_train(arch: str, dataset: str, *, n: int | None = None, split: str =
 
     Imports `threatlab.data` only when called (models know nothing of data otherwise).
     `num_classes` defaults to ``data.info(dataset).num_classes``. Remaining keyword
-    arguments (cache_dir, progress, arch_params, device) go to `cached`.
+    arguments (cache_dir, progress, arch_params, device, early_stop) go to `cached`.
     """
     data = importlib.import_module(f"{__package__}.data")
     x, y = data.load(dataset, split, **({} if n is None else {"n": n}))

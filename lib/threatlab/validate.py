@@ -261,6 +261,7 @@ def params(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 #         "eps_linf": {"low": 0, "high": 1, "low_open": True},
 #         "n_train": {"low": 1, "integer": True},
 #         "dataset": {"choices": ["mnist", "fashion_mnist"]},
+#         "eps": {"optional": True, "low": 0, "high": 1, "low_open": True},  # None allowed
 #         "flip_rates": {"nonempty": True, "items": {"low": 0, "high": 1}},
 #         "__cross__": ["n_jsma <= n_norms", ["0.2 in flip_rates", "F09 is judged at 20% flips"]],
 #     }
@@ -272,7 +273,7 @@ def params(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 #: Keys a per-parameter rule may hold.
 RULE_KEYS = frozenset({"low", "high", "low_open", "high_open", "integer", "choices", "nonempty",
-                       "items", "type"})
+                       "items", "type", "optional"})
 #: `type` names a rule may ask for (the parameters cell's annotations).
 RULE_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
 #: Functions a cross-parameter expression may call.
@@ -285,6 +286,8 @@ def check_rule(name: str, value: Any, rule: dict[str, Any]) -> Any:
     if not isinstance(rule, dict) or set(rule) - RULE_KEYS:
         raise ConfigError(f"constraint for {name!r} must be a dict with keys from {sorted(RULE_KEYS)}, "
                           f"got {rule!r}")
+    if value is None and rule.get("optional"):
+        return value  # "optional": None means a default the notebook resolves (e.g. eps: the data set's budget)
     if "type" in rule:
         if rule["type"] not in RULE_TYPES:
             raise ConfigError(f"constraint for {name!r}: type {rule['type']!r} is not one of {sorted(RULE_TYPES)}")

@@ -746,21 +746,31 @@ def evidence_f15(blackbox: dict[str, Any]) -> dict[str, Any]:
             "eps_l2": blackbox["eps"], "examples": blackbox["examples"]}
 
 
-def evidence_f16(transfer_mean: dict[str, list[float]], transfer_eps: Sequence[float]) -> dict[str, Any]:
-    """F16 (register v2; transfer as in Papernot, McDaniel, Goodfellow 2016, arXiv
-    1605.07277): mean off-diagonal transfer (`mean_off_diagonal` of each
-    `transfer_matrix`), untargeted and targeted, per eps of `transfer_eps`, and both
-    at eps 0.3, where the judge reads them."""
-    if not isinstance(transfer_eps, Sequence) or 0.3 not in transfer_eps:
-        raise ConfigError(f"transfer_eps={transfer_eps!r} must be a list including 0.3 (F16 is judged there)")
+def evidence_f16(transfer_mean: dict[str, list[float]], transfer_eps: Sequence[float],
+                 eps: float = 0.3) -> dict[str, Any]:
+    """F16 (transfer as in Papernot, McDaniel, Goodfellow 2016, arXiv 1605.07277): mean
+    off-diagonal transfer (`mean_off_diagonal` of each `transfer_matrix`), untargeted
+    and targeted, per eps of `transfer_eps`, and both at `eps`, the data set's budget
+    (rule G2, `threatlab.budgets`), where the judge reads them: ``untargeted_at_eps`` /
+    ``targeted_at_eps`` with ``eps_judged``; at eps 0.3 also under the older names
+    ``untargeted_at_0.3`` / ``targeted_at_0.3``."""
+    validate.number("eps", eps, low=0, high=1, low_open=True)
+    hits = ([i for i, e in enumerate(transfer_eps) if isinstance(e, (int, float)) and math.isclose(e, eps)]
+            if isinstance(transfer_eps, Sequence) else [])
+    if not hits:
+        raise ConfigError(f"transfer_eps={transfer_eps!r} must be a list including {eps!r} (F16 is judged there)")
     _check_keys("transfer_mean", transfer_mean, ("untargeted", "targeted"), "mean off-diagonal transfer per eps")
     for k in ("untargeted", "targeted"):
         if len(transfer_mean[k]) != len(transfer_eps):
             raise ConfigError(f"transfer_mean[{k!r}] has {len(transfer_mean[k])} values; transfer_eps has "
                               f"{len(transfer_eps)}: one mean per eps is needed")
-    i = list(transfer_eps).index(0.3)
-    return {"untargeted_at_0.3": transfer_mean["untargeted"][i], "targeted_at_0.3": transfer_mean["targeted"][i],
-            "eps": transfer_eps, "untargeted": transfer_mean["untargeted"], "targeted": transfer_mean["targeted"]}
+    i = hits[0]
+    out = {"eps_judged": eps, "untargeted_at_eps": transfer_mean["untargeted"][i],
+           "targeted_at_eps": transfer_mean["targeted"][i],
+           "eps": transfer_eps, "untargeted": transfer_mean["untargeted"], "targeted": transfer_mean["targeted"]}
+    if math.isclose(eps, 0.3):  # the names the judge reads until it reads the budget's
+        out.update({"untargeted_at_0.3": out["untargeted_at_eps"], "targeted_at_0.3": out["targeted_at_eps"]})
+    return out
 
 
 def evidence_f17(calibration: dict[str, Any], eot_run: dict[str, Any]) -> dict[str, Any]:
