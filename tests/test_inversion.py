@@ -165,6 +165,35 @@ def test_fredrikson_on_a_linear_model_moves_toward_the_class():
     assert torch.equal(lab.x_rec, x1)
 
 
+def test_fredrikson_skips_and_counts_non_finite_estimates_row_by_row():
+    # The target answers NaN for row 0's probes on its calls 3-6 (an API that fails on some
+    # queries): row 0 skips those 4 steps and stays finite; row 1 is what it would be anyway.
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        lin[1].weight.copy_(torch.linspace(-1, 1, 32).view(2, 16)), lin[1].bias.zero_()
+
+    class Flaky(nn.Module):
+        calls = 0
+
+        def forward(self, z):
+            out = lin(z)
+            Flaky.calls += 1
+            if 3 <= Flaky.calls <= 6:
+                out = out.clone()
+                out[: out.shape[0] // 2] = math.nan    # row 0's probes come first
+            return out
+
+    x0, target = torch.full((2, 1, 4, 4), 0.5), torch.tensor([0, 1])
+    kw = dict(steps=10, lr=0.2, samples=4, sigma=0.1)
+    res = inversion.fredrikson(BlackBox(Flaky()), x0, target, **kw, generator=torch.Generator().manual_seed(0))
+    ref = inversion.fredrikson(BlackBox(lin), x0, target, **kw, generator=torch.Generator().manual_seed(0))
+    assert res.diverged.tolist() == [4, 0] and ref.diverged.tolist() == [0, 0]
+    assert bool(torch.isfinite(res.x_rec).all()) and torch.equal(res.x_rec[1], ref.x_rec[1])
+    assert not torch.equal(res.x_rec[0], ref.x_rec[0])     # it moved on the 6 good steps, not the bad 4
+    with torch.no_grad():   # and towards class 0
+        assert float(lin(res.x_rec[:1]).softmax(1)[0, 0]) > 3 * float(lin(x0[:1]).softmax(1)[0, 0])
+
+
 BAD = [
     ("mi_loss", dict(), "oracle.mode"),
     ("mi_shadow", dict(shadow_probs=torch.zeros(2, 3, 10), shadow_in=torch.zeros(2, 5, dtype=torch.bool)), "shadow_probs"),

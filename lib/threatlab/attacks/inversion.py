@@ -67,12 +67,14 @@ class MembershipResult:
 class InversionResult:
     """x_rec: reconstructions [n, ...] in [0, 1]; target: class per row [n];
     confidence: the oracle's final answer for the target class (probability, or 1/0
-    for label-only) [n]; queries: int64 [n]."""
+    for label-only) [n]; queries: int64 [n]; diverged: int64 [n], the descent steps
+    whose gradient estimate was non-finite and was skipped (the row did not move)."""
 
     x_rec: torch.Tensor
     target: torch.Tensor
     confidence: torch.Tensor
     queries: torch.Tensor
+    diverged: torch.Tensor | None = None
 
 
 @dataclass
@@ -656,7 +658,9 @@ def fredrikson(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, steps: int
         sigma: finite-difference smoothing, pixel units (> 0), default 0.1.
         tv_weight: weight of the total-variation prior (>= 0), default 0.
         generator: draws the finite-difference directions (on x's device).
-    Shapes: x [n, ...], y [n] -> x_rec [n, ...], confidence [n], queries [n].
+    A row whose estimate is non-finite (an oracle answering NaN or inf) skips that
+    step and it is counted in `diverged`: one bad answer must not turn the row NaN.
+    Shapes: x [n, ...], y [n] -> x_rec [n, ...], confidence [n], queries [n], diverged [n].
 
     Example:
         >>> classes = torch.arange(10).repeat_interleave(4)
@@ -682,6 +686,7 @@ def fredrikson(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, steps: int
         return out.gather(1, tgt_rep.view(-1, 1)).squeeze(1).clamp_min(1e-30).log()
 
     xr = x.detach().clone()
+    diverged = torch.zeros(n, dtype=torch.int64, device=x.device)
     for _ in range(steps):
         u = _normal((n, samples, *shape), generator, x.device, x.dtype)
         # Antithetic pairs (x + s u, x - s u) cancel the even terms of the estimate.
@@ -690,15 +695,18 @@ def fredrikson(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, steps: int
         diff = (f[..., 0] - f[..., 1]).view(n, samples, *[1] * len(shape))
         g = (diff * u).mean(1) / (2 * sigma)
         # Normalised steps: the same lr means the same move whatever the output scale;
-        # a zero estimate (label-only far from class c) means no move.
+        # a zero estimate (label-only far from class c) means no move, and so does a
+        # non-finite one (inf / inf would make the row NaN for good), counted per row.
+        finite = torch.isfinite(g).flatten(1).all(1)
+        diverged += (~finite).long()
         norm = g.flatten(1).norm(dim=1).view(-1, *[1] * len(shape))
-        step = torch.where(norm > 0, g / norm.clamp_min(1e-12), torch.zeros_like(g))
+        step = torch.where((norm > 0) & finite.view_as(norm), g / norm.clamp_min(1e-12), torch.zeros_like(g))
         if tv_weight:
             step = step - tv_weight * _tv_grad(xr) / math.sqrt(xr[0].numel())
         xr = (xr + lr * step).clamp(0, 1)
     final = oracle(xr, torch.arange(n, device=x.device))
     conf = (final == y).to(torch.float32) if label_only else final.gather(1, y.view(-1, 1)).squeeze(1)
-    return InversionResult(xr, y, conf.cpu(), _queries(oracle, n))
+    return InversionResult(xr, y, conf.cpu(), _queries(oracle, n), diverged.cpu())
 
 
 def class_means(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
