@@ -144,7 +144,8 @@ def test_feature_collision_collapses_distance_on_frozen_extractor():
     with torch.no_grad():   # the reported distance is the poison's true distance
         d = (model.features(res.x_poison) - model.features(target)).norm(dim=1)
     assert torch.allclose(d, res.dist_after, atol=1e-5)
-    # Same inputs, same bytes; one row alone follows the same trajectory (Adam is elementwise).
+    # Same inputs, same bytes (two runs on this machine); one row alone follows the same
+    # trajectory (Adam is elementwise).
     again = attacks.get("feature_collision")(model, base, yb, target=target, steps=2000, rel_tol=0.1)
     assert torch.equal(again.x_poison, res.x_poison)
     # The default beta is Poison Frogs' beta_0 = 0.25 scaled by (feature dim / input dim)^2.
