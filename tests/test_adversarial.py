@@ -537,6 +537,56 @@ def test_cw_binary_search_bisects_the_constant_and_shrinks_distortion(digits):
     assert float((five.extra["l2"][ok] / one.extra["l2"][ok]).median()) <= 0.95
 
 
+class _NaNWhereBright(nn.Module):
+    """`net`'s logits, NaN for every input whose top-left pixel exceeds 0.99: a model that
+    overflows on part of the input space."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        out = self.net(x)
+        bad = x.flatten(1)[:, 0] > 0.99
+        return torch.where(bad[:, None], torch.full_like(out, math.nan), out)
+
+
+def test_cw_a_row_with_a_non_finite_loss_does_not_poison_the_others(digits):
+    model, x, y = digits
+    x = x.clone()
+    x[:, 0] = x[:, 0].clamp(max=0.5)
+    x[0, 0] = 1.0            # row 0: NaN logits at every point C&W visits (its tanh start is saturated)
+    net = _NaNWhereBright(model)
+    kw = dict(steps=30, binary_search_steps=3, initial_const=1.0)
+    res = attacks.get("cw_l2")(net, x, y, **kw)
+    rest = attacks.get("cw_l2")(net, x[1:], y[1:], **kw)
+    assert res.extra["diverged"].tolist() == [3] + [0] * (len(x) - 1)
+    # Row 0 found nothing (success is re-evaluated on the model, whose NaN answer is not y).
+    assert torch.equal(res.x_adv[0], x[0]) and math.isinf(float(res.extra["l2"][0]))
+    # The other rows: what they get without row 0 in the batch (rows are independent).
+    assert bool(rest.success.any()) and torch.equal(res.success[1:], rest.success)
+    torch.testing.assert_close(res.x_adv[1:], rest.x_adv, rtol=1e-5, atol=1e-6)
+    assert not bool(res.x_adv.isnan().any())
+
+
+def test_cw_a_row_that_diverges_late_keeps_its_best_finite_result(digits):
+    # NaN only once the perturbation is large (> 1.5 in L2): early, finite successes are
+    # kept, the row is frozen when it crosses, and every row still ends finite.
+    model, x, y = digits
+
+    class Far(nn.Module):
+        def forward(self, z):
+            out = model(z)
+            far = (z - x[: z.shape[0]]).flatten(1).norm(dim=1) > 1.5
+            return torch.where(far[:, None], torch.full_like(out, math.inf), out)
+
+    res = attacks.get("cw_l2")(Far(), x, y, steps=100, binary_search_steps=4, initial_const=100.0, lr=0.1)
+    assert bool((res.extra["diverged"] > 0).any())
+    ok = res.success
+    assert bool(ok.any()) and bool((res.extra["l2"][ok] <= 1.5 + 1e-5).all())
+    assert not bool(res.x_adv.isnan().any())
+
+
 # ------------------------------------------------------------------ row chunks (CPU)
 
 

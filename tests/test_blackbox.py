@@ -224,6 +224,30 @@ def test_eot_with_identity_transformation_is_plain_pgd(digits_cnn):
     assert s.shape == y.shape and bool(((s >= 0) & (s <= 1)).all())
 
 
+def test_eot_a_row_with_a_non_finite_gradient_stays_put_and_the_others_run_on(digits_cnn):
+    # Row 0 carries a bright marker pixel the model answers with NaN logits (a model that
+    # overflows on part of its input space): sign(NaN) would make the row NaN; instead it
+    # skips every step, and the other rows get what they get without it.
+    model, x, y = digits_cnn
+    x = x.clone()
+    x[:, 0, 0, 0] = x[:, 0, 0, 0].clamp(max=0.5)
+    x[0, 0, 0, 0] = 1.0
+
+    class Marked(nn.Module):
+        def forward(self, z):
+            out = model(z)
+            # Added, not selected: the NaN must reach the gradient as well as the loss.
+            return out + torch.where(z[:, 0, 0, 0] > 0.99, float("nan"), 0.0)[:, None]
+
+    kw = dict(eps=0.005, steps=6, samples=2, random_start=False, transform=RandomTransform(["noise"], noise_std=0.0))
+    res = attacks.get("eot_pgd")(Marked(), x, y, **kw, generator=gen())
+    rest = attacks.get("eot_pgd")(Marked(), x[1:], y[1:], **kw, generator=gen())
+    assert res.extra["diverged"].tolist() == [6] + [0] * (len(x) - 1)
+    assert torch.equal(res.x_adv[0], x[0]) and not bool(res.x_adv.isnan().any())
+    torch.testing.assert_close(res.x_adv[1:], rest.x_adv, rtol=1e-5, atol=1e-6)
+    assert bool((res.x_adv[1:] != x[1:]).any())             # the others did move
+
+
 def test_eot_validates_before_compute():
     x, y = torch.full((3, 1, 8, 8), 0.5), torch.zeros(3, dtype=torch.long)
     with pytest.raises(ConfigError, match="samples=0"):

@@ -124,7 +124,8 @@ def test_defenses_registry_mirrors_attacks():
 
 
 def test_train_hook_identity_is_plain_training(data):
-    """models.train with a perturb hook that returns the batch trains bit-identically."""
+    """models.train with a perturb hook that returns the batch trains bit-identically
+    (both runs on this machine)."""
     x, y = data[0], data[1]
     a = models.build("mlp", in_shape=(1, 8, 8), hidden=(16,), seed=0)
     b = models.build("mlp", in_shape=(1, 8, 8), hidden=(16,), seed=0)

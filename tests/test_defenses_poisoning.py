@@ -242,6 +242,33 @@ def test_activation_clustering_finds_planted_poisons_on_digits(backdoored_digits
     assert recall >= 0.9 and precision >= 0.5
 
 
+def test_neural_cleanse_freezes_a_class_whose_loss_goes_non_finite():
+    # From the optimiser's 15th forward call on, the rows stamped with class 0's trigger
+    # (the first block of each batch) come back NaN: class 0 stops there with a finite
+    # mask, the other classes are bit-equal to a healthy run, no L1 or index is NaN.
+    healthy = models.build("mlp", in_shape=(1, 8, 8), num_classes=3, hidden=(16,), seed=0).eval()
+    k, batch = 3, 8
+
+    class Flaky(torch.nn.Module):
+        calls = 0
+
+        def forward(self, z):
+            out = healthy(z)
+            if z.shape[0] != k * batch:       # the final success check: healthy
+                return out
+            Flaky.calls += 1
+            return torch.cat([out[:batch] * float("nan"), out[batch:]]) if Flaky.calls >= 15 else out
+
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    kw = dict(num_classes=k, steps=40, batch_size=batch, window=10, success_threshold=0.5)
+    nc = NC.neural_cleanse(Flaky(), x, **kw)
+    ref = NC.neural_cleanse(healthy, x, **kw)
+    assert nc.diverged.tolist() == [True, False, False] and not bool(ref.diverged.any())
+    assert bool(torch.isfinite(nc.l1).all()) and bool(torch.isfinite(nc.anomaly_index).all())
+    assert bool(torch.isfinite(nc.masks).all()) and not torch.equal(nc.masks[0], ref.masks[0])
+    assert torch.equal(nc.masks[1:], ref.masks[1:]) and torch.equal(nc.patterns[1:], ref.patterns[1:])
+
+
 def test_neural_cleanse_flags_the_planted_target_class(backdoored_digits_all_to_one):
     model, ps, trig, x_cl, y_cl = backdoored_digits_all_to_one
     assert P.backdoor_success(model, x_cl, y_cl, target_class=0, trigger=trig) > 0.9

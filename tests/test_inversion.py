@@ -165,6 +165,35 @@ def test_fredrikson_on_a_linear_model_moves_toward_the_class():
     assert torch.equal(lab.x_rec, x1)
 
 
+def test_fredrikson_skips_and_counts_non_finite_estimates_row_by_row():
+    # The target answers NaN for row 0's probes on its calls 3-6 (an API that fails on some
+    # queries): row 0 skips those 4 steps and stays finite; row 1 is what it would be anyway.
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        lin[1].weight.copy_(torch.linspace(-1, 1, 32).view(2, 16)), lin[1].bias.zero_()
+
+    class Flaky(nn.Module):
+        calls = 0
+
+        def forward(self, z):
+            out = lin(z)
+            Flaky.calls += 1
+            if 3 <= Flaky.calls <= 6:
+                out = out.clone()
+                out[: out.shape[0] // 2] = math.nan    # row 0's probes come first
+            return out
+
+    x0, target = torch.full((2, 1, 4, 4), 0.5), torch.tensor([0, 1])
+    kw = dict(steps=10, lr=0.2, samples=4, sigma=0.1)
+    res = inversion.fredrikson(BlackBox(Flaky()), x0, target, **kw, generator=torch.Generator().manual_seed(0))
+    ref = inversion.fredrikson(BlackBox(lin), x0, target, **kw, generator=torch.Generator().manual_seed(0))
+    assert res.diverged.tolist() == [4, 0] and ref.diverged.tolist() == [0, 0]
+    assert bool(torch.isfinite(res.x_rec).all()) and torch.equal(res.x_rec[1], ref.x_rec[1])
+    assert not torch.equal(res.x_rec[0], ref.x_rec[0])     # it moved on the 6 good steps, not the bad 4
+    with torch.no_grad():   # and towards class 0
+        assert float(lin(res.x_rec[:1]).softmax(1)[0, 0]) > 3 * float(lin(x0[:1]).softmax(1)[0, 0])
+
+
 BAD = [
     ("mi_loss", dict(), "oracle.mode"),
     ("mi_shadow", dict(shadow_probs=torch.zeros(2, 3, 10), shadow_in=torch.zeros(2, 5, dtype=torch.bool)), "shadow_probs"),
@@ -509,3 +538,76 @@ def test_baseline_psnr_closed_form():
     assert b["black"] == pytest.approx((10 * math.log10(4) + 10 * math.log10(16)) / 2, abs=1e-9)
     assert b["mean_image"] == pytest.approx(10 * math.log10(64), abs=1e-9)
     assert inversion.psnr(x, x).tolist() == [120.0, 120.0]
+
+
+class _NaNAfter(nn.Module):
+    """A float32 linear layer whose output turns NaN from its `after`-th forward call
+    within the DLG restarts listed in `bad` (restart index counted by `_count_restarts`,
+    which wraps the start draws). Forward call 0 of restart 0 is DLG's first closure."""
+
+    def __init__(self, bad, after=4, dtype=torch.float32):
+        super().__init__()
+        self.lin = nn.Linear(20, 5).to(dtype)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.linspace(-1, 1, 100).view(5, 20).to(dtype))
+            self.lin.bias.copy_(torch.linspace(-0.5, 0.5, 5).to(dtype))
+        self.bad, self.after, self.restart, self.calls = set(bad), after, -1, 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.lin(x)
+        return out * math.nan if self.restart in self.bad and self.calls > self.after else out
+
+
+def _count_restarts(monkeypatch, net):
+    draw = inversion._uniform
+
+    def counted(*args, **kwargs):
+        net.restart, net.calls = net.restart + 1, 0
+        return draw(*args, **kwargs)
+    monkeypatch.setattr(inversion, "_uniform", counted)
+
+
+def _client(dtype=torch.float32):
+    x = torch.rand(1, 20, generator=torch.Generator().manual_seed(7)).to(dtype)
+    return x, torch.tensor([1])
+
+
+def test_dlg_discards_a_restart_whose_line_search_overflows(monkeypatch):
+    # Restart 0's loss turns NaN after L-BFGS's first iterations: strong Wolfe then never
+    # meets a condition and extrapolates its step x10 per trial until it leaves float
+    # range, and torch raises "value cannot be converted to type float without
+    # overflow" (notebook 02's crash). The restart is discarded; restart 1 is kept.
+    net = _NaNAfter(bad={0})
+    _count_restarts(monkeypatch, net)
+    x, y = _client()
+    res = inversion.dlg(net, x, y, steps=30, restarts=2, generator=torch.Generator().manual_seed(0))
+    assert res.diverged.tolist() == [1] and res.reconstructed.tolist() == [True] and res.no_reconstruction == 0
+    d = res.extra["restart_distance"][0]
+    assert math.isnan(float(d[0])) and float(res.grad_distance[0]) == float(d[1])
+    assert (res.x_rec - x).abs().max() < 1e-3 and res.y_rec.tolist() == [1]
+
+
+def test_dlg_line_search_overflow_is_the_error_torch_raises(monkeypatch):
+    # Without the catch (a message that never matches), the same restart raises torch's
+    # overflow error, as dlg did before: the caught message is torch's own.
+    net = _NaNAfter(bad={0})
+    _count_restarts(monkeypatch, net)
+    monkeypatch.setattr(inversion, "_LINE_SEARCH_OVERFLOW", "a message torch never writes")
+    with pytest.raises(RuntimeError, match="cannot be converted to type float without overflow"):
+        inversion.dlg(net, *_client(), steps=30, restarts=2, generator=torch.Generator().manual_seed(0))
+
+
+def test_dlg_without_any_finite_restart_reports_no_reconstruction(monkeypatch):
+    # float64: the step never overflows, so these runs end on a NaN iterate instead;
+    # every restart of client 1 (restarts 2 and 3) diverges, client 0 is untouched.
+    net = _NaNAfter(bad={2, 3}, dtype=torch.float64)
+    _count_restarts(monkeypatch, net)
+    x = torch.rand(2, 20, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    y = torch.tensor([1, 3])
+    res = inversion.dlg(net, x, y, steps=20, restarts=2, generator=torch.Generator().manual_seed(0))
+    assert res.diverged.tolist() == [0, 2] and res.reconstructed.tolist() == [True, False]
+    assert res.no_reconstruction == 1
+    assert bool(res.x_rec[1].isnan().all()) and math.isnan(float(res.grad_distance[1]))
+    assert res.iterations.tolist()[1] == 0 and res.y_rec.tolist() == [1, 3]   # labels need no search
+    assert (res.x_rec[0] - x[0]).abs().max() < 1e-3

@@ -173,6 +173,7 @@ def test_train_rejects_mismatched_data(digits):
 
 @pytest.mark.parametrize("arch, optimizer", [("mlp", "adam"), ("cnn", "sgd"), ("lenet5", "adam")])
 def test_training_is_bit_identical_under_seed(digits, arch, optimizer):
+    # Bit-identical between two runs on this machine; another CPU kind rounds differently.
     x, y, _, _ = digits
     runs = []
     for _ in range(2):
@@ -459,6 +460,7 @@ def test_models_does_not_import_data_and_load_or_train_is_lazy(digits, tmp_path,
     assert out.stdout.strip() == "False"
     models.save_checkpoint(models.build("lenet5", in_shape=(1, 8, 8), seed=0), tmp_path / "b.safetensors",
                            key="k", arch="lenet5")
+    # Same machine, two processes: the bytes of one seeded initialisation.
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     x, y, _, _ = digits
     calls = []

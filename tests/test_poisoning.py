@@ -5,6 +5,8 @@ outliers, and feature collision checked against its own objective and bound.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -142,11 +144,42 @@ def test_feature_collision_collapses_distance_on_frozen_extractor():
     with torch.no_grad():   # the reported distance is the poison's true distance
         d = (model.features(res.x_poison) - model.features(target)).norm(dim=1)
     assert torch.allclose(d, res.dist_after, atol=1e-5)
-    # Same inputs, same bytes; one row alone follows the same trajectory (Adam is elementwise).
+    # Same inputs, same bytes (two runs on this machine); one row alone follows the same
+    # trajectory (Adam is elementwise).
     again = attacks.get("feature_collision")(model, base, yb, target=target, steps=2000, rel_tol=0.1)
     assert torch.equal(again.x_poison, res.x_poison)
     # The default beta is Poison Frogs' beta_0 = 0.25 scaled by (feature dim / input dim)^2.
     assert res.extra["beta"] == pytest.approx(0.25 * (12 / 64) ** 2)
+
+
+def test_feature_collision_stops_a_poison_whose_distance_goes_non_finite():
+    """From its 6th call on the extractor answers NaN for poison 0 (calls 1-2 are the
+    target's and the bases' features): poison 0 stops, keeps its best finite iterate,
+    and the others end exactly as with a healthy extractor."""
+    healthy = TinyExtractor().eval()
+
+    class Flaky(torch.nn.Module):
+        calls = 0
+
+        def features(self, z):
+            out = healthy.features(z)
+            Flaky.calls += 1
+            return torch.cat([out[:1] * math.nan, out[1:]]) if Flaky.calls >= 6 else out
+
+    g = gen(2)
+    base = torch.rand(4, 1, 8, 8, generator=g)
+    target = torch.rand(4, 1, 8, 8, generator=g)
+    yb = torch.zeros(4, dtype=torch.long)
+    kw = dict(target=target, steps=300, rel_tol=0.1)
+    res = attacks.get("feature_collision")(Flaky(), base, yb, **kw)
+    ref = attacks.get("feature_collision")(healthy, base, yb, **kw)
+    assert res.extra["diverged"].tolist() == [True, False, False, False]
+    assert not bool(ref.extra["diverged"].any())
+    # Poison 0: 3 finite evaluations (iterates 0-2) on calls 3-5, its best of them kept.
+    assert int(res.extra["steps_run"][0]) == 3 and not bool(res.extra["collided"][0])
+    assert 0 < float(res.dist_after[0]) < float(res.dist_before[0])
+    assert bool(torch.isfinite(res.x_poison).all())
+    assert torch.equal(res.x_poison[1:], ref.x_poison[1:]) and torch.equal(res.dist_after[1:], ref.dist_after[1:])
 
 
 def test_feature_collision_respects_bound_and_cap():

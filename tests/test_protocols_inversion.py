@@ -7,6 +7,8 @@ what the notebook records.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -92,6 +94,33 @@ def test_invert_classes_and_leakage_sweep(digits):
     assert len(leak["psnr_vs_batch"]) == 2 and len(leak["psnr_vs_noise"]) == 2
     assert leak["label_acc_batch1"] == 1.0 and leak["psnr_vs_noise"][0] > leak["psnr_vs_noise"][1]
     assert set(leak["images"]) == {"original", "sigma=0.0", "sigma=10.0"}
+    assert leak["no_reconstruction_vs_batch"] == [0, 0] and leak["diverged_vs_noise"] == [0, 0]
+
+
+def test_leakage_sweep_leaves_clients_without_reconstruction_out_of_the_psnr(digits, monkeypatch):
+    # A stand-in DLG (the kernel's own divergence tests are in test_inversion.py): client
+    # 0 is reconstructed exactly in the batch sweep, client 1 never (every restart
+    # diverged), and no client at all in the noise sweep (the runs with a clip).
+    from threatlab import attacks
+    from threatlab.attacks import inversion
+
+    x, y = digits
+    x, y = x[:4], y[:4]
+
+    def fake_dlg(model, xl, yl, *, batch_size, clip=None, restarts, **_):
+        k = xl.shape[0] // batch_size
+        ok = torch.zeros(k, dtype=torch.bool) if clip is not None else torch.arange(k) == 0
+        rec = torch.where(ok.repeat_interleave(batch_size).view(-1, 1, 1, 1), xl, torch.full_like(xl, math.nan))
+        return inversion.LeakageResult(rec, yl.clone(), torch.zeros(k), torch.zeros(k, dtype=torch.int64),
+                                       diverged=torch.where(ok, 0, restarts), reconstructed=ok)
+
+    monkeypatch.setattr(attacks, "get", lambda name: fake_dlg)
+    leak = proto.leakage_sweep(None, x, y, clients=2, batch_sizes=[1, 2], noise=[0.0, 1.0], clip=1.0, steps=1,
+                               restarts=3, seed=0)
+    assert leak["psnr_vs_batch"] == [120.0, 120.0]          # client 0 only: exact (PSNR capped at 120 dB)
+    assert leak["no_reconstruction_vs_batch"] == [1, 1] and leak["diverged_vs_batch"] == [3, 3]
+    assert leak["psnr_vs_noise"] == [None, None] and leak["no_reconstruction_vs_noise"] == [2, 2]
+    assert leak["diverged_vs_noise"] == [6, 6] and leak["label_acc_batch1"] == 1.0
 
 
 # ---------------------------------------------------------------- notebook 02's cells as protocols
@@ -247,6 +276,7 @@ def test_gradient_leakage_rows_and_baselines(digits):
         assert (r["psnr_b1"], r["psnr_b2"]) == tuple(sw["psnr_vs_batch"])
         assert (r["psnr_sigma0.0"], r["psnr_sigma10.0"]) == tuple(sw["psnr_vs_noise"])
         assert r["label_acc_b1"] == sw["label_acc_batch1"] and 0 <= r["test_acc"] <= 1
+        assert r["no_reconstruction"] == sum(sw["no_reconstruction_vs_batch"] + sw["no_reconstruction_vs_noise"])
         assert set(sw["images"]) == {"original", "sigma=0.0", "sigma=10.0"}
     for r, k in zip(gl.rows[2:], ("black", "mean_image")):
         assert r == {"target": f"baseline: {k}", "psnr_b1": gl.baseline[k], "psnr_b2": gl.baseline[k]}

@@ -150,6 +150,10 @@ def test_makefile_setup_installs_the_lock_then_provides_the_data():
     assert re.search(r"^setup: \$\(STAMP\) data$", mk, re.M)
     assert re.search(r"^data: \$\(STAMP\)\n\t\$\(PY\) -m threatlab\.data provision$", mk, re.M)
     assert re.search(r"^test: setup$", mk, re.M) and re.search(r"^figures: setup$", mk, re.M)
+    # The tutorials' checked outputs under this CPU's float kernels and the portable ones.
+    assert re.search(r"^\tTHREATLAB_NO_PROGRESS=1 \$\(PY\) -m pytest tests notebooks/tutorials \$\(NBVAL\)$", mk, re.M)
+    assert re.search(r"^\tTHREATLAB_NO_PROGRESS=1 ATEN_CPU_CAPABILITY=default \$\(PY\) -m pytest notebooks/tutorials "
+                     r"\$\(NBVAL\)$", mk, re.M)
     assert "SWEEP_ARGS = --profile $(PROFILE) --seeds $(SEEDS) --datasets $(DATASETS)" in mk
     assert "-m threatlab sweep $(SWEEP_ARGS)" in mk
     for var, default in (("PROFILE", "quick"), ("SEEDS", "0-4"), ("DATASETS", "mnist,fashion_mnist")):

@@ -1,6 +1,7 @@
 """Sweeps: bad input refused before anything runs, sequential and distributed points
-give the same bytes, a killed sweep resumes, a failing point is recorded while the
-others complete, and the checkpoint cache takes concurrent writers of one key."""
+give the same bytes (all on this machine: no bytes computed elsewhere are compared), a
+killed sweep resumes, a failing point is recorded while the others complete, and the
+checkpoint cache takes concurrent writers of one key."""
 import json
 import multiprocessing as mp
 import os

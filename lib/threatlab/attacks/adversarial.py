@@ -316,7 +316,13 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
         generator: unused (deterministic); accepted for the common signature.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x (x itself where no
         success was found), success [n] bool; extra["l2"] [n] (inf on failure),
-        extra["const"] [n] (c of the kept adversarial, nan on failure).
+        extra["const"] [n] (c of the kept adversarial, nan on failure),
+        extra["diverged"] [n] int64: binary-search steps in which the example's loss
+        or gradient went non-finite (e.g. a model that overflows far from the data).
+        From that step on the example stops moving and nothing it reaches is kept; the
+        other rows, whose losses are separate terms of the sum, run on unchanged, and
+        the next binary-search step starts it afresh from x (a diverged step counts as
+        a failure for the search on c). Its best finite result so far is kept.
 
     Example:
         >>> res = cw_l2(model, x, y, steps=200, binary_search_steps=6)
@@ -344,6 +350,7 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
     best_l2 = torch.full((n,), math.inf, device=dev, dtype=dt)
     best_const = torch.full((n,), math.nan, device=dev, dtype=dt)
     best_adv = x.clone()
+    diverged = torch.zeros(n, dtype=torch.int64, device=dev)
 
     for _ in range(binary_search_steps):
         # Fresh start per constant, as in the reference code: a run with a too-small c
@@ -352,6 +359,7 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
         adam_m = torch.zeros_like(w)
         adam_v = torch.zeros_like(w)
         found = torch.zeros(n, dtype=torch.bool, device=dev)
+        alive = torch.ones(n, dtype=torch.bool, device=dev)  # finite so far in this binary-search step
         for t in range(1, steps + 1):
             w = w.detach().requires_grad_(True)
             with torch.enable_grad():
@@ -362,12 +370,17 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
                 other = logits.masked_fill(onehot, -math.inf).amax(1)
                 margin = other - real if targeted else real - other  # < 0 means success
                 hinge = torch.clamp(margin + confidence, min=0)
-                loss = (l2sq + const * hinge).sum()  # sum: per-example gradients stay separate
+                row_loss = l2sq + const * hinge
+                loss = row_loss.sum()  # sum: per-example gradients stay separate
                 (grad,) = torch.autograd.grad(loss, w)
             # Bookkeeping on the point just evaluated, before Adam moves it.
             with torch.no_grad():
+                # A non-finite loss or gradient freezes that row for the rest of this
+                # binary-search step (on the device: no host read); the mask keeps its
+                # NaNs out of the other rows' bookkeeping and out of its own Adam state.
+                alive &= torch.isfinite(row_loss.detach()) & torch.isfinite(grad).flatten(1).all(1)
                 margin = margin.detach()
-                succ = (margin < 0) & (margin + confidence <= 0)
+                succ = (margin < 0) & (margin + confidence <= 0) & alive
                 l2 = l2sq.detach().sqrt()
                 better = succ & (l2 < best_l2)
                 best_l2 = torch.where(better, l2, best_l2)
@@ -376,11 +389,15 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
                 found |= succ
                 # Adam (Kingma & Ba defaults), written out: elementwise, so each example
                 # is optimized independently, and torch.optim's import cost is avoided.
-                adam_m.mul_(0.9).add_(grad, alpha=0.1)
-                adam_v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+                live = _per_example(alive, w)
+                grad = torch.where(live, grad, 0.0)
+                # The same ops as before the mask, so live rows keep their exact bits.
+                adam_m = torch.where(live, adam_m.mul(0.9).add_(grad, alpha=0.1), adam_m)
+                adam_v = torch.where(live, adam_v.mul(0.999).addcmul_(grad, grad, value=0.001), adam_v)
                 m_hat = adam_m / (1 - 0.9 ** t)
                 v_hat = adam_v / (1 - 0.999 ** t)
-                w = w.detach() - lr * m_hat / (v_hat.sqrt() + 1e-8)
+                w = torch.where(live, w.detach() - lr * m_hat / (v_hat.sqrt() + 1e-8), w.detach())
+        diverged += (~alive).long()
         # Per-example binary search on c: shrink after a success, grow (x10 until an
         # upper bound exists, then bisect) after a failure.
         upper = torch.where(found, torch.minimum(upper, const), upper)
@@ -389,7 +406,7 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
 
     x_adv = best_adv.detach()
     return AttackResult(x_adv, _success(model, x_adv, y, target, targeted),
-                        extra={"l2": best_l2, "const": best_const})
+                        extra={"l2": best_l2, "const": best_const, "diverged": diverged})
 
 
 # ------------------------------------------------------------------------- DeepFool

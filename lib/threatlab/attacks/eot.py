@@ -43,7 +43,8 @@ def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=
         generator: torch.Generator for the start and every transformation.
     Shapes: x [n, C, H, W] in [0, 1], y [n] Long -> x_adv like x, success [n] bool
         (the model's verdict on the untransformed x_adv; use
-        transforms.success_under_transforms for the expectation).
+        transforms.success_under_transforms for the expectation); extra["diverged"] [n]
+        int64: steps a row skipped because its gradient was non-finite.
 
     Example:
         >>> res = eot_pgd(model, x, y, eps=0.2, transform=RandomTransform(), generator=g)
@@ -66,11 +67,18 @@ def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=
     ball = LinfBall(eps)
     labels = (target if targeted else y).repeat(samples)
     x_adv = ball.random_init(x, generator) if random_start else x.clone()
+    diverged = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
     for _ in range(steps):
         xa = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
             copies = transform(xa.repeat(samples, 1, 1, 1), generator)
             value = attack_loss(model(copies), labels, targeted, loss, confidence)
             (grad,) = torch.autograd.grad(value, xa)
+        # The summed loss keeps rows apart; a row whose gradient is non-finite (the model
+        # overflowed on one of its copies) stays put this step instead of taking
+        # sign(NaN) = NaN, and the step is counted. Masked on the device: no host read.
+        finite = torch.isfinite(grad).flatten(1).all(1)
+        diverged += (~finite).long()
+        grad = torch.where(finite.view(-1, 1, 1, 1), grad, 0.0)
         x_adv = ball.project(ball.step(x_adv, grad, step_size), x).detach()
-    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted))
+    return AttackResult(x_adv, _success(model, x_adv, y, target, targeted), extra={"diverged": diverged})

@@ -67,12 +67,14 @@ class MembershipResult:
 class InversionResult:
     """x_rec: reconstructions [n, ...] in [0, 1]; target: class per row [n];
     confidence: the oracle's final answer for the target class (probability, or 1/0
-    for label-only) [n]; queries: int64 [n]."""
+    for label-only) [n]; queries: int64 [n]; diverged: int64 [n], the descent steps
+    whose gradient estimate was non-finite and was skipped (the row did not move)."""
 
     x_rec: torch.Tensor
     target: torch.Tensor
     confidence: torch.Tensor
     queries: torch.Tensor
+    diverged: torch.Tensor | None = None
 
 
 @dataclass
@@ -81,13 +83,26 @@ class LeakageResult:
     of `batch_size` (order inside a batch is arbitrary); y_rec: recovered labels [n];
     grad_distance: final gradient-matching loss per client batch [n / batch_size] (of
     the restart kept); iterations: L-BFGS iterations that restart ran, int64
-    [n / batch_size]; extra: e.g. "restart_distance" [n / batch_size, restarts]."""
+    [n / batch_size]; extra: e.g. "restart_distance" [n / batch_size, restarts].
+    diverged: restarts per client batch whose optimisation diverged (non-finite
+    distance or iterate, or a line-search step beyond float range), int64
+    [n / batch_size]; they are discarded. reconstructed: bool [n / batch_size], False
+    where every restart diverged: that batch has no reconstruction, its x_rec rows are
+    NaN (never a plausible image), its grad_distance NaN and its iterations 0; its
+    labels are still recovered (they come from the shared gradient, not the search)."""
 
     x_rec: torch.Tensor
     y_rec: torch.Tensor
     grad_distance: torch.Tensor
     iterations: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    diverged: torch.Tensor | None = None
+    reconstructed: torch.Tensor | None = None
+
+    @property
+    def no_reconstruction(self) -> int:
+        """How many client batches have no reconstruction (every restart diverged)."""
+        return 0 if self.reconstructed is None else int((~self.reconstructed).sum())
 
 
 # ---------------------------------------------------------------------------- checks
@@ -643,7 +658,9 @@ def fredrikson(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, steps: int
         sigma: finite-difference smoothing, pixel units (> 0), default 0.1.
         tv_weight: weight of the total-variation prior (>= 0), default 0.
         generator: draws the finite-difference directions (on x's device).
-    Shapes: x [n, ...], y [n] -> x_rec [n, ...], confidence [n], queries [n].
+    A row whose estimate is non-finite (an oracle answering NaN or inf) skips that
+    step and it is counted in `diverged`: one bad answer must not turn the row NaN.
+    Shapes: x [n, ...], y [n] -> x_rec [n, ...], confidence [n], queries [n], diverged [n].
 
     Example:
         >>> classes = torch.arange(10).repeat_interleave(4)
@@ -669,6 +686,7 @@ def fredrikson(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, steps: int
         return out.gather(1, tgt_rep.view(-1, 1)).squeeze(1).clamp_min(1e-30).log()
 
     xr = x.detach().clone()
+    diverged = torch.zeros(n, dtype=torch.int64, device=x.device)
     for _ in range(steps):
         u = _normal((n, samples, *shape), generator, x.device, x.dtype)
         # Antithetic pairs (x + s u, x - s u) cancel the even terms of the estimate.
@@ -677,15 +695,18 @@ def fredrikson(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, steps: int
         diff = (f[..., 0] - f[..., 1]).view(n, samples, *[1] * len(shape))
         g = (diff * u).mean(1) / (2 * sigma)
         # Normalised steps: the same lr means the same move whatever the output scale;
-        # a zero estimate (label-only far from class c) means no move.
+        # a zero estimate (label-only far from class c) means no move, and so does a
+        # non-finite one (inf / inf would make the row NaN for good), counted per row.
+        finite = torch.isfinite(g).flatten(1).all(1)
+        diverged += (~finite).long()
         norm = g.flatten(1).norm(dim=1).view(-1, *[1] * len(shape))
-        step = torch.where(norm > 0, g / norm.clamp_min(1e-12), torch.zeros_like(g))
+        step = torch.where((norm > 0) & finite.view_as(norm), g / norm.clamp_min(1e-12), torch.zeros_like(g))
         if tv_weight:
             step = step - tv_weight * _tv_grad(xr) / math.sqrt(xr[0].numel())
         xr = (xr + lr * step).clamp(0, 1)
     final = oracle(xr, torch.arange(n, device=x.device))
     conf = (final == y).to(torch.float32) if label_only else final.gather(1, y.view(-1, 1)).squeeze(1)
-    return InversionResult(xr, y, conf.cpu(), _queries(oracle, n))
+    return InversionResult(xr, y, conf.cpu(), _queries(oracle, n), diverged.cpu())
 
 
 def class_means(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -755,7 +776,13 @@ def dlg(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size:
     inferred from it, and `restarts` dummy batches are each optimised with their own
     L-BFGS (strong Wolfe line search, as in the paper) to minimise the squared L2
     distance between dummy and shared gradients; the restart with the smallest final
-    distance is kept. Clients and restarts run one after another: L-BFGS's curvature
+    distance is kept. A restart that diverges (its L-BFGS line search extrapolates past
+    float range, which torch reports as a RuntimeError, or it ends on a non-finite
+    distance or iterate) is discarded and counted (`diverged`); tiny last-bit
+    differences between CPUs' float kernels are enough to tip a strong-Wolfe search
+    into that, so one bad restart must not end the attack. A client whose every
+    restart diverged has no reconstruction (`reconstructed` False, NaN rows); the
+    kernel never raises for it. Clients and restarts run one after another: L-BFGS's curvature
     pairs and line search belong to one problem, and a joint optimisation over all
     clients lets the hardest client set everybody's step. Each run does exactly `steps`
     iterations unless the dummy stops moving (tolerances 0; `iterations` says how many
@@ -776,7 +803,9 @@ def dlg(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size:
         generator: draws the DP noise and the dummy starts (CPU generator), client by
             client: noise first, then the starts of its restarts.
     Shapes: x [n, ...], y [n] -> x_rec [n, ...], y_rec [n], grad_distance [n // batch_size],
-    iterations [n // batch_size]; extra["restart_distance"] [n // batch_size, restarts].
+    iterations [n // batch_size], diverged [n // batch_size], reconstructed
+    [n // batch_size]; extra["restart_distance"] [n // batch_size, restarts] (NaN for a
+    diverged restart).
 
     Example:
         >>> net = models.build("lenet_sigmoid", seed=0)
@@ -804,27 +833,45 @@ def dlg(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size:
     params = {k: v.detach() for k, v in model.named_parameters()}
     xb = x.view(k_clients, batch_size, *shape)
     yb = y.view(k_clients, batch_size)
-    best_x, y_rec, best_d, iters, all_d = [], [], [], [], []
+    best_x, y_rec, best_d, iters, all_d, diverged = [], [], [], [], [], []
     for c in range(k_clients):  # a handful of clients: each its own optimisation problem
         with torch.no_grad():
             true = gradients.clip_and_noise(gradients.per_example(model, xb[c], yb[c], params=params), clip=clip,
                                             noise_multiplier=noise_multiplier, generator=generator)
         labels = _infer_labels(true[heads[-1]], batch_size)
+        # Every restart draws its start before it runs, so a diverged one leaves the
+        # generator exactly where a finished one would: the others are unchanged.
         runs = [_dlg_one(model, params, true, labels, clip, steps, init, (batch_size, *shape), x, generator)
                 for _ in range(restarts)]
-        dists = torch.stack([r[1] for r in runs])
-        j = int(dists.argmin())
-        best_x.append(runs[j][0])
-        best_d.append(dists[j])
-        iters.append(runs[j][2])
+        kept = [r for r in runs if r is not None]
+        nan = torch.tensor(math.nan, dtype=x.dtype, device=x.device)
+        dists = torch.stack([nan if r is None else r[1] for r in runs])
+        diverged.append(restarts - len(kept))
+        if kept:
+            j = min(range(len(kept)), key=lambda i: float(kept[i][1]))  # a few restarts: host reads are fine
+            best_x.append(kept[j][0])
+            best_d.append(kept[j][1])
+            iters.append(kept[j][2])
+        else:
+            best_x.append(torch.full((batch_size, *shape), math.nan, dtype=x.dtype, device=x.device))
+            best_d.append(nan)
+            iters.append(0)
         all_d.append(dists)
         y_rec.append(labels)
+    diverged = torch.tensor(diverged, dtype=torch.int64)
     return LeakageResult(torch.cat(best_x).clamp(0, 1), torch.cat(y_rec), torch.stack(best_d).cpu(),
-                         torch.tensor(iters, dtype=torch.int64), {"restart_distance": torch.stack(all_d).cpu()})
+                         torch.tensor(iters, dtype=torch.int64), {"restart_distance": torch.stack(all_d).cpu()},
+                         diverged=diverged, reconstructed=diverged < restarts)
+
+
+#: How torch's L-BFGS reports a strong-Wolfe step that left float range: the step
+#: length, a Python float, cannot become the float32 `alpha` of `_add_grad`.
+_LINE_SEARCH_OVERFLOW = "cannot be converted to type float without overflow"
 
 
 def _dlg_one(model, params, true, labels, clip, steps, init, shape, like, generator):
-    """One L-BFGS run of DLG for one client: (x_rec, final distance, iterations)."""
+    """One L-BFGS run of DLG for one client: (x_rec, final distance, iterations), or
+    None when the run diverged (see `dlg`)."""
     if init == "uniform":
         start = _uniform(shape, generator, like.device, like.dtype)
     else:
@@ -847,10 +894,23 @@ def _dlg_one(model, params, true, labels, clip, steps, init, shape, like, genera
             loss.backward()
         return loss
 
-    opt.step(closure)
+    # Non-finite trial points inside a line search are not judged here: strong Wolfe
+    # brackets an inf back to a finite step, and doing so is how a run recovers. Only
+    # the two ways a run cannot recover count as divergence: the search extrapolating
+    # (a NaN loss never satisfies its tests) until the step overflows float, or a run
+    # that ends non-finite.
+    try:
+        opt.step(closure)
+    except RuntimeError as e:
+        if _LINE_SEARCH_OVERFLOW not in str(e):
+            raise
+        return None
     with torch.no_grad():
         d = distance().detach()
-    # One host read per run, after it: the iteration count L-BFGS kept.
+        finite = torch.isfinite(d) & torch.isfinite(dummy).all()
+    # One host read per run, after it: whether it ended finite, and the iteration count.
+    if not bool(finite):
+        return None
     it = int(opt.state[dummy].get("n_iter", 0))
     return dummy.detach(), d, it
 

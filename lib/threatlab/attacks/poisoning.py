@@ -377,7 +377,9 @@ def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.0
         generator: unused (deterministic); accepted for the common signature.
     Shapes: x, target [n, C, H, W]; y [n] -> CollisionResult with x_poison like x;
     extra["steps_run"] Long [n] (steps each poison took before it collided, or the
-    cap), extra["collided"] bool [n].
+    cap), extra["collided"] bool [n], extra["diverged"] bool [n]: the poison's feature
+    distance or gradient went non-finite (a feature extractor that overflows); it
+    stopped there and keeps its best finite iterate (the base itself if none).
 
     Example:
         >>> res = feature_collision(model, x_base, y_base, target=x_t.expand_as(x_base))
@@ -414,9 +416,10 @@ def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.0
     opt = torch.optim.Adam([p], lr=step_size)
     best, best_d = x.clone(), d0.clone()
     done = best_d <= rel_tol * d0
+    diverged = torch.zeros_like(done)
     steps_run = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for _ in range(steps):
-        if bool(done.all()):  # the one host read per step: stop once every poison collided
+        if bool((done | diverged).all()):  # the one host read per step: stop once every poison stopped
             break
         with torch.enable_grad():
             dist2 = (feat(p) - f_t).pow(2).flatten(1).sum(1)
@@ -424,26 +427,30 @@ def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.0
             opt.zero_grad(set_to_none=True)
             loss.backward()
         with torch.no_grad():
+            # A poison whose distance or gradient went non-finite stops for good (its
+            # best finite iterate is kept); the others are separate terms of the sum.
+            diverged |= ~done & ~(torch.isfinite(dist2.detach()) & torch.isfinite(p.grad).flatten(1).all(1))
             # dist2 belongs to the iterate before this step: keep that iterate if it is the best.
             d = dist2.detach().sqrt()
-            better = (d < best_d) & ~done
+            better = (d < best_d) & ~done & ~diverged
             best = torch.where(better.view(shape), p, best)
             best_d = torch.where(better, d, best_d)
             done = done | (best_d <= rel_tol * d0)
-            steps_run += (~done).long()
+            steps_run += (~(done | diverged)).long()
             prev = p.detach().clone()
             opt.step()
             # Collided poisons stay where they are (Adam's momentum would move them on).
-            p.copy_(torch.where(done.view(shape), prev, ball.project(p, x)))
+            p.copy_(torch.where((done | diverged).view(shape), prev, ball.project(p, x)))
     with torch.no_grad():
         d_last = flat_norm(feat(p) - f_t)
-        better = (d_last < best_d) & ~done
+        better = (d_last < best_d) & ~done & ~diverged
         best = torch.where(better.view(shape), p, best)
         best_d = torch.where(better, d_last, best_d)
     collided = best_d <= rel_tol * d0
     return CollisionResult(best.detach(), y.clone(), d0, best_d,
                            {"eps": eps, "steps": steps, "beta": float(beta), "rel_tol": rel_tol,
-                            "step_size": step_size, "steps_run": steps_run, "collided": collided})
+                            "step_size": step_size, "steps_run": steps_run, "collided": collided,
+                            "diverged": diverged})
 
 
 # ------------------------------------------------- register v3: F09 label budgets (count-based)

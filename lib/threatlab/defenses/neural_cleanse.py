@@ -42,7 +42,9 @@ class NeuralCleanseResult:
     trigger of each class (the smallest mask that reached `success_threshold`, else the
     last one); l1 [classes]: mask L1 norms; success [classes]: fraction of the clean
     images the reversed trigger sends to its class; anomaly_index [classes];
-    flagged_classes: classes with index > threshold and L1 below the median."""
+    flagged_classes: classes with index > threshold and L1 below the median;
+    diverged: bool [classes], the class's loss or gradient went non-finite and its
+    search stopped there (its trigger is the best, else the last, finite one)."""
 
     masks: torch.Tensor
     patterns: torch.Tensor
@@ -51,6 +53,7 @@ class NeuralCleanseResult:
     anomaly_index: torch.Tensor
     flagged_classes: list[int]
     threshold: float
+    diverged: torch.Tensor | None = None
 
 
 def apply_trigger(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
@@ -100,7 +103,10 @@ def neural_cleanse(model, x: torch.Tensor, *, num_classes: int, steps: int = 300
         threshold: anomaly-index bar (> 0; the paper's 2).
         generator: unused (deterministic start, data in order); kept for the signature.
     Returns NeuralCleanseResult. No host read inside the loop: the cost schedule and
-    the best triggers are updated on the device.
+    the best triggers are updated on the device. The classes' losses are separate terms
+    of one sum: a class whose loss or gradient goes non-finite is frozen where it is
+    (its Adam step undone, on the device) and reported in `diverged`, so its NaN never
+    reaches the L1 norms the anomaly index compares.
 
     Example:
         >>> nc = neural_cleanse(model, x_clean[:500], num_classes=10, steps=300)
@@ -138,6 +144,7 @@ def neural_cleanse(model, x: torch.Tensor, *, num_classes: int, steps: int = 300
     best_mask = torch.zeros(k, h, w, device=dev)
     best_pattern = torch.zeros(k, ch, h, w, device=dev)
     hits = torch.zeros(k, device=dev)
+    dead = torch.zeros(k, dtype=torch.bool, device=dev)
     rows = 0
     was = model.training
     model.eval()
@@ -158,14 +165,21 @@ def neural_cleanse(model, x: torch.Tensor, *, num_classes: int, steps: int = 300
                 loss = (ce + cost * l1).sum()  # classes are independent: their gradients do not mix
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+            with torch.no_grad():
+                dead |= ~(torch.isfinite(ce.detach() + cost * l1.detach())
+                          & torch.isfinite(mask_t.grad).flatten(1).all(1)
+                          & torch.isfinite(pattern_t.grad).flatten(1).all(1))
+                before = (mask_t.detach().clone(), pattern_t.detach().clone())
             opt.step()
             with torch.no_grad():
+                mask_t.copy_(torch.where(dead[:, None, None], before[0], mask_t))
+                pattern_t.copy_(torch.where(dead[:, None, None, None], before[1], pattern_t))
                 hits += (logits.argmax(2) == labels[:, None]).float().sum(1)
                 rows += batch_size
                 if (step + 1) % window == 0 or step + 1 == steps:
                     succ = hits / rows
                     ok = succ >= success_threshold
-                    better = ok & (l1.detach() < best_l1)
+                    better = ok & (l1.detach() < best_l1) & ~dead
                     best_l1 = torch.where(better, l1.detach(), best_l1)
                     best_mask = torch.where(better[:, None, None], mask.detach(), best_mask)
                     best_pattern = torch.where(better[:, None, None, None], pattern.detach(), best_pattern)
@@ -196,7 +210,7 @@ def neural_cleanse(model, x: torch.Tensor, *, num_classes: int, steps: int = 300
     med = float(l1_final.median())
     flagged = [c for c in range(k) if float(idx_a[c]) > threshold and float(l1_final[c]) < med]
     return NeuralCleanseResult(best_mask.cpu(), best_pattern.cpu(), l1_final.cpu(), success.cpu(), idx_a,
-                               flagged, float(threshold))
+                               flagged, float(threshold), dead.cpu())
 
 
 @torch.no_grad()

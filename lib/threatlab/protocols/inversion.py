@@ -440,28 +440,51 @@ def leakage_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, c
 
     Returns {"psnr_vs_batch": [mean PSNR per batch size], "psnr_vs_noise": [mean PSNR
     per multiplier], "label_acc_batch1": fraction of labels iDLG recovered at batch 1,
+    "no_reconstruction_vs_batch" / "no_reconstruction_vs_noise": [client batches per
+    condition whose every DLG restart diverged], "diverged_vs_batch" /
+    "diverged_vs_noise": [restarts per condition that diverged and were discarded],
     "images": {"original": x[:clients], "sigma=<s>": reconstructions}}.
+
+    Rule for a client batch without reconstruction (`LeakageResult.reconstructed`
+    False): it is counted in no_reconstruction_* and left out of its condition's mean
+    PSNR (its labels still count towards label_acc_batch1: iDLG reads them from the
+    shared gradient, not from the search); a condition where no client batch was
+    reconstructed records None as its PSNR, and its images are NaN (drawn blank).
     """
     validate.positive("clients", clients, integer=True)
     if x.shape[0] < clients * max(batch_sizes):
         raise ConfigError(f"x has {x.shape[0]} rows; clients * max(batch_sizes) = {clients * max(batch_sizes)} needed")
     dlg = attacks.get("dlg")
-    psnr_b, label_acc = [], None
+    psnr_b, label_acc, lost_b, div_b = [], None, [], []
     for b in batch_sizes:
         xl, yl = x[:clients * b], y[:clients * b]
         res = dlg(model, xl, yl, batch_size=b, steps=steps, restarts=restarts,
                   generator=torch.Generator().manual_seed(seed))
-        psnr_b.append(float(inversion.match_psnr(res.x_rec, xl, batch_size=b).mean()))
+        psnr_b.append(_reconstructed_psnr(res, xl, b))
+        lost_b.append(res.no_reconstruction)
+        div_b.append(int(res.diverged.sum()))
         if b == 1:
             label_acc = float((res.y_rec.cpu() == yl.cpu()).double().mean())
     xl, yl = x[:clients], y[:clients]
-    psnr_n, images = [], {"original": xl.cpu()}
+    psnr_n, images, lost_n, div_n = [], {"original": xl.cpu()}, [], []
     for s in noise:
         res = dlg(model, xl, yl, batch_size=1, clip=clip, noise_multiplier=float(s), steps=steps, restarts=restarts,
                   generator=torch.Generator().manual_seed(seed))
-        psnr_n.append(float(inversion.match_psnr(res.x_rec, xl, batch_size=1).mean()))
+        psnr_n.append(_reconstructed_psnr(res, xl, 1))
+        lost_n.append(res.no_reconstruction)
+        div_n.append(int(res.diverged.sum()))
         images[f"sigma={s}"] = res.x_rec.cpu()
-    return {"psnr_vs_batch": psnr_b, "psnr_vs_noise": psnr_n, "label_acc_batch1": label_acc, "images": images}
+    return {"psnr_vs_batch": psnr_b, "psnr_vs_noise": psnr_n, "label_acc_batch1": label_acc,
+            "no_reconstruction_vs_batch": lost_b, "no_reconstruction_vs_noise": lost_n,
+            "diverged_vs_batch": div_b, "diverged_vs_noise": div_n, "images": images}
+
+
+def _reconstructed_psnr(res: inversion.LeakageResult, x: torch.Tensor, batch_size: int) -> float | None:
+    """Mean matched PSNR over the client batches DLG reconstructed; None if it reconstructed none."""
+    rows = res.reconstructed.cpu().repeat_interleave(batch_size)
+    if not bool(rows.any()):
+        return None
+    return float(inversion.match_psnr(res.x_rec.cpu()[rows], x.cpu()[rows], batch_size=batch_size).mean())
 
 
 @dataclass
@@ -489,7 +512,9 @@ def gradient_leakage(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch
     `restarts`). Every parameter is checked before any model trains.
 
     Rows: per target {target, test_acc, psnr_b<b> per batch size, psnr_sigma<s> per
-    noise multiplier, label_acc_b1}, then per trivial reconstruction
+    noise multiplier (None where no client batch was reconstructed, see
+    `leakage_sweep`), label_acc_b1, no_reconstruction (client batches without a
+    reconstruction, all conditions together)}, then per trivial reconstruction
     (`inversion.baseline_psnr` of the first `clients` test images against the training
     rows' mean) {target: "baseline: <name>", psnr_b<b>: its PSNR at every b}.
     """
@@ -524,7 +549,9 @@ def gradient_leakage(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch
         rows.append({"target": name, "test_acc": models.accuracy(net, x_test, y_test),
                      **{f"psnr_b{b}": p for b, p in zip(batch_sizes, sweeps[name]["psnr_vs_batch"])},
                      **{f"psnr_sigma{s}": p for s, p in zip(noise, sweeps[name]["psnr_vs_noise"])},
-                     "label_acc_b1": sweeps[name]["label_acc_batch1"]})
+                     "label_acc_b1": sweeps[name]["label_acc_batch1"],
+                     "no_reconstruction": sum(sweeps[name]["no_reconstruction_vs_batch"])
+                     + sum(sweeps[name]["no_reconstruction_vs_noise"])})
     baseline = inversion.baseline_psnr(x_test[:clients], x_train[:n_train])
     rows += [{"target": f"baseline: {k}", **{f"psnr_b{b}": p for b in batch_sizes}} for k, p in baseline.items()]
     return GradientLeakage(sweeps, rows, baseline, seconds)
