@@ -115,14 +115,48 @@ def _key_lines(node: Any, prefix: tuple = ()) -> dict[tuple, int]:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (at any depth): PyYAML
+    keeps the last one silently, so a profile's first value would be a no-op."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {seen[key]})", k.start_mark)
+                seen[key] = k.start_mark.line + 1
+            except TypeError:  # an unhashable key: SafeLoader's own check reports it below
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse_anchors(text: str, path: Path) -> None:
+    """ConfigError at the first anchor or alias, before anything is composed or walked.
+
+    Profiles need neither, and an alias is how a 1 kB file expands into billions of
+    nodes ("billion laughs"): refusing them while parsing keeps every later step linear
+    in the size of the file."""
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None:
+            what = f"alias *{ev.anchor}" if isinstance(ev, yaml.AliasEvent) else f"anchor &{ev.anchor}"
+            raise ConfigError(f"{path}:{ev.start_mark.line + 1}: YAML {what} is not allowed in a profile; "
+                              "write the values out")
+
+
 def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}:1: cannot read the profile ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}:1: the profile is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}:1: cannot read the profile ({e.strerror or e})") from None
     try:
+        _refuse_anchors(text, path)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1

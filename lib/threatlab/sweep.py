@@ -67,6 +67,9 @@ MANIFEST = "manifest.json"
 IMPLICIT_DATASET = "mnist"
 #: Seconds to wait for a scheduler given by address before calling it unreachable.
 CONNECT_TIMEOUT_S = 5
+#: The most seeds one --seeds may name: a range is counted before its list is built, so
+#: a typo such as 0-100000000 is one line, not a MemoryError after seconds.
+MAX_SEEDS = 10_000
 #: Coordinates set by --seeds / --datasets, not --grid.
 COORDINATES = ("seed", "dataset")
 #: Notebooks that read the gathered table (<out>/sweep/points.jsonl): run once more in
@@ -78,22 +81,33 @@ SWEEP_READERS = ("05_findings",)
 
 def parse_seeds(text: str) -> list[int]:
     """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"``; ``"2"``. Empty, reversed, negative or
-    repeated seeds are ConfigErrors."""
+    repeated seeds, and more than `MAX_SEEDS` seeds in all, are ConfigErrors."""
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"--seeds {text!r} is empty; give a range such as 0-4 or a list such as 0,3,7")
     seeds: list[int] = []
+    count = 0
     for part in text.split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        # At most 10 digits: int() of thousands of digits raises (or takes long), and no
+        # seed needs more (numpy takes seeds below 2**32).
+        m = re.fullmatch(r"(\d{1,10})\s*-\s*(\d{1,10})", part)
         if m:
             lo, hi = int(m.group(1)), int(m.group(2))
             if hi < lo:
                 raise ConfigError(f"--seeds {text!r}: range {part} is reversed (empty); write {hi}-{lo}")
-            seeds.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"\d+", part):
-            seeds.append(int(part))
+            count += hi - lo + 1
+        elif re.fullmatch(r"\d{1,10}", part):
+            count += 1
         else:
-            raise ConfigError(f"--seeds {text!r}: {part!r} is not a non-negative integer or a range a-b")
+            raise ConfigError(f"--seeds {text[:80]!r}: {part[:40]!r} is not a non-negative integer (at most 10 "
+                              "digits) or a range a-b")
+        if count > MAX_SEEDS:  # counted before anything is built
+            raise ConfigError(f"--seeds {text[:80]!r} names more than {MAX_SEEDS} seeds; allowed: at most "
+                              f"{MAX_SEEDS} (a range a-b counts b-a+1)")
+        if m:
+            seeds.extend(range(lo, hi + 1))
+        else:
+            seeds.append(int(part))
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r} repeats a seed")
     return seeds
