@@ -65,3 +65,80 @@ def test_profile_not_utf8_or_not_a_mapping_is_one_line(tmp_path, capsys):
     assert run.main(["run", "--profile", path]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a profile must be a mapping" in err
+
+
+# ------------------------------------------------------------- S13 identity
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    from toy_notebooks import write_toy
+
+    folder = tmp_path / "nbs"
+    prof = write_toy(folder)
+    monkeypatch.setattr(run, "NOTEBOOKS", folder)
+    return prof
+
+
+def test_s13_floats_below_six_decimals_are_distinct_points(toy):
+    p = sweep.plan(str(toy), seeds=[0], datasets=["mnist"], grid={"value": [1e-7, 2e-7]}, only=["01"])
+    assert [q.params["value"] for q in p.points] == [1e-7, 2e-7]
+    assert len({q.digest for q in p.points}) == 2
+    # The results' provenance keeps them exactly too (a point is complete only when its
+    # results record its identity's parameters).
+    from threatlab.report.results import provenance
+
+    assert provenance(0, {"value": 2e-7})["parameters"]["value"] == 2e-7
+
+
+def test_s13_ordinary_values_keep_their_published_digests():
+    # Floats of up to six decimals encode as before: the published table's digests
+    # recompute unchanged.
+    rows = [json.loads(line) for line in (run.REPO / "figures" / "sweep" / "points.jsonl").read_text().splitlines()]
+    assert rows
+    for r in rows:
+        ident = sweep._identity(r["notebook"], r["params"], seed=0, dataset="", grid={}, deps=[])
+        assert sweep.digest_of(ident) == r["digest"]
+
+
+# ------------------------------------------------------ M02/M03 store tampering
+
+def fake_point(store: Path, value: float, seed: int = 0) -> Path:
+    """A complete family point as execute_point leaves it (without running anything)."""
+    params = {"seed": seed, "dataset": "mnist", "value": value, "sleep_s": 0.0, "profile": "toy"}
+    ident = {"notebook": "01_toy", "params": params}
+    digest = sweep.digest_of(ident)
+    folder = store / "01_toy" / digest
+    (folder / "results").mkdir(parents=True)
+    (folder / "point.json").write_text(json.dumps({"identity": ident, "digest": digest}))
+    (folder / "results" / "01_toy.json").write_text(json.dumps(
+        {"provenance": {"parameters": params}, "metrics": {"score": value}}))
+    return folder
+
+
+def test_m02_m03_collect_refuses_a_tampered_point_naming_its_folder(toy, tmp_path, capsys):
+    root = tmp_path / "sw"
+    fake_point(root / "points", 1.0)
+    b = fake_point(root / "points", 2.0, seed=1)
+    assert len(sweep.collect_rows(root / "points")) == 2
+    # M03: the results' parameters no longer match the identity.
+    res = b / "results" / "01_toy.json"
+    good_res = res.read_text()
+    res.write_text(good_res.replace('"value": 2.0', '"value": 3.0'))
+    with pytest.raises(ConfigError, match=rf"sweep point {b}: results/01_toy.json records value=3.0 but the "
+                                          r"point's identity has value=2.0"):
+        sweep.collect_rows(root / "points")
+    res.write_text(good_res)
+    # M02: point.json edited, so it no longer hashes to its folder's digest.
+    rec = b / "point.json"
+    rec.write_text(rec.read_text().replace('"value": 2.0', '"value": 3.0'))
+    res.write_text(good_res.replace('"value": 2.0', '"value": 3.0'))
+    with pytest.raises(ConfigError, match=rf"sweep point {b}: point.json hashes to [0-9a-f]{{16}} .*not to its "
+                                          rf"folder's digest {b.name}"):
+        sweep.collect_rows(root / "points")
+    assert run.main(["sweep", "collect", "--profile", str(toy), "--out", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(b) in err
+    # A corrupt point.json is the same kind of damage: one line, not a silent skip.
+    rec.write_text("{not json")
+    with pytest.raises(ConfigError, match=rf"sweep point {b}: point.json does not read as JSON"):
+        sweep.collect_rows(root / "points")

@@ -205,11 +205,13 @@ def _identity(notebook: str, params: dict[str, Any], *, seed: int, dataset: str,
               deps: list[str]) -> dict[str, Any]:
     from .report.results import jsonable
 
-    ident: dict[str, Any] = {"notebook": notebook, "params": jsonable(params)}
+    # Floats exactly (not rounded to 6 decimals, which made lr=1e-7 and 2e-7 one point);
+    # a float of up to 6 decimals encodes as before, so existing digests stay.
+    ident: dict[str, Any] = {"notebook": notebook, "params": jsonable(params, exact=True)}
     # 00 and 05 have no dataset (05 no seed) parameter: their coordinates and inputs
     # are what make their points distinct.
     if notebook in R.READS_RESULTS:
-        ident.update(seed=seed, dataset=dataset, grid=jsonable(grid), inputs=sorted(deps))
+        ident.update(seed=seed, dataset=dataset, grid=jsonable(grid, exact=True), inputs=sorted(deps))
     return ident
 
 
@@ -666,28 +668,67 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
 
 # ---------------------------------------------------------- collect / publish
 
+def _tampered(folder: Path, why: str) -> ConfigError:
+    return ConfigError(f"sweep point {folder}: {why}; the store was altered or damaged: remove that folder "
+                       "and rerun the sweep (it re-executes the point)")
+
+
 def collect_rows(store: Path, digests: set[str] | None = None) -> list[dict[str, Any]]:
     """One row per complete family point under `store` (or only those in `digests`):
     {"notebook", "dataset", "seed", "digest", "params", "results"}, sorted by
-    (notebook, dataset, seed, digest). 00/05 points have no results file and no row."""
+    (notebook, dataset, seed, digest). 00/05 points have no results file and no row.
+
+    Each point is checked before it is gathered: its point.json must hash to its
+    folder's name (the digest), and its results' recorded parameters (provenance) must
+    be those of its identity. A mismatch is a ConfigError naming the folder: a table
+    that silently mixed an edited or swapped point into the findings would be wrong
+    without a trace."""
     rows = []
     for rec_path in sorted(Path(store).glob("*/*/point.json")):
         folder = rec_path.parent
+        # Staging folders (".<digest>.staging-*", being written) and failed attempts
+        # ("<digest>.failed") are not points.
+        if folder.name.startswith(".") or folder.name.endswith(".failed"):
+            continue
+        if digests is not None and folder.name not in digests:
+            continue
         try:
             rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        ident = rec.get("identity", {})
+        except (OSError, ValueError) as e:
+            raise _tampered(folder, f"point.json does not read as JSON ({type(e).__name__})") from None
+        ident = rec.get("identity") if isinstance(rec, dict) else None
+        if not isinstance(ident, dict) or not isinstance(ident.get("params"), dict):
+            raise _tampered(folder, "point.json holds no identity with parameters")
+        try:
+            actual = digest_of(ident)
+        except ValueError:  # NaN/inf written into it: canonical() refuses them
+            raise _tampered(folder, "point.json's identity holds a non-finite number") from None
+        if actual != folder.name or rec.get("digest") != folder.name:
+            raise _tampered(folder, f"point.json hashes to {actual} (records {rec.get('digest')!r}), "
+                                    f"not to its folder's digest {folder.name}")
         nb = ident.get("notebook")
-        if nb is None or nb in R.READS_RESULTS or (digests is not None and rec.get("digest") not in digests):
+        if nb != folder.parent.name:
+            raise _tampered(folder, f"point.json names notebook {nb!r}, not {folder.parent.name!r}")
+        if nb in R.READS_RESULTS:
             continue
         res = folder / "results" / f"{nb}.json"
         if not res.exists():
             continue
-        params = ident.get("params", {})
+        try:
+            doc = json.loads(res.read_text(encoding="utf-8"))
+            recorded = doc.get("provenance", {}).get("parameters", {})
+            if not isinstance(recorded, dict):
+                raise ValueError
+        except (OSError, ValueError, AttributeError):
+            raise _tampered(folder, f"results/{nb}.json does not read as a results file") from None
+        params = ident["params"]
+        for k, v in params.items():
+            if recorded.get(k) != v:
+                raise _tampered(folder, f"results/{nb}.json records {k}={recorded.get(k)!r} but the point's "
+                                        f"identity has {k}={v!r}")
         rows.append({"notebook": nb, "dataset": params.get("dataset", IMPLICIT_DATASET),
                      "seed": params.get("seed"), "digest": rec.get("digest"), "params": params,
-                     "results": json.loads(res.read_text(encoding="utf-8"))})
+                     "results": doc})
     rows.sort(key=lambda r: (r["notebook"], r["dataset"], -1 if r["seed"] is None else r["seed"], r["digest"]))
     return rows
 
