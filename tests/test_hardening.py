@@ -142,3 +142,44 @@ def test_m02_m03_collect_refuses_a_tampered_point_naming_its_folder(toy, tmp_pat
     rec.write_text("{not json")
     with pytest.raises(ConfigError, match=rf"sweep point {b}: point.json does not read as JSON"):
         sweep.collect_rows(root / "points")
+
+
+# ------------------------------------------------------- S16 silent scheduler
+
+def test_s16_a_scheduler_that_accepts_and_never_answers_fails_in_one_line(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT_S", 1)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop, held = threading.Event(), []
+
+    def accept_and_stay_silent():
+        deadline = time.monotonic() + 60  # stops by itself even if the test does not
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    th = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    th.start()
+    addr = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    try:
+        with pytest.raises(ConfigError, match=rf"^--scheduler {addr} is unreachable within 1 s \(TimeoutError"):
+            sweep.sweep(str(toy), seeds=[0], datasets=["mnist"], out=str(tmp_path / "o"), scheduler=addr)
+        assert held, "the server never saw the connection"
+    finally:
+        stop.set()
+        th.join()
+        for c in held:
+            c.close()
+        srv.close()
+    assert not (tmp_path / "o" / "points").exists()
+
+
+def test_s16_probe_accepts_a_real_scheduler():
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cl:
+        sweep._probe(cl.scheduler_address, 5)

@@ -454,6 +454,46 @@ class _Progress:
         self.bar.close()
 
 
+def _probe(address: str, timeout_s: float) -> None:
+    """Ask the scheduler at `address` who it is; TimeoutError unless it answers within
+    `timeout_s` in all (TCP connect, dask's handshake and the reply).
+
+    Client(timeout=...) bounds only the TCP connect: a peer that accepts the connection
+    and never answers hangs it indefinitely. Run in a thread of its own with a fresh event
+    loop, so a caller inside a running loop (a notebook) can use it too."""
+    import asyncio
+    import threading
+
+    from distributed.comm import connect
+
+    async def ask() -> Any:
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["reply"] = asyncio.run(asyncio.wait_for(ask(), timeout_s))
+        except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="threatlab-scheduler-probe", daemon=True)
+    t.start()
+    t.join(timeout_s + 2)  # wait_for ends the loop in time; the margin is for its teardown
+    if t.is_alive() or isinstance(box.get("error"), (TimeoutError, asyncio.TimeoutError)):
+        raise TimeoutError(f"no answer from the scheduler within {timeout_s} s")
+    if "error" in box:
+        e = box["error"]
+        raise e if isinstance(e, OSError) else OSError(f"{type(e).__name__}: {R._first_line(e)}")
+    if not isinstance(box.get("reply"), dict) or box["reply"].get("type") != "Scheduler":
+        raise OSError(f"the peer answered, but not as a Dask scheduler ({str(box.get('reply'))[:80]})")
+
+
 def _connect(scheduler: str | None, workers: int | None, need_gpu: bool, log: Callable[[str], None]):
     """A dask Client: to `scheduler` (ConfigError within CONNECT_TIMEOUT_S if it cannot be
     reached) or to a fresh LocalCluster of `workers` single-threaded processes."""
@@ -465,6 +505,7 @@ def _connect(scheduler: str | None, workers: int | None, need_gpu: bool, log: Ca
         if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+(:\d+)?/?", scheduler):
             raise ConfigError(f"--scheduler {scheduler!r} is not an address such as tcp://host:8786")
         try:
+            _probe(scheduler, CONNECT_TIMEOUT_S)
             client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
         except (OSError, TimeoutError) as e:
             raise ConfigError(f"--scheduler {scheduler} is unreachable within {CONNECT_TIMEOUT_S} s "
