@@ -183,3 +183,37 @@ def test_s16_probe_accepts_a_real_scheduler():
 
     with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cl:
         sweep._probe(cl.scheduler_address, 5)
+
+
+# ------------------------------------------------------ environment switches
+
+@pytest.mark.parametrize("name", ["THREATLAB_APT", "THREATLAB_DOWNLOAD", "THREATLAB_NO_PROGRESS"])
+def test_environment_switches_take_only_their_documented_values(name, monkeypatch, capsys):
+    from threatlab import validate
+
+    for value, want in (("1", True), (" Yes ", True), ("off", False), ("FALSE", False), ("", None)):
+        monkeypatch.setenv(name, value)
+        assert validate.env_switch(name, None) is want
+    monkeypatch.setenv(name, "maybe")
+    with pytest.raises(ConfigError, match=rf"^{name}='maybe' is not allowed; use one of 1, true, yes, on \(on\) "
+                                          r"or 0, false, no, off \(off\)"):
+        validate.env_switch(name, True)
+    assert run.main(["run", "--profile", "smoke"]) == 2  # before anything is read or run
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{name}='maybe'" in err
+
+
+def test_the_readers_of_the_switches_are_strict(monkeypatch):
+    from threatlab import data, runtime
+
+    monkeypatch.setenv("THREATLAB_APT", "maybe")
+    with pytest.raises(ConfigError, match="THREATLAB_APT='maybe'"):
+        data._apt_prefix(None)
+    monkeypatch.setenv("THREATLAB_APT", "0")
+    assert data._apt_prefix(None)[0] is None
+    monkeypatch.setenv("THREATLAB_NO_PROGRESS", "2")
+    with pytest.raises(ConfigError, match="THREATLAB_NO_PROGRESS='2'"):
+        runtime.progress_disabled()
+    monkeypatch.setenv("THREATLAB_DOWNLOAD", "y")
+    with pytest.raises(ConfigError, match="THREATLAB_DOWNLOAD='y'"):
+        data._download_allowed(False)

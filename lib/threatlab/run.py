@@ -664,6 +664,7 @@ def parse_args_and_run(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         t0 = time.perf_counter()
+        validate.check_env_switches()  # a bad switch is one line now, not mid-run
         if args.cmd == "run":
             run(args.profile, only=args.only, out=args.out)
             print(f"[threatlab] profile {args.profile}: all done in {time.perf_counter() - t0:.1f} s")

@@ -113,6 +113,45 @@ def finite_values(name: str, value: Any) -> Any:
     return value
 
 
+# ------------------------------------------------------------------- environment
+
+#: The on/off environment switches threatlab reads, and what each turns on. Each takes
+#: exactly the values in `SWITCH_TRUE` / `SWITCH_FALSE` (any case, surrounding spaces
+#: ignored), or is unset / empty for its default; anything else is a ConfigError, since
+#: reading THREATLAB_APT=maybe as "yes" (or as "no") silently does what was not asked.
+ENV_SWITCHES = {
+    "THREATLAB_APT": "provisioning may run apt-get (default on)",
+    "THREATLAB_DOWNLOAD": "data loaders may download the official files (default off)",
+    "THREATLAB_NO_PROGRESS": "no progress bars (default off)",
+}
+SWITCH_TRUE = ("1", "true", "yes", "on")
+SWITCH_FALSE = ("0", "false", "no", "off")
+
+
+def env_switch(name: str, default: bool, environ: Any = None) -> bool:
+    """The value of the on/off environment variable `name` (`default` when unset or
+    empty); ConfigError naming the variable, its value and the allowed values otherwise."""
+    import os
+
+    raw = (os.environ if environ is None else environ).get(name)
+    value = "" if raw is None else raw.strip().lower()
+    if value == "":
+        return default
+    if value in SWITCH_TRUE:
+        return True
+    if value in SWITCH_FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not allowed; use one of {', '.join(SWITCH_TRUE)} (on) or "
+                      f"{', '.join(SWITCH_FALSE)} (off), or leave it unset")
+
+
+def check_env_switches(environ: Any = None) -> None:
+    """Every switch of `ENV_SWITCHES` read once: a bad value is reported before any work
+    (the CLI calls this first), not when a progress bar or a download first asks."""
+    for name in ENV_SWITCHES:
+        env_switch(name, False, environ)
+
+
 # --------------------------------------------------------------------------- tensors
 #
 # Checks of the tensors a library entry point hands to a model. Each costs at most one
