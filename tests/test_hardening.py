@@ -217,3 +217,36 @@ def test_the_readers_of_the_switches_are_strict(monkeypatch):
     monkeypatch.setenv("THREATLAB_DOWNLOAD", "y")
     with pytest.raises(ConfigError, match="THREATLAB_DOWNLOAD='y'"):
         data._download_allowed(False)
+
+
+# ------------------------------------------------------ E01 counts beyond a set
+
+def test_e01_a_count_beyond_its_split_is_refused_before_any_notebook_runs(tmp_path, capsys):
+    path = write(tmp_path, "notebooks:\n  04_adversarial:\n    n_eot_accuracy: 20000\n")
+    assert run.main(["run", "--profile", path, "--only", "04", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("threatlab: notebook 04_adversarial: n_eot_accuracy=20000 exceeds the 10000 images of the "
+                   "mnist test split; allowed: at most 10000\n")
+    assert not (tmp_path / "o").exists()
+    # At sweep planning too, per point (here on the larger Fashion-MNIST training split).
+    with pytest.raises(ConfigError, match=r"point seed=0 dataset=fashion_mnist n_train=70000: notebook "
+                                          r"04_adversarial: n_train=70000 exceeds the 60000 images of the "
+                                          r"fashion_mnist training split"):
+        sweep.plan("smoke", seeds=[0], datasets=["fashion_mnist"], grid={"n_train": [70000]}, only=["04"])
+
+
+def test_e01_the_notebooks_own_validation_call_checks_sums_of_disjoint_rows():
+    from threatlab import validate
+
+    nb = run.NOTEBOOKS / "03_poisoning.ipynb"
+    values = {**run.notebook_parameters(nb), "n_train": 45000, "n_poisons": 50, "n_defender": 500}
+    with pytest.raises(ConfigError, match=r"^n_train \+ 50 \* n_poisons \+ n_defender = 48000 \(n_train=45000, "
+                                          r"n_poisons=50, n_defender=500\) exceeds the 1500 images of the digits"):
+        validate.check_notebook({**values, "dataset": "digits"}, {})
+    validate.check_notebook({**values, "dataset": "mnist"}, run.notebook_constraints(nb))  # 48000 fits
+    # Every shipped profile's counts fit both swept data sets.
+    for name in ("smoke", "quick", "full"):
+        prof = run.load_profile(name)
+        for p in run.notebook_paths():
+            for ds in ("mnist", "fashion_mnist"):
+                run.preflight(p, run.resolve_parameters(p, prof, name, Path("/tmp"), {"dataset": ds}))
