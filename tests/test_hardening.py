@@ -250,3 +250,85 @@ def test_e01_the_notebooks_own_validation_call_checks_sums_of_disjoint_rows():
         for p in run.notebook_paths():
             for ds in ("mnist", "fashion_mnist"):
                 run.preflight(p, run.resolve_parameters(p, prof, name, Path("/tmp"), {"dataset": ds}))
+
+
+# ------------------------------------------------------- O08 a user's folder
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def user_folder(path: Path) -> dict[str, bytes]:
+    (path / "sub").mkdir(parents=True)
+    (path / "notes.txt").write_text("mine")
+    (path / ".draft.md.0123456789ab.tmp").write_text("my editor's temp file")
+    (path / "sub" / ".cache.tmp").write_text("mine too")
+    return snapshot(path)
+
+
+def test_o08_a_users_folder_is_refused_in_one_line_and_untouched(toy, tmp_path, capsys):
+    out = tmp_path / "mine"
+    before = user_folder(out)
+    with pytest.raises(ConfigError, match=rf"^--out {out} is a non-empty folder that threatlab did not write "
+                                          r"\(no \.threatlab-run\.json\); .* or pass --force"):
+        run.run(str(toy), out=str(out), log=lambda m: None)
+    assert run.main(["run", "--profile", str(toy), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert snapshot(out) == before and not list(tmp_path.glob(".mine.*"))
+    # A sweep refuses to publish into such a folder before any point runs.
+    (tmp_path / "sw" / "figures").mkdir(parents=True)
+    (tmp_path / "sw" / "figures" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"^the published folder .*/sw/figures is a non-empty folder that "
+                                          r"threatlab did not write"):
+        sweep.sweep(str(toy), seeds=[0], datasets=["mnist"], workers=0, out=str(tmp_path / "sw"),
+                    log=lambda m: None)
+    assert not list((tmp_path / "sw" / "points").glob("*/*"))
+
+
+@pytest.mark.notebooks
+def test_o08_force_writes_beside_the_users_files_and_touches_only_its_own(toy, tmp_path):
+    out = tmp_path / "mine"
+    before = user_folder(out)
+    run.run(str(toy), out=str(out), log=lambda m: None, force=True)
+    marker = json.loads((out / run.MARKER).read_text())
+    assert set(marker["names"]) == {"results", "tables", "executed", "findings.md"}
+    assert {k: v for k, v in snapshot(out).items() if k in before} == before
+    # The next run needs no --force (the marker says what is the runner's); an orphan
+    # temp file of the runner's own results is cleaned, the user's .tmp files are not.
+    (out / "results" / ".01_toy.json.0123456789ab.tmp").write_text("left by a killed write")
+    Path(toy).write_text(Path(toy).read_text().replace("  01_toy: {}", "  01_toy:\n    value: 3.0"))
+    run.run(str(toy), out=str(out), log=lambda m: None)
+    assert json.loads((out / "results" / "01_toy.json").read_text())["metrics"]["score"] == 3.0
+    assert not list((out / "results").glob(".*.tmp"))
+    assert {k: v for k, v in snapshot(out).items() if k in before} == before
+    assert not list(tmp_path.glob(".mine.staging-*"))
+
+
+@pytest.mark.notebooks
+def test_o08_a_folder_written_before_the_marker_is_still_a_run_folder(toy, tmp_path):
+    # The layout of the repository's figures/ before markers existed.
+    out = tmp_path / "figs"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "04_adversarial.json").write_text('{"metrics": {"score": 1.0}}')
+    (out / "results" / "04_adversarial.run.json").write_text("{}")
+    (out / "04_old.png").write_bytes(b"png")
+    (out / "findings.md").write_text("old")
+    (out / "README.txt").write_text("someone's note")
+    assert run.owned_names(out) == {"results", "04_old.png", "findings.md"}
+    assert run.owned_names(run.REPO / "figures") is not None  # the committed figures/
+    run.run(str(toy), out=str(out), log=lambda m: None)
+    assert (out / "README.txt").read_text() == "someone's note"  # not a name the runner writes
+    assert (out / "results" / "04_adversarial.json").exists() and (out / "results" / "01_toy.json").exists()
+    assert "README.txt" not in json.loads((out / run.MARKER).read_text())["names"]
+
+
+def test_o08_recover_cleans_only_the_runners_names(tmp_path):
+    out = tmp_path / "o"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / ".01_x.json.0123456789ab.tmp").write_text("orphan")
+    (out / ".findings.md.0123456789ab.tmp").write_text("orphan")
+    (out / ".mine.0123456789ab.tmp").write_text("the user's")
+    (out / "u").mkdir()
+    (out / "u" / ".x.tmp").write_text("the user's")
+    run.recover(out, {"results", "findings.md"})
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.tmp")) == [".mine.0123456789ab.tmp", "u/.x.tmp"]

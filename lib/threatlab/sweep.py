@@ -238,6 +238,7 @@ class Plan:
     cwd: Path
     contained: bool           # --out given: everything under root
     first: set[str] = field(default_factory=set)  # digests published
+    force: bool = False       # publish into a folder threatlab did not write (R.claim)
 
     @property
     def notebook_of(self) -> dict[str, str]:
@@ -644,7 +645,7 @@ def write_manifest(plan_: Plan, outcomes: dict[str, dict[str, Any]]) -> Path:
 def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict[str, list[Any]] | None = None,
           only: list[str] | None = None, out: str | None = None, scheduler: str | None = None,
           workers: int | None = None, notebooks_dir: Path | None = None, publish: bool = True,
-          log: Callable[[str], None] = R._print) -> SweepResult:
+          force: bool = False, log: Callable[[str], None] = R._print) -> SweepResult:
     """Plan, check, execute (resuming), collect and publish a sweep; see the module doc.
 
     `workers`: None = one per core, 0 = sequentially in this process, N = N processes.
@@ -660,8 +661,11 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
         plan_ = plan(profile_name, seeds=seeds, datasets=datasets, grid=grid, only=only, out=out,
                      notebooks_dir=notebooks_dir)
         R.check_writable(plan_.store)
+        plan_.force = force
         if publish:
             R.check_writable(plan_.publish_dir.parent)
+            # Refused before any point runs, not at publishing after hours of them.
+            R.claim(plan_.publish_dir, force=force, flag="the published folder")
     except BaseException:
         if remote is not None:
             remote.close()
@@ -817,8 +821,9 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
     ok = all(outcomes.get(p.digest, {}).get("status") in ("done", "skipped") for p in firsts)
     executed: list[Path] = []
     with R.folder_lock(folder):
-        R.recover(folder)
-        staging = R.stage(folder)
+        owned = R.claim(folder, force=plan_.force)
+        R.recover(folder, owned)
+        staging = R.stage(folder, owned)
         try:
             if ok:
                 for p in firsts:
@@ -866,7 +871,7 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
                 ok = False
                 log(f"[threatlab] sweep: not publishing into {folder}: the sweep-level 05 run failed")
             else:
-                R.swap_into_place(staging, folder)
+                R.commit(staging, folder, owned)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -906,6 +911,8 @@ def add_cli(sub: Any) -> None:
     s.add_argument("--out", help="keep everything (points, manifest, figures/) under this folder")
     s.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     s.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
+    s.add_argument("--force", action="store_true",
+                   help="publish into a non-empty folder threatlab did not write (its files are left alone)")
 
 
 def cli(args: Any) -> int:
@@ -917,7 +924,7 @@ def cli(args: Any) -> int:
     datasets = parse_datasets(args.datasets)
     grid = parse_grid(args.grid)
     res = sweep(args.profile, seeds=seeds, datasets=datasets, grid=grid, only=args.only, out=args.out,
-                scheduler=args.scheduler, workers=args.workers)
+                scheduler=args.scheduler, workers=args.workers, force=args.force)
     if res.failures:
         for o in res.failures:
             print(f"threatlab: FAILED {failure_line(o)}", file=__import__("sys").stderr)
