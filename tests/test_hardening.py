@@ -368,3 +368,44 @@ def test_html_and_markdown_outputs_cannot_run_script_in_a_readers_browser(tmp_pa
     assert re.search(r'<table (border="1" class="dataframe"|class="dataframe" border="1")>', page)
     assert "<td>0.3</td>" in page and "<strong>bold</strong>" in page and 'src="x.png"' in page
     assert "data:image/svg+xml;base64," in page and "data:image/png;base64," in page
+
+
+# ------------------------------------------------------------------- WEAKs
+
+def test_weak_non_finite_grid_values_and_absurd_workers_are_one_line(toy, tmp_path, capsys):
+    for bad in ("value=.nan", "value=1.0,.inf", "value=[1.0,-.inf]"):
+        with pytest.raises(ConfigError, match=r"^--grid value(\[\d\])?=.* must be a finite number"):
+            sweep.parse_grid([bad])
+    assert run.main(["sweep", "--profile", "smoke", "--seeds", "0", "--grid", "lr=.nan"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    most = sweep.MAX_WORKERS_PER_CORE * (os.cpu_count() or 1)
+    for bad in (-1, most + 1, 10**9):
+        with pytest.raises(ConfigError, match=rf"^--workers {bad} must be an integer in 0\.\.{most}"):
+            sweep.sweep(str(toy), seeds=[0], datasets=["mnist"], out=str(tmp_path / "o"), workers=bad)
+
+
+def test_weak_damaged_manifest_hints_are_ignored_with_a_warning(toy, tmp_path):
+    p = sweep.plan(str(toy), seeds=[0], datasets=["mnist"], out=str(tmp_path / "o"))
+    p.root.mkdir(parents=True)
+    said = []
+    for text in ("{not json", "[1, 2]", '{"points": 7}', b"\xff\xfe"):
+        (p.root / sweep.MANIFEST).write_bytes(text if isinstance(text, bytes) else text.encode())
+        assert sweep.cost_hints(p, said.append) == {}
+    assert len(said) == 4 and all("warning" in m and "ignoring its timing hints" in m for m in said)
+    rows = [{"notebook": "01_toy", "status": "done", "seconds": s} for s in (float("nan"), 1e400, -3, "9", 10)]
+    (p.root / sweep.MANIFEST).write_text(json.dumps({"points": rows}))
+    said.clear()
+    assert sweep.cost_hints(p, said.append) == {"01_toy": 10}
+    assert said == [f"[threatlab] sweep: warning: {p.root / sweep.MANIFEST}: 4 point(s) with no usable seconds; "
+                    "ignored as hints"]
+
+
+def test_weak_a_point_json_of_another_shape_is_not_complete(tmp_path):
+    folder = tmp_path / "pt"
+    (folder / "results").mkdir(parents=True)
+    ident = {"notebook": "01_toy", "params": {"value": 1.0}}
+    for rec, res in (("[1]", "{}"), (json.dumps({"identity": ident}), "[1]"),
+                     (json.dumps({"identity": ident}), '{"provenance": 3}')):
+        (folder / "point.json").write_text(rec)
+        (folder / "results" / "01_toy.json").write_text(res)
+        assert sweep.is_complete(folder, ident) is False

@@ -43,6 +43,7 @@ import importlib.util
 import io as _io
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -70,6 +71,9 @@ CONNECT_TIMEOUT_S = 5
 #: The most seeds one --seeds may name: a range is counted before its list is built, so
 #: a typo such as 0-100000000 is one line, not a MemoryError after seconds.
 MAX_SEEDS = 10_000
+#: Local worker processes per core at most: each is a Python process with a kernel, so
+#: a typo such as --workers 10000 would start thousands of them.
+MAX_WORKERS_PER_CORE = 4
 #: Coordinates set by --seeds / --datasets, not --grid.
 COORDINATES = ("seed", "dataset")
 #: Notebooks that read the gathered table (<out>/sweep/points.jsonl): run once more in
@@ -166,6 +170,10 @@ def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
                 raise ConfigError(f"--grid {key}: value {v!r} does not parse") from None
         if any(v is None for v in values):
             raise ConfigError(f"--grid {item!r} has an empty value")
+        from . import validate
+
+        for i, v in enumerate(values):  # .nan / .inf parse as floats; no parameter takes them
+            validate.finite_values(f"--grid {key}", v)
         grid[key] = values
     return grid
 
@@ -330,11 +338,13 @@ def plan(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict
 def is_complete(folder: Path, identity: dict[str, Any]) -> bool:
     """A point is complete when its folder holds point.json with the same identity and,
     for a family notebook, a results file recording the same parameters."""
+    # A damaged file (not JSON, or JSON of another shape) means "not complete": the point
+    # is executed again and its folder replaced.
     try:
         rec = json.loads((folder / "point.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if rec.get("identity") != identity:
+    if not isinstance(rec, dict) or rec.get("identity") != identity:
         return False
     nb = identity["notebook"]
     if nb in R.READS_RESULTS:
@@ -343,7 +353,10 @@ def is_complete(folder: Path, identity: dict[str, Any]) -> bool:
         doc = json.loads((folder / "results" / f"{nb}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    recorded = doc.get("provenance", {}).get("parameters", {})
+    prov = doc.get("provenance") if isinstance(doc, dict) else None
+    recorded = prov.get("parameters") if isinstance(prov, dict) else None
+    if not isinstance(recorded, dict):
+        return False
     return all(recorded.get(k) == v for k, v in identity["params"].items())
 
 
@@ -546,7 +559,7 @@ def _dashboard(client: Any) -> str | None:
     return None
 
 
-def cost_hints(plan_: Plan) -> dict[str, int]:
+def cost_hints(plan_: Plan, log: Callable[[str], None] = lambda m: None) -> dict[str, int]:
     """Dask priorities, longest notebook first: notebook -> its median wall seconds over
     the points the previous sweep in this folder ran (manifest rows with status "done").
 
@@ -557,14 +570,31 @@ def cost_hints(plan_: Plan) -> dict[str, int]:
     Priorities only reorder: every point runs with the same parameters either way, and
     each point's results depend on its parameters alone.
     """
+    path = plan_.root / MANIFEST
+    if not path.exists():
+        return {}
+    # Only a hint: a damaged manifest costs the ordering, never the sweep.
     try:
-        rows = json.loads((plan_.root / MANIFEST).read_text()).get("points", [])
-    except (OSError, ValueError, AttributeError):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        rows = doc.get("points", []) if isinstance(doc, dict) else None
+        if not isinstance(rows, list):
+            raise ValueError("no list of points")
+    except (OSError, ValueError) as e:
+        log(f"[threatlab] sweep: warning: {path} does not read ({type(e).__name__}: {R._first_line(e)}); "
+            "ignoring its timing hints")
         return {}
     seconds: dict[str, list[float]] = {}
-    for r in rows if isinstance(rows, list) else []:
-        if isinstance(r, dict) and r.get("status") == "done" and isinstance(r.get("seconds"), (int, float)):
-            seconds.setdefault(str(r.get("notebook")), []).append(float(r["seconds"]))
+    bad = 0
+    for r in rows:
+        if not isinstance(r, dict) or r.get("status") != "done":
+            continue
+        s = r.get("seconds")
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            bad += 1
+            continue
+        seconds.setdefault(str(r.get("notebook")), []).append(float(s))
+    if bad:
+        log(f"[threatlab] sweep: warning: {path}: {bad} point(s) with no usable seconds; ignored as hints")
     return {nb: int(round(statistics.median(v))) for nb, v in seconds.items()}
 
 
@@ -585,7 +615,7 @@ def _run_dask(plan_: Plan, progress: _Progress, client: Any,
     if link:
         log(f"[threatlab] sweep: dashboard at {link}")
     futures: dict[str, Any] = {}
-    hints = cost_hints(plan_)
+    hints = cost_hints(plan_, log)
     for p in submission_order(plan_.points, hints):
         futures[p.digest] = client.submit(
             execute_point, spec_of(p, plan_), *(futures[d] for d in p.deps),
@@ -650,8 +680,11 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
 
     `workers`: None = one per core, 0 = sequentially in this process, N = N processes.
     """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ConfigError(f"--workers {workers!r} must be a non-negative integer (0 = in this process)")
+    most = MAX_WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+                                or workers > most):
+        raise ConfigError(f"--workers {workers!r} must be an integer in 0..{most} ({MAX_WORKERS_PER_CORE} per "
+                          "core; 0 = in this process)")
     if scheduler and workers is not None:
         raise ConfigError("--workers sizes the local cluster; it cannot be combined with --scheduler")
     remote = None
