@@ -754,8 +754,8 @@ def run(profile_name: str, *, only: list[str] | None = None, out: str | None = N
     claim(out_dir, force=force)  # a user's folder is refused before anything runs
     cwd = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS
     with folder_lock(out_dir):
+        recover(out_dir)  # first: it may restore the previous folder a kill left aside
         owned = claim(out_dir, force=force)  # again under the lock: what we may touch
-        recover(out_dir, owned)
         staging = stage(out_dir, owned)
         failures: list[Failure] = []
         done = []

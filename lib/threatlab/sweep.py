@@ -854,8 +854,8 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
     ok = all(outcomes.get(p.digest, {}).get("status") in ("done", "skipped") for p in firsts)
     executed: list[Path] = []
     with R.folder_lock(folder):
+        R.recover(folder)  # first: it may restore the previous folder a kill left aside
         owned = R.claim(folder, force=plan_.force)
-        R.recover(folder, owned)
         staging = R.stage(folder, owned)
         try:
             if ok:
