@@ -197,7 +197,9 @@ def test_failed_notebook_one_line_previous_folder_kept(toy, tmp_path, capfd):
     out = tmp_path / "o"
     run.run(str(toy), out=str(out), log=lambda m: None)
     first = (out / "results" / "01_toy.json").read_bytes()
-    (out / ".orphan.json.abc123.tmp").write_text("left by a killed write")
+    # A killed atomic write inside the runner's own results/ (only names the runner
+    # created are cleaned: see test_hardening's O08 tests for a user's .tmp files).
+    (out / "results" / ".orphan.json.abc123.tmp").write_text("left by a killed write")
     Path(toy).write_text(Path(toy).read_text().replace("  01_toy: {}", "  01_toy:\n    value: -2.0"))
     with pytest.raises(run.RunFailed) as err:
         run.run(str(toy), out=str(out), log=lambda m: None)

@@ -293,12 +293,7 @@ def _download_allowed(download: object) -> bool:
     validate.of_type("download", download, bool)
     if download:
         return True
-    env = os.environ.get(DOWNLOAD_ENV, "").strip().lower()
-    if env in ("1", "true", "yes", "on"):
-        return True
-    if env in ("", "0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{DOWNLOAD_ENV}={env!r} is not allowed; use 1 or 0")
+    return validate.env_switch(DOWNLOAD_ENV, False)
 
 
 # --------------------------------------------------------------------------- IDX
@@ -743,7 +738,6 @@ def loaded() -> dict[str, str]:
 #: digits ships with scikit-learn and needs nothing.
 PROVISIONED = ("mnist", "fashion_mnist")
 
-_FALSE = ("0", "false", "no", "off")
 
 
 def present(name: str, *, root: str | os.PathLike | None = None) -> bool:
@@ -768,9 +762,8 @@ def _apt_prefix(apt: bool | None) -> tuple[list[str] | None, str]:
     """The command prefix that runs apt-get without a password ([] as root, ["sudo",
     "-n"]), or None and why not."""
     if apt is None:
-        env = os.environ.get(APT_ENV, "").strip().lower()
-        apt = env not in _FALSE
-        why_off = f"{APT_ENV}={env}"
+        apt = validate.env_switch(APT_ENV, True)
+        why_off = f"{APT_ENV}={os.environ.get(APT_ENV, '').strip()}"
     else:
         validate.of_type("apt", apt, bool)
         why_off = "apt=False"

@@ -13,7 +13,9 @@ A run is contained in its output folder (``--out``, else the profile's ``out``):
 figures, tables, results and the executed copies (``<out>/executed/``) go there and
 nowhere else. The run writes into a staging folder beside it and swaps it into place
 only when every notebook succeeded, so an interrupted run leaves the previous complete
-folder; a lock beside the folder refuses a second concurrent run into it. README.md is
+folder; a lock beside the folder refuses a second concurrent run into it. The runner
+touches only names it created there, listed in the folder's ``.threatlab-run.json``: a
+non-empty folder it did not write is refused unless ``--force`` (see `claim`). README.md is
 rewritten only by the quick profile writing into the repository's own figures/.
 """
 from __future__ import annotations
@@ -24,7 +26,10 @@ import contextlib
 import ctypes
 import errno
 import functools
+import glob
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -115,14 +120,48 @@ def _key_lines(node: Any, prefix: tuple = ()) -> dict[tuple, int]:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (at any depth): PyYAML
+    keeps the last one silently, so a profile's first value would be a no-op."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {seen[key]})", k.start_mark)
+                seen[key] = k.start_mark.line + 1
+            except TypeError:  # an unhashable key: SafeLoader's own check reports it below
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse_anchors(text: str, path: Path) -> None:
+    """ConfigError at the first anchor or alias, before anything is composed or walked.
+
+    Profiles need neither, and an alias is how a 1 kB file expands into billions of
+    nodes ("billion laughs"): refusing them while parsing keeps every later step linear
+    in the size of the file."""
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None:
+            what = f"alias *{ev.anchor}" if isinstance(ev, yaml.AliasEvent) else f"anchor &{ev.anchor}"
+            raise ConfigError(f"{path}:{ev.start_mark.line + 1}: YAML {what} is not allowed in a profile; "
+                              "write the values out")
+
+
 def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}:1: cannot read the profile ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}:1: the profile is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}:1: cannot read the profile ({e.strerror or e})") from None
     try:
+        _refuse_anchors(text, path)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -466,20 +505,40 @@ def swap_into_place(staging: Path, final: Path) -> None:
     shutil.rmtree(old)
 
 
-def recover(final: Path) -> None:
+def recover(final: Path, owned: set[str] | None = None) -> None:
     """Under the folder's lock: restore a previous folder a kill left between the two
-    renames of `swap_into_place`, and drop staging folders and orphan .tmp files."""
+    renames of `swap_into_place`, drop the runner's staging folders beside it, and drop
+    orphan .tmp files of the names the runner owns in it (`owned`, default: what
+    `owned_names` finds); a user's own files, .tmp or not, are never touched."""
     parent = final.parent
     if not parent.exists():
         return
-    olds = sorted(parent.glob(f".{final.name}.old-*"))
+    olds = sorted(parent.glob(f".{glob.escape(final.name)}.old-*"))
     if olds and not final.exists():
         os.rename(olds[-1], final)
         olds = olds[:-1]
-    for p in olds + sorted(parent.glob(f".{final.name}.staging-*")):
+    for p in olds + sorted(parent.glob(f".{glob.escape(final.name)}.staging-*")):
         shutil.rmtree(p, ignore_errors=True)
-    if final.exists():
-        clean_tmp(final)
+    if final.is_dir():
+        if owned is None:
+            owned = owned_names(final) or set()
+        clean_owned_tmp(final, owned)
+
+
+def clean_owned_tmp(folder: Path, owned: set[str]) -> list[Path]:
+    """Orphan temporary files of the runner's own names in `folder`: everything matching
+    ``.*.tmp`` inside an owned sub-folder, and ``.<name>.*.tmp`` beside an owned file
+    (or the marker) at the top, which is how `threatlab.io.atomic_write` names them."""
+    removed: list[Path] = []
+    for name in sorted(owned | {MARKER}):
+        p = folder / name
+        if p.is_dir() and not p.is_symlink():
+            removed += clean_tmp(p)
+        for t in folder.glob(f".{glob.escape(name)}.*.tmp"):
+            if t.is_file():
+                t.unlink(missing_ok=True)
+                removed.append(t)
+    return removed
 
 
 def clean_tmp(folder: Path, *, older_than_s: float = 0.0) -> list[Path]:
@@ -534,17 +593,127 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(f"output folder {folder} is not writable ({e.strerror or e})") from None
 
 
-def stage(final: Path) -> Path:
-    """A fresh staging folder beside `final`, starting as a copy of it (so a run of some
-    notebooks keeps the others' results, which 00 and 05 read)."""
+#: Written by the runner into every output folder it fills: the names (top-level
+#: entries) it created there. Staging, recovery and temp-file cleaning act on those
+#: names only, so a run never deletes, copies or swaps a user's own files.
+MARKER = ".threatlab-run.json"
+#: The top-level names of an output folder written before the marker existed (the
+#: repository's figures/, folders of earlier runs): figures ``NN_*.png|svg|pdf``,
+#: results/, tables/, executed/, sweep/ and findings.md.
+_LEGACY_NAME = re.compile(r"^(results|tables|executed|sweep|findings\.md|\d\d_[\w.-]+\.(png|svg|pdf))$")
+_LEGACY_RESULT = re.compile(r"^(\d\d_\w+(\.run)?\.json|\..+\.tmp)$")
+
+
+def owned_names(final: Path) -> set[str] | None:
+    """The names the runner owns in the output folder `final`: set() for a missing or
+    empty folder; the marker's list; for a folder the runner wrote before markers
+    existed (recognised by results/ holding only results files ``NN_name[.run].json``,
+    at least one), its entries named as the runner names them (`_LEGACY_NAME`); None for
+    any other folder (a user's). ConfigError for a marker that does not read."""
+    if not final.exists():
+        return set()
+    if not final.is_dir():
+        raise ConfigError(f"--out {final} is a file, not a folder")
+    marker = final / MARKER
+    if marker.exists():
+        try:
+            doc = json.loads(marker.read_text(encoding="utf-8"))
+            names = doc["names"]
+            if not isinstance(names, list) or not all(
+                    isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
+                raise ValueError
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"--out {final}: {MARKER} does not read as the runner's list of names; "
+                              "restore it or choose another --out") from None
+        return set(names)
+    entries = [e.name for e in final.iterdir()]
+    if not entries:
+        return set()
+    res = final / "results"
+    if res.is_dir() and not res.is_symlink():
+        files = [e.name for e in res.iterdir()]
+        if any(_LEGACY_RESULT.match(f) and not f.startswith(".") for f in files) and all(
+                _LEGACY_RESULT.match(f) for f in files):
+            return {e for e in entries if _LEGACY_NAME.match(e)}
+    return None
+
+
+def claim(final: Path, *, force: bool = False, flag: str = "--out") -> set[str]:
+    """The names the runner owns in `final` (see `owned_names`); a non-empty folder it
+    did not write is refused in one line unless `force`, and then owns nothing in it:
+    the run adds its names beside the user's files and touches nothing else."""
+    owned = owned_names(final)
+    if owned is None:
+        if not force:
+            raise ConfigError(f"{flag} {final} is a non-empty folder that threatlab did not write (no {MARKER}); "
+                              "choose a new or empty folder, or pass --force to write threatlab's files into it "
+                              "beside yours (yours are left alone; files of the same name are replaced)")
+        return set()
+    return owned
+
+
+def stage(final: Path, owned: set[str] | None = None) -> Path:
+    """A fresh staging folder beside `final`, starting as a copy of the runner's own
+    names in it (so a run of some notebooks keeps the others' results, which 00 and 05
+    read); nothing else of `final` is copied."""
     staging = final.parent / f".{final.name}.staging-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
-    if final.exists():
-        shutil.copytree(final, staging, symlinks=True, ignore=shutil.ignore_patterns(".*.tmp"))
-    else:
-        staging.mkdir(parents=True)
+    staging.mkdir(parents=True)
+    if owned is None:
+        owned = owned_names(final) or set()
+    for name in sorted(owned):
+        src = final / name
+        if src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, staging / name, symlinks=True, ignore=shutil.ignore_patterns(".*.tmp"))
+        elif src.is_file() or src.is_symlink():
+            shutil.copy2(src, staging / name, follow_symlinks=False)
     return staging
+
+
+def _write_marker(folder: Path, names: set[str]) -> None:
+    from .io import atomic_write
+
+    # No pid or time: the marker is the same bytes for the same outputs (figures/ is
+    # committed).
+    atomic_write(folder / MARKER, json.dumps({"written_by": "threatlab", "format": 1, "names": sorted(names)},
+                                             indent=1) + "\n")
+
+
+def commit(staging: Path, final: Path, owned: set[str]) -> None:
+    """Make the staged outputs those of `final`.
+
+    When `final` holds nothing but the runner's names, the whole folder is swapped in one
+    step (`swap_into_place`): a reader sees the old complete folder or the new one. When
+    it also holds a user's files (``--force``, or files added to a run folder), each of
+    the runner's names is replaced on its own (atomically per name) and the user's files
+    stay where they are; the marker first claims the union of old and new names, so a
+    kill half-way leaves nothing the runner wrote unlisted, then lists the new ones."""
+    new = {e.name for e in staging.iterdir()} - {MARKER}
+    foreign = set()
+    if final.exists():
+        foreign = {e.name for e in final.iterdir()} - owned - {MARKER}
+    _write_marker(staging, new)
+    if not foreign:
+        swap_into_place(staging, final)
+        return
+    _write_marker(final, owned | new)
+    trash = staging / f".{MARKER}.replaced"
+    trash.mkdir()
+    for name in sorted(new):
+        src, dst = staging / name, final / name
+        if not os.path.lexists(dst):
+            os.rename(src, dst)
+        elif not _exchange(src, dst):  # src now holds the previous entry (removed with staging)
+            os.rename(dst, trash / name)
+            os.rename(src, dst)
+    for name in sorted(owned - new):  # the runner's names this run no longer writes
+        p = final / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif os.path.lexists(p):
+            p.unlink()
+    _write_marker(final, new)
 
 
 def _relocate(executed: Path, staging: Path, final: Path) -> None:
@@ -559,13 +728,15 @@ def _relocate(executed: Path, staging: Path, final: Path) -> None:
 
 
 def run(profile_name: str, *, only: list[str] | None = None, out: str | None = None,
-        log=_print, notebooks_dir: Path | None = None) -> list[Path]:
+        log=_print, notebooks_dir: Path | None = None, force: bool = False) -> list[Path]:
     """Execute the selected notebooks under a profile; return the executed copies.
 
     Everything is checked first (profile schema, parameters, declared constraints, the
-    output folder writable). Notebooks then run into a staging copy of the output folder
-    that replaces it only when all succeeded. On failures the previous folder stays, the
-    failed executed copies go to ``<out>/executed/failed/``, and RunFailed lists them.
+    output folder writable, and either new, empty or written by the runner before --
+    else `force`, see `claim`). Notebooks then run into a staging copy of the runner's
+    names in the output folder, which replace them only when all succeeded (`commit`).
+    On failures the previous outputs stay, the failed executed copies go to
+    ``<out>/executed/failed/``, and RunFailed lists them.
     """
     profile = load_profile(profile_name, notebooks_dir=notebooks_dir)
     out_dir = Path(out).resolve() if out else default_out(profile_name, profile)
@@ -580,10 +751,12 @@ def run(profile_name: str, *, only: list[str] | None = None, out: str | None = N
         preflight(p, params)
     timeout_s = int(profile.get("timeout_s", DEFAULT_TIMEOUT_S))
     check_writable(out_dir.parent)
+    claim(out_dir, force=force)  # a user's folder is refused before anything runs
     cwd = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS
     with folder_lock(out_dir):
-        recover(out_dir)
-        staging = stage(out_dir)
+        recover(out_dir)  # first: it may restore the previous folder a kill left aside
+        owned = claim(out_dir, force=force)  # again under the lock: what we may touch
+        staging = stage(out_dir, owned)
         failures: list[Failure] = []
         done = []
         try:
@@ -601,6 +774,9 @@ def run(profile_name: str, *, only: list[str] | None = None, out: str | None = N
                 log(f"[threatlab] {profile_name}: {path.name} done in {time.perf_counter() - t0:.1f} s")
                 done.append(out_dir / "executed" / path.name)
             if failures:
+                if "executed" not in owned:  # executed/failed/ below is the runner's too
+                    owned = owned | {"executed"}
+                    _write_marker(out_dir, owned)
                 kept = []
                 for f in failures:
                     dest = out_dir / "executed" / "failed" / f.executed.name
@@ -610,7 +786,7 @@ def run(profile_name: str, *, only: list[str] | None = None, out: str | None = N
                     kept.append(Failure(f.notebook, f.cell, f.error, dest))
                 raise RunFailed(kept)
             clean_tmp(staging)
-            swap_into_place(staging, out_dir)
+            commit(staging, out_dir, owned)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -624,14 +800,17 @@ def parse_args_and_run(argv: list[str] | None = None) -> int:
     r.add_argument("--profile", default="quick", help=f"one of {profile_names()} or a .yaml path")
     r.add_argument("--only", nargs="*", help="notebook names or prefixes (e.g. 04 05)")
     r.add_argument("--out", help="output folder for figures, tables, results and executed copies")
+    r.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder threatlab did not write (its files are left alone)")
     from . import sweep as _sweep
 
     _sweep.add_cli(sub)
     args = ap.parse_args(argv)
     try:
         t0 = time.perf_counter()
+        validate.check_env_switches()  # a bad switch is one line now, not mid-run
         if args.cmd == "run":
-            run(args.profile, only=args.only, out=args.out)
+            run(args.profile, only=args.only, out=args.out, force=args.force)
             print(f"[threatlab] profile {args.profile}: all done in {time.perf_counter() - t0:.1f} s")
             return 0
         return _sweep.cli(args)

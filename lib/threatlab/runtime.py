@@ -108,9 +108,12 @@ def row_slices(n: int, device: torch.device | str) -> list[slice]:
 
 def progress_disabled() -> bool:
     """True when THREATLAB_NO_PROGRESS or TQDM_DISABLE is set to a true value
-    (1, true, yes, on; read at call time, so a notebook or test can set it late)."""
-    return any(os.environ.get(var, "").strip().lower() in _TRUE
-               for var in (NO_PROGRESS_ENV, TQDM_DISABLE_ENV))
+    (1, true, yes, on; read at call time, so a notebook or test can set it late).
+    THREATLAB_NO_PROGRESS takes only the values of `validate.env_switch`."""
+    from .validate import env_switch
+
+    # Ours is strict (a typo is an error); tqdm's own switch keeps tqdm's leniency.
+    return env_switch(NO_PROGRESS_ENV, False) or os.environ.get(TQDM_DISABLE_ENV, "").strip().lower() in _TRUE
 
 
 def describe(device: torch.device | str, seed: int) -> dict[str, str]:

@@ -43,6 +43,7 @@ import importlib.util
 import io as _io
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -67,6 +68,12 @@ MANIFEST = "manifest.json"
 IMPLICIT_DATASET = "mnist"
 #: Seconds to wait for a scheduler given by address before calling it unreachable.
 CONNECT_TIMEOUT_S = 5
+#: The most seeds one --seeds may name: a range is counted before its list is built, so
+#: a typo such as 0-100000000 is one line, not a MemoryError after seconds.
+MAX_SEEDS = 10_000
+#: Local worker processes per core at most: each is a Python process with a kernel, so
+#: a typo such as --workers 10000 would start thousands of them.
+MAX_WORKERS_PER_CORE = 4
 #: Coordinates set by --seeds / --datasets, not --grid.
 COORDINATES = ("seed", "dataset")
 #: Notebooks that read the gathered table (<out>/sweep/points.jsonl): run once more in
@@ -78,22 +85,33 @@ SWEEP_READERS = ("05_findings",)
 
 def parse_seeds(text: str) -> list[int]:
     """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"``; ``"2"``. Empty, reversed, negative or
-    repeated seeds are ConfigErrors."""
+    repeated seeds, and more than `MAX_SEEDS` seeds in all, are ConfigErrors."""
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"--seeds {text!r} is empty; give a range such as 0-4 or a list such as 0,3,7")
     seeds: list[int] = []
+    count = 0
     for part in text.split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        # At most 10 digits: int() of thousands of digits raises (or takes long), and no
+        # seed needs more (numpy takes seeds below 2**32).
+        m = re.fullmatch(r"(\d{1,10})\s*-\s*(\d{1,10})", part)
         if m:
             lo, hi = int(m.group(1)), int(m.group(2))
             if hi < lo:
                 raise ConfigError(f"--seeds {text!r}: range {part} is reversed (empty); write {hi}-{lo}")
-            seeds.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"\d+", part):
-            seeds.append(int(part))
+            count += hi - lo + 1
+        elif re.fullmatch(r"\d{1,10}", part):
+            count += 1
         else:
-            raise ConfigError(f"--seeds {text!r}: {part!r} is not a non-negative integer or a range a-b")
+            raise ConfigError(f"--seeds {text[:80]!r}: {part[:40]!r} is not a non-negative integer (at most 10 "
+                              "digits) or a range a-b")
+        if count > MAX_SEEDS:  # counted before anything is built
+            raise ConfigError(f"--seeds {text[:80]!r} names more than {MAX_SEEDS} seeds; allowed: at most "
+                              f"{MAX_SEEDS} (a range a-b counts b-a+1)")
+        if m:
+            seeds.extend(range(lo, hi + 1))
+        else:
+            seeds.append(int(part))
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r} repeats a seed")
     return seeds
@@ -152,6 +170,10 @@ def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
                 raise ConfigError(f"--grid {key}: value {v!r} does not parse") from None
         if any(v is None for v in values):
             raise ConfigError(f"--grid {item!r} has an empty value")
+        from . import validate
+
+        for i, v in enumerate(values):  # .nan / .inf parse as floats; no parameter takes them
+            validate.finite_values(f"--grid {key}", v)
         grid[key] = values
     return grid
 
@@ -191,11 +213,13 @@ def _identity(notebook: str, params: dict[str, Any], *, seed: int, dataset: str,
               deps: list[str]) -> dict[str, Any]:
     from .report.results import jsonable
 
-    ident: dict[str, Any] = {"notebook": notebook, "params": jsonable(params)}
+    # Floats exactly (not rounded to 6 decimals, which made lr=1e-7 and 2e-7 one point);
+    # a float of up to 6 decimals encodes as before, so existing digests stay.
+    ident: dict[str, Any] = {"notebook": notebook, "params": jsonable(params, exact=True)}
     # 00 and 05 have no dataset (05 no seed) parameter: their coordinates and inputs
     # are what make their points distinct.
     if notebook in R.READS_RESULTS:
-        ident.update(seed=seed, dataset=dataset, grid=jsonable(grid), inputs=sorted(deps))
+        ident.update(seed=seed, dataset=dataset, grid=jsonable(grid, exact=True), inputs=sorted(deps))
     return ident
 
 
@@ -222,6 +246,7 @@ class Plan:
     cwd: Path
     contained: bool           # --out given: everything under root
     first: set[str] = field(default_factory=set)  # digests published
+    force: bool = False       # publish into a folder threatlab did not write (R.claim)
 
     @property
     def notebook_of(self) -> dict[str, str]:
@@ -313,11 +338,13 @@ def plan(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict
 def is_complete(folder: Path, identity: dict[str, Any]) -> bool:
     """A point is complete when its folder holds point.json with the same identity and,
     for a family notebook, a results file recording the same parameters."""
+    # A damaged file (not JSON, or JSON of another shape) means "not complete": the point
+    # is executed again and its folder replaced.
     try:
         rec = json.loads((folder / "point.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if rec.get("identity") != identity:
+    if not isinstance(rec, dict) or rec.get("identity") != identity:
         return False
     nb = identity["notebook"]
     if nb in R.READS_RESULTS:
@@ -326,7 +353,10 @@ def is_complete(folder: Path, identity: dict[str, Any]) -> bool:
         doc = json.loads((folder / "results" / f"{nb}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    recorded = doc.get("provenance", {}).get("parameters", {})
+    prov = doc.get("provenance") if isinstance(doc, dict) else None
+    recorded = prov.get("parameters") if isinstance(prov, dict) else None
+    if not isinstance(recorded, dict):
+        return False
     return all(recorded.get(k) == v for k, v in identity["params"].items())
 
 
@@ -438,6 +468,46 @@ class _Progress:
         self.bar.close()
 
 
+def _probe(address: str, timeout_s: float) -> None:
+    """Ask the scheduler at `address` who it is; TimeoutError unless it answers within
+    `timeout_s` in all (TCP connect, dask's handshake and the reply).
+
+    Client(timeout=...) bounds only the TCP connect: a peer that accepts the connection
+    and never answers hangs it indefinitely. Run in a thread of its own with a fresh event
+    loop, so a caller inside a running loop (a notebook) can use it too."""
+    import asyncio
+    import threading
+
+    from distributed.comm import connect
+
+    async def ask() -> Any:
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["reply"] = asyncio.run(asyncio.wait_for(ask(), timeout_s))
+        except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="threatlab-scheduler-probe", daemon=True)
+    t.start()
+    t.join(timeout_s + 2)  # wait_for ends the loop in time; the margin is for its teardown
+    if t.is_alive() or isinstance(box.get("error"), (TimeoutError, asyncio.TimeoutError)):
+        raise TimeoutError(f"no answer from the scheduler within {timeout_s} s")
+    if "error" in box:
+        e = box["error"]
+        raise e if isinstance(e, OSError) else OSError(f"{type(e).__name__}: {R._first_line(e)}")
+    if not isinstance(box.get("reply"), dict) or box["reply"].get("type") != "Scheduler":
+        raise OSError(f"the peer answered, but not as a Dask scheduler ({str(box.get('reply'))[:80]})")
+
+
 def _connect(scheduler: str | None, workers: int | None, need_gpu: bool, log: Callable[[str], None]):
     """A dask Client: to `scheduler` (ConfigError within CONNECT_TIMEOUT_S if it cannot be
     reached) or to a fresh LocalCluster of `workers` single-threaded processes."""
@@ -449,6 +519,7 @@ def _connect(scheduler: str | None, workers: int | None, need_gpu: bool, log: Ca
         if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+(:\d+)?/?", scheduler):
             raise ConfigError(f"--scheduler {scheduler!r} is not an address such as tcp://host:8786")
         try:
+            _probe(scheduler, CONNECT_TIMEOUT_S)
             client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
         except (OSError, TimeoutError) as e:
             raise ConfigError(f"--scheduler {scheduler} is unreachable within {CONNECT_TIMEOUT_S} s "
@@ -488,7 +559,7 @@ def _dashboard(client: Any) -> str | None:
     return None
 
 
-def cost_hints(plan_: Plan) -> dict[str, int]:
+def cost_hints(plan_: Plan, log: Callable[[str], None] = lambda m: None) -> dict[str, int]:
     """Dask priorities, longest notebook first: notebook -> its median wall seconds over
     the points the previous sweep in this folder ran (manifest rows with status "done").
 
@@ -499,14 +570,31 @@ def cost_hints(plan_: Plan) -> dict[str, int]:
     Priorities only reorder: every point runs with the same parameters either way, and
     each point's results depend on its parameters alone.
     """
+    path = plan_.root / MANIFEST
+    if not path.exists():
+        return {}
+    # Only a hint: a damaged manifest costs the ordering, never the sweep.
     try:
-        rows = json.loads((plan_.root / MANIFEST).read_text()).get("points", [])
-    except (OSError, ValueError, AttributeError):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        rows = doc.get("points", []) if isinstance(doc, dict) else None
+        if not isinstance(rows, list):
+            raise ValueError("no list of points")
+    except (OSError, ValueError) as e:
+        log(f"[threatlab] sweep: warning: {path} does not read ({type(e).__name__}: {R._first_line(e)}); "
+            "ignoring its timing hints")
         return {}
     seconds: dict[str, list[float]] = {}
-    for r in rows if isinstance(rows, list) else []:
-        if isinstance(r, dict) and r.get("status") == "done" and isinstance(r.get("seconds"), (int, float)):
-            seconds.setdefault(str(r.get("notebook")), []).append(float(r["seconds"]))
+    bad = 0
+    for r in rows:
+        if not isinstance(r, dict) or r.get("status") != "done":
+            continue
+        s = r.get("seconds")
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            bad += 1
+            continue
+        seconds.setdefault(str(r.get("notebook")), []).append(float(s))
+    if bad:
+        log(f"[threatlab] sweep: warning: {path}: {bad} point(s) with no usable seconds; ignored as hints")
     return {nb: int(round(statistics.median(v))) for nb, v in seconds.items()}
 
 
@@ -527,7 +615,7 @@ def _run_dask(plan_: Plan, progress: _Progress, client: Any,
     if link:
         log(f"[threatlab] sweep: dashboard at {link}")
     futures: dict[str, Any] = {}
-    hints = cost_hints(plan_)
+    hints = cost_hints(plan_, log)
     for p in submission_order(plan_.points, hints):
         futures[p.digest] = client.submit(
             execute_point, spec_of(p, plan_), *(futures[d] for d in p.deps),
@@ -587,13 +675,16 @@ def write_manifest(plan_: Plan, outcomes: dict[str, dict[str, Any]]) -> Path:
 def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict[str, list[Any]] | None = None,
           only: list[str] | None = None, out: str | None = None, scheduler: str | None = None,
           workers: int | None = None, notebooks_dir: Path | None = None, publish: bool = True,
-          log: Callable[[str], None] = R._print) -> SweepResult:
+          force: bool = False, log: Callable[[str], None] = R._print) -> SweepResult:
     """Plan, check, execute (resuming), collect and publish a sweep; see the module doc.
 
     `workers`: None = one per core, 0 = sequentially in this process, N = N processes.
     """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ConfigError(f"--workers {workers!r} must be a non-negative integer (0 = in this process)")
+    most = MAX_WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+                                or workers > most):
+        raise ConfigError(f"--workers {workers!r} must be an integer in 0..{most} ({MAX_WORKERS_PER_CORE} per "
+                          "core; 0 = in this process)")
     if scheduler and workers is not None:
         raise ConfigError("--workers sizes the local cluster; it cannot be combined with --scheduler")
     remote = None
@@ -603,8 +694,11 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
         plan_ = plan(profile_name, seeds=seeds, datasets=datasets, grid=grid, only=only, out=out,
                      notebooks_dir=notebooks_dir)
         R.check_writable(plan_.store)
+        plan_.force = force
         if publish:
             R.check_writable(plan_.publish_dir.parent)
+            # Refused before any point runs, not at publishing after hours of them.
+            R.claim(plan_.publish_dir, force=force, flag="the published folder")
     except BaseException:
         if remote is not None:
             remote.close()
@@ -652,28 +746,67 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
 
 # ---------------------------------------------------------- collect / publish
 
+def _tampered(folder: Path, why: str) -> ConfigError:
+    return ConfigError(f"sweep point {folder}: {why}; the store was altered or damaged: remove that folder "
+                       "and rerun the sweep (it re-executes the point)")
+
+
 def collect_rows(store: Path, digests: set[str] | None = None) -> list[dict[str, Any]]:
     """One row per complete family point under `store` (or only those in `digests`):
     {"notebook", "dataset", "seed", "digest", "params", "results"}, sorted by
-    (notebook, dataset, seed, digest). 00/05 points have no results file and no row."""
+    (notebook, dataset, seed, digest). 00/05 points have no results file and no row.
+
+    Each point is checked before it is gathered: its point.json must hash to its
+    folder's name (the digest), and its results' recorded parameters (provenance) must
+    be those of its identity. A mismatch is a ConfigError naming the folder: a table
+    that silently mixed an edited or swapped point into the findings would be wrong
+    without a trace."""
     rows = []
     for rec_path in sorted(Path(store).glob("*/*/point.json")):
         folder = rec_path.parent
+        # Staging folders (".<digest>.staging-*", being written) and failed attempts
+        # ("<digest>.failed") are not points.
+        if folder.name.startswith(".") or folder.name.endswith(".failed"):
+            continue
+        if digests is not None and folder.name not in digests:
+            continue
         try:
             rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        ident = rec.get("identity", {})
+        except (OSError, ValueError) as e:
+            raise _tampered(folder, f"point.json does not read as JSON ({type(e).__name__})") from None
+        ident = rec.get("identity") if isinstance(rec, dict) else None
+        if not isinstance(ident, dict) or not isinstance(ident.get("params"), dict):
+            raise _tampered(folder, "point.json holds no identity with parameters")
+        try:
+            actual = digest_of(ident)
+        except ValueError:  # NaN/inf written into it: canonical() refuses them
+            raise _tampered(folder, "point.json's identity holds a non-finite number") from None
+        if actual != folder.name or rec.get("digest") != folder.name:
+            raise _tampered(folder, f"point.json hashes to {actual} (records {rec.get('digest')!r}), "
+                                    f"not to its folder's digest {folder.name}")
         nb = ident.get("notebook")
-        if nb is None or nb in R.READS_RESULTS or (digests is not None and rec.get("digest") not in digests):
+        if nb != folder.parent.name:
+            raise _tampered(folder, f"point.json names notebook {nb!r}, not {folder.parent.name!r}")
+        if nb in R.READS_RESULTS:
             continue
         res = folder / "results" / f"{nb}.json"
         if not res.exists():
             continue
-        params = ident.get("params", {})
+        try:
+            doc = json.loads(res.read_text(encoding="utf-8"))
+            recorded = doc.get("provenance", {}).get("parameters", {})
+            if not isinstance(recorded, dict):
+                raise ValueError
+        except (OSError, ValueError, AttributeError):
+            raise _tampered(folder, f"results/{nb}.json does not read as a results file") from None
+        params = ident["params"]
+        for k, v in params.items():
+            if recorded.get(k) != v:
+                raise _tampered(folder, f"results/{nb}.json records {k}={recorded.get(k)!r} but the point's "
+                                        f"identity has {k}={v!r}")
         rows.append({"notebook": nb, "dataset": params.get("dataset", IMPLICIT_DATASET),
                      "seed": params.get("seed"), "digest": rec.get("digest"), "params": params,
-                     "results": json.loads(res.read_text(encoding="utf-8"))})
+                     "results": doc})
     rows.sort(key=lambda r: (r["notebook"], r["dataset"], -1 if r["seed"] is None else r["seed"], r["digest"]))
     return rows
 
@@ -721,8 +854,9 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
     ok = all(outcomes.get(p.digest, {}).get("status") in ("done", "skipped") for p in firsts)
     executed: list[Path] = []
     with R.folder_lock(folder):
-        R.recover(folder)
-        staging = R.stage(folder)
+        R.recover(folder)  # first: it may restore the previous folder a kill left aside
+        owned = R.claim(folder, force=plan_.force)
+        staging = R.stage(folder, owned)
         try:
             if ok:
                 for p in firsts:
@@ -770,7 +904,7 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
                 ok = False
                 log(f"[threatlab] sweep: not publishing into {folder}: the sweep-level 05 run failed")
             else:
-                R.swap_into_place(staging, folder)
+                R.commit(staging, folder, owned)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -810,6 +944,8 @@ def add_cli(sub: Any) -> None:
     s.add_argument("--out", help="keep everything (points, manifest, figures/) under this folder")
     s.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     s.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
+    s.add_argument("--force", action="store_true",
+                   help="publish into a non-empty folder threatlab did not write (its files are left alone)")
 
 
 def cli(args: Any) -> int:
@@ -821,7 +957,7 @@ def cli(args: Any) -> int:
     datasets = parse_datasets(args.datasets)
     grid = parse_grid(args.grid)
     res = sweep(args.profile, seeds=seeds, datasets=datasets, grid=grid, only=args.only, out=args.out,
-                scheduler=args.scheduler, workers=args.workers)
+                scheduler=args.scheduler, workers=args.workers, force=args.force)
     if res.failures:
         for o in res.failures:
             print(f"threatlab: FAILED {failure_line(o)}", file=__import__("sys").stderr)

