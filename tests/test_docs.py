@@ -190,3 +190,20 @@ def test_sanitize_drops_run_details_and_relativises_checkout_paths(tmp_path):
     assert c.source == "out_dir = 'figures'" and c.execution_count == 4
     assert [o["text"] for o in c.outputs] == [f"figures {r}2/other .. .\n"]
     assert nb.cells[0].id == "a1b2c3d4" and len(nb.cells[0].outputs) == 2   # the input is untouched
+
+
+def test_plumbing_cells_tagged_remove_input_show_only_their_output(tmp_path):
+    # Readers of the pages see the experiment, not the validation or saving code: a cell
+    # tagged remove-input keeps its output and loses its source; remove-cell loses both.
+    nb = new_notebook(cells=[
+        new_code_cell("PLUMB" + "ING = 1\nprint('shown ' + 'output')", metadata={"tags": ["remove-input"]},
+                      outputs=[nbformat.v4.new_output("stream", name="stdout", text="shown output\n")]),
+        new_code_cell("HID" + "DEN_CELL = 2", metadata={"tags": ["remove-cell"]},
+                      outputs=[nbformat.v4.new_output("stream", name="stdout", text="gone too\n")]),
+        new_code_cell("VISI" + "BLE = 3"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = tmp_path / "01_model_extraction.ipynb"
+    nbformat.write(nb, str(path))
+    page = docs.notebook_html(path, root=tmp_path, source_dir=tmp_path)
+    assert "shown output" in page and "VISIBLE" in page
+    assert "PLUMBING" not in page and "HIDDEN_CELL" not in page and "gone too" not in page

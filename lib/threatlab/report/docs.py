@@ -202,11 +202,24 @@ def sanitize(nb: Any, *, root: str | os.PathLike = REPO) -> Any:
     return out
 
 
+#: Cell tags that hide plumbing from readers (the Jupyter Book names, so a notebook
+#: tagged for these pages is tagged for a book too): the input, the outputs, or the cell.
+HIDE_INPUT_TAG, HIDE_OUTPUT_TAG, HIDE_CELL_TAG = "remove-input", "remove-output", "remove-cell"
+
+
 def _exporter():
     import jinja2
     from nbconvert import HTMLExporter
+    from traitlets.config import Config
 
-    return HTMLExporter(template_file=_TEMPLATE, theme="light", embed_images=True,
+    # nbconvert's own preprocessor: it marks the source as removed (the lab template then
+    # draws no input area) rather than us editing cells by hand.
+    c = Config()
+    c.TagRemovePreprocessor.enabled = True
+    c.TagRemovePreprocessor.remove_input_tags = {HIDE_INPUT_TAG}
+    c.TagRemovePreprocessor.remove_all_outputs_tags = {HIDE_OUTPUT_TAG}
+    c.TagRemovePreprocessor.remove_cell_tags = {HIDE_CELL_TAG}
+    return HTMLExporter(config=c, template_file=_TEMPLATE, theme="light", embed_images=True,
                         extra_loaders=[jinja2.DictLoader({_TEMPLATE: _TEMPLATE_SOURCE})])
 
 
