@@ -25,3 +25,13 @@ def test_every_judge_has_three_outcomes():
             continue
         got = {c[4] for c in CASES if c[0] == f.id}
         assert {"supported", "not supported"} <= got and len([c for c in CASES if c[0] == f.id]) >= 3, f.id
+
+
+def test_f03_grid_short_of_the_rules_400_queries_is_decided_by_design():
+    # The smoke profile's grid (50-200 queries) cannot set the comparison level by rule.
+    from judge_cases import F03, _with
+
+    short = _with(F03, budgets=[50, 100, 200],
+                  agreement={k: v[1:4] for k, v in F03["agreement"].items()})
+    v = judge("F03", short, "mnist")
+    assert v.status == "inconclusive" and "does not reach the 400 queries" in v.note, (v.status, v.note)

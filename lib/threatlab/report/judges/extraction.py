@@ -113,13 +113,22 @@ def f03(e) -> Verdict:
     G0: the grid must start at <= 1/8 of the baseline's queries at L, else a saving
     cannot show; the ratio's reach is [q_pool / (largest x 2), q_pool / smallest]."""
     budgets, agr = e["budgets"], e["agreement"]
-    level = f03_level(budgets, agr[F03_BASELINE])
+    lo_b, hi_b = min(num(b) for b in budgets), max(num(b) for b in budgets)
+    spans = lo_b <= F03_LEVEL_BUDGET <= hi_b
+    # A grid that never reaches the rule's 400 queries (the smoke profile's) cannot set L
+    # by rule: read L at the grid's nearest end and let G0 say the design decided it.
+    level = f03_level(budgets, agr[F03_BASELINE]) if spans else math.floor(
+        num(agr[F03_BASELINE][[num(b) for b in budgets].index(hi_b if hi_b < F03_LEVEL_BUDGET else lo_b)])
+        * 100 + 1e-9) / 100
     q = {name: _curve_queries(budgets, agr[name], level) for name in (*F03_INFORMED, F03_BASELINE)}
     best = min(F03_INFORMED, key=lambda k: q[k][0])
     q_pool, start = q[F03_BASELINE][0], min(num(b) for b in budgets)
     design = "" if start <= q_pool / F03_GRID_HEADROOM else (
         f"pool / best: the grid starts at {start:g} queries, above 1/{F03_GRID_HEADROOM} of the pool "
         f"baseline's {q_pool:.0f} queries at L = {level:.2f}")
+    if not spans:
+        design = (f"pool / best: the budget grid {lo_b:g}..{hi_b:g} does not reach the {F03_LEVEL_BUDGET} "
+                  "queries at which the rule sets the comparison level")
     cond = Condition("pool / best informed queries", q_pool / q[best][0], F03_RATIO, unit="ratio", scale="log",
                      reach=(q_pool / (max(num(b) for b in budgets) * NOT_REACHED_FACTOR), q_pool / start),
                      why="an informed strategy needs at least the grid's first budget", design=design,
