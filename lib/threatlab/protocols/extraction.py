@@ -77,9 +77,14 @@ class AttackerData:
 
 
 def attacker_data(dataset: str, *, n_train: int, n_pool: int, n_eval: int, stream_length: int,
-                  calibration_clients: int, benign_clients: int,
+                  calibration_clients: int, benign_clients: int, budgets: Sequence[int] | None = None,
                   device: torch.device | str = "cpu") -> AttackerData:
     """Load the victim's data set and the other one and cut them as the module says.
+
+    budgets (optional): the query budgets of the curves, checked here, before any
+    victim trains: increasing, each at most double the last (a Jacobian round at most
+    doubles its set), the largest <= n_pool (pool strategies ask distinct images), and
+    n_pool >= d + 1 (F01's shared queries are d + 1 distinct pool images).
 
     Disjointness is checked, not assumed: ConfigError (naming the parameter) when the
     victim's rows, the pool and the calibration streams do not fit in the training split,
@@ -92,6 +97,19 @@ def attacker_data(dataset: str, *, n_train: int, n_pool: int, n_eval: int, strea
         validate.positive(name, v, integer=True)
     x_all, y_all = data.load(dataset, "train")
     x_test, y_test = data.load(dataset, "test")
+    if budgets is not None:
+        b = ex.check_budgets(list(budgets))
+        for lo, hi in zip(b, b[1:]):
+            if hi > 2 * lo:
+                raise ConfigError(f"budgets={list(budgets)!r}: {hi} is more than twice {lo}; a Jacobian "
+                                  "augmentation round at most doubles its set")
+        if b[-1] > n_pool:
+            raise ConfigError(f"budgets={list(budgets)!r} go beyond n_pool={n_pool}: pool strategies ask distinct "
+                              "images")
+        d1 = int(np.prod(x_all.shape[1:])) + 1
+        if n_pool < d1:
+            raise ConfigError(f"n_pool={n_pool} must be >= d + 1 = {d1}: F01's solver and substitute share d + 1 "
+                              "distinct pool images")
     n_cal = calibration_clients * stream_length
     if n_train + n_cal + n_pool > x_all.shape[0]:
         raise ConfigError(f"n_train={n_train} + calibration_clients x stream_length={n_cal} + n_pool={n_pool} "
