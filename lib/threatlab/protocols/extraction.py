@@ -22,6 +22,7 @@ Data layout for a victim trained on data set D (mnist | fashion_mnist):
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -175,11 +176,18 @@ def equation_solving_evidence(lr_victim, mlp_victim, pool: torch.Tensor, x_eval:
     lr_res = ex.equation_solving(lr_oracle, in_shape=in_shape, device=device, generator=g[0])
     w_true, b_true = ex.center(*ex.linear_parameters(lr_victim, in_shape))
     lr_err = float(torch.maximum((lr_res.weight - w_true).abs().max(), (lr_res.bias - b_true).abs().max()))
+    # Shown, not judged: the same solve against a float64 copy of the victim, so the
+    # answers carry float64 rather than float32 rounding. It separates the algebra
+    # (exact up to the solve's conditioning) from the API's float32 answers.
+    lr64 = copy.deepcopy(lr_victim).to("cpu", torch.float64).eval()
+    x64 = ex._uniform((d + 1, d), torch.Generator().manual_seed(int(seeds[0])), "cpu").to(torch.float64)
+    res64 = ex.solve_equations(x64.view(d + 1, *in_shape), BlackBox(lr64, mode="probs")(x64.view(d + 1, *in_shape)))
+    lr_err64 = float(torch.maximum((res64.weight - w_true).abs().max(), (res64.bias - b_true).abs().max()))
     c = shared_query_contrast(mlp_victim, pool, x_eval, eval_labels["mlp"], generator=g[1], noise_generator=g[2],
                               sub_kw=sub_kw)
     return {"lr_agreement": ex.fidelity(lr_res.model, x_eval, eval_labels["lr"])["agreement"],
             "lr_queries": lr_oracle.total, "lr_d": d, "lr_max_param_error": lr_err,
-            "lr_max_abs_weight": float(w_true.abs().max()),
+            "lr_max_abs_weight": float(w_true.abs().max()), "lr_max_param_error_float64_answers": lr_err64,
             "mlp_solver_agreement": c.solver_agreement, "mlp_substitute_agreement": c.substitute_agreement,
             "mlp_queries": c.queries, "mlp_substitute_queries": c.queries, "mlp_distinct_queries": c.distinct_queries,
             "mlp_max_charges": c.max_charges, "mlp_shared_queries": True, "mlp_solver_residual": c.solver_residual,

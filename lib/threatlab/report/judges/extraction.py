@@ -77,7 +77,10 @@ def f01(e) -> Verdict:
     return judged([cond], {"LR agreement": lr_a, "LR queries": q, "d+1": d1, "LR relative parameter error": rel_err,
                            "MLP solver agreement": solver, "MLP substitute agreement": sub,
                            "MLP queries": num(e["mlp_queries"]),
-                           "MLP solver agreement, uniform-noise queries (shown)": e.get("mlp_noise_solver_agreement")},
+                           "MLP solver agreement, uniform-noise queries (shown)": e.get("mlp_noise_solver_agreement"),
+                           "LR relative parameter error, float64 answers (shown)":
+                               None if e.get("lr_max_param_error_float64_answers") is None
+                               else num(e["lr_max_param_error_float64_answers"]) / num(e["lr_max_abs_weight"])},
                    checks=checks)
 
 
