@@ -100,6 +100,9 @@ CASES = [
     ("F01", "identity broken", _with(F01, lr_agreement=0.93), MNIST, INCONCLUSIVE, "check failed"),
     ("F01", "by design", _with(F01, mlp_solver_agreement=0.95, mlp_substitute_agreement=0.97), MNIST,
      INCONCLUSIVE, "decided by design"),
+    # Stored as log10 (results round to 6 decimals): 2e-7 / 0.49 passes, 1.4e-4 relative fails the check.
+    ("F01", "identity within 1e-6, log10 form", _with(F01, lr_log10_rel_error=-6.39), MNIST, SUPPORTED, ""),
+    ("F01", "float32 answers miss 1e-6", _with(F01, lr_log10_rel_error=-3.85), MNIST, INCONCLUSIVE, "check failed"),
     ("F01", "MLP victim under-trained", _with(F01, victim_accuracy=0.93), MNIST, INCONCLUSIVE, "victim under-trained"),
     ("F02", "holds", F02, MNIST, SUPPORTED, ""),
     ("F02", "fails", _with(F02, agreement__label=[0.74, 0.81, 0.86, 0.89, 0.91, 0.92]), MNIST, NOT_SUPPORTED, ""),
