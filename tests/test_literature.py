@@ -144,7 +144,10 @@ def test_join_marks_setting_and_missing_results(rows):
     assert table["DeepFool"]["status"] == lit.NO_COUNTERPART
     docs = {**DOCS, "02_model_inversion": {"evidence": {"F06": {
         "auc": {"loss": 0.6, "shadow": 0.61}, "tpr_at_0.1%": {"loss": 0.001, "shadow": 0.002, "lira": 0.02},
-        "shadow_free": ["loss"], "members": 1000, "n_reference": 16, "shadow_disjoint": True}}}}
+        "sides": {"shadow_free": ["loss"], "shadow_based": ["shadow", "class_loss"]},
+        "half": {"best": {"shadow_free": "loss", "shadow_based": "shadow"},
+                 "auc": {"shadow_free": 0.6, "shadow_based": 0.61}},
+        "members": 1000, "n_reference": 16, "shadow_disjoint": True}}}}
     table = {r["attack"]: r for r in lit.reported_vs_reproduced(rows, docs)}
     assert table["LiRA"]["measured"] == "10 ratio" and table["LiRA"]["status"] == lit.DIFFERENT
     assert lit.reported_vs_reproduced(rows, {}) == lit.reported_vs_reproduced(rows, {})

@@ -65,9 +65,10 @@ def test_equation_solving_evidence_on_a_linear_victim():
     x_eval = torch.rand(100, *SHAPE, generator=torch.Generator().manual_seed(1))
     lr, mlp = random_lr(), small_mlp()
     labels = {"lr": lr(x_eval).argmax(1), "mlp": mlp(x_eval).argmax(1)}
-    e = px.equation_solving_evidence(lr, mlp, pool, x_eval, labels, sub_kw=FIT, seeds=[1, 2, 3, 4])
+    e = px.equation_solving_evidence(lr, mlp, pool, x_eval, labels, sub_kw=FIT, seeds=[1, 2, 3])
     assert e["lr_agreement"] == 1.0 and e["lr_queries"] == D + 1 == e["mlp_queries"] == e["mlp_substitute_queries"]
     assert e["lr_max_param_error"] < 1e-3 and e["lr_d"] == D
+    assert e["mlp_shared_queries"] is True and e["mlp_distinct_queries"] == D + 1 == e["mlp_noise_queries"]
 
 
 def _curve(agreement, budgets=(100, 200, 400)):

@@ -6,8 +6,9 @@ what it decides from the raw numbers (curves, counts), so a judge never trusts a
 derived number the notebook could have got wrong. Every condition declares its reach
 (G0); a rate measured on n examples is compared with its bar as a half-count (k + 0.5)/n
 (G3.2). G1's accuracy check is applied when the evidence records the victim's data set,
-architecture and clean accuracy ("architecture", "victim_accuracy"); notebook 01 does
-not record them yet.
+architecture and clean accuracy ("dataset", "architecture", "victim_accuracy"): for F01
+the MLP victim (the judged one; the LR victim's recovery is an identity), for F02-F04
+the substitute experiments' victim.
 """
 from __future__ import annotations
 
@@ -49,18 +50,24 @@ def _levels(e, expected) -> None:
 
 
 def f01(e) -> Verdict:
-    """MLP: a substitute trained on the same queries agrees with the victim >= 10 points
-    more than the linear solver (the only margin, half-counted on n_eval). The LR
+    """MLP: a substitute trained on the same d+1 pool queries agrees with the victim >= 10
+    points more than the linear solver (the only margin, half-counted on n_eval). The LR
     victim's exact recovery from d+1 queries is an identity (G0), reported as a check:
     agreement >= 99.9 %, largest parameter error <= 1e-6 of the largest weight, and at
-    most d+1 queries."""
+    most d+1 queries. The solver on d+1 uniform-noise queries is shown, not judged.
+    Evidence whose solver and substitute did not read the same answers (recorded as
+    "mlp_shared_queries", with distinct queries = queries) is refused."""
     n = num(e["n_eval"])
     d1 = int(num(e["lr_d"])) + 1
     q = num(e["lr_queries"])
     lr_a, solver, sub = num(e["lr_agreement"]), num(e["mlp_solver_agreement"]), num(e["mlp_substitute_agreement"])
     if num(e["mlp_substitute_queries"]) != num(e["mlp_queries"]):
         raise ValueError("the MLP solver and substitute must use the same number of queries")
-    rel_err = num(e["lr_max_param_error"]) / num(e["lr_max_abs_weight"])
+    if e.get("mlp_shared_queries") is not True or num(e["mlp_distinct_queries"]) != num(e["mlp_queries"]):
+        raise ValueError("the MLP solver and substitute must read the same answers to distinct pool queries")
+    # Results files round to 6 decimals; the log10 form (when recorded) keeps a 1e-6 check exact.
+    rel_err = 10 ** num(e["lr_log10_rel_error"]) if "lr_log10_rel_error" in e \
+        else num(e["lr_max_param_error"]) / num(e["lr_max_abs_weight"])
     checks = [identity_check(f"LR recovered exactly: agreement >= {F01_LR_AGREEMENT}, parameter error <= "
                              f"{F01_PARAM_ERROR:g} of the largest weight, queries <= d+1",
                              f"agreement {lr_a:.4g}, relative error {rel_err:.3g}, {q:g} queries",
@@ -71,7 +78,12 @@ def f01(e) -> Verdict:
                      baseline=f"solver agreement {solver:.3g}")
     return judged([cond], {"LR agreement": lr_a, "LR queries": q, "d+1": d1, "LR relative parameter error": rel_err,
                            "MLP solver agreement": solver, "MLP substitute agreement": sub,
-                           "MLP queries": num(e["mlp_queries"])}, checks=checks)
+                           "MLP queries": num(e["mlp_queries"]),
+                           "MLP solver agreement, uniform-noise queries (shown)": e.get("mlp_noise_solver_agreement"),
+                           "log10 LR relative parameter error": math.log10(max(rel_err, 1e-300)),
+                           "log10 LR relative parameter error, float64 answers (shown)":
+                               e.get("lr_log10_rel_error_float64_answers")},
+                   checks=checks)
 
 
 def f02(e) -> Verdict:
@@ -164,8 +176,8 @@ FINDINGS: tuple[Finding, ...] = (
             "Solving equations from confidence scores copies a model exactly when it is linear in its logits, "
             "and falls clearly behind a trained substitute once a hidden non-linear layer is added.",
             "check: LR recovered exactly (agreement >= 99.9 %, parameter error <= 1e-6 of the largest weight, "
-            "<= d+1 queries); judged: an MLP substitute trained on the same queries agrees >= 10 points more "
-            "than the linear solver",
+            "<= d+1 queries); judged: an MLP substitute trained on the same 785 pool images agrees >= 10 points "
+            "more than the linear solver",
             "01_equation_solving", f01, baselines=("MLP solver agreement",)),
     Finding("F02", "extraction",
             "The more an API reveals per answer, the fewer queries a copy needs: a substitute trained on "
@@ -174,7 +186,8 @@ FINDINGS: tuple[Finding, ...] = (
             "never reached = largest budget x 2)",
             "01_agreement_vs_queries", f02),
     Finding("F03", "extraction",
-            "Choosing queries well (Jacobian augmentation, cross-domain images, active selection) "
+            "Choosing queries well (Jacobian augmentation with its seed images counted, a cross-domain transfer "
+            "set, active selection) "
             "beats asking random ones from the attacker's own pool.",
             "best informed strategy reaches L (the pool baseline's agreement at 400 queries, rounded down to "
             "0.01) with <= 1/2 the pool baseline's queries (never reached = largest budget x 2); decided by "
