@@ -525,8 +525,9 @@ def train_ensemble_early_stopping(arch: str, sets: Sequence[tuple[torch.Tensor, 
 
 def cached_many(arch: str, dataset_name: str, sets: Sequence[tuple[torch.Tensor, torch.Tensor]], *, seed: int,
                 num_classes: int = 10, device: torch.device | str | None = None, stacked: bool = True,
-                cache_dir=None, progress: bool = False) -> tuple[list[nn.Module], list[dict[str, Any]]]:
-    """`models.cached(arch, dataset_name, x, y, seed=seed, early_stop=True)` for many sets:
+                holdout: int = 1000, cache_dir=None, progress: bool = False) -> tuple[list[nn.Module], list[dict[str, Any]]]:
+    """`models.cached(arch, dataset_name, x, y, seed=seed, early_stop={"holdout": holdout})`
+    (rule G1; holdout 1,000 unless a tiny test set needs fewer) for many sets:
     cached ones are loaded; the rest train at once (`train_ensemble_early_stopping`) when
     `stacked` and they share a size (groups by size), else one by one via `models.cached`.
     Stacked models are stored under their own name (``dataset_name + "-stacked-<hash of
@@ -536,17 +537,17 @@ def cached_many(arch: str, dataset_name: str, sets: Sequence[tuple[torch.Tensor,
     "history"} as `models.cached` gives."""
     if not stacked:
         res = [models.cached(arch, dataset_name, x, y, seed=seed, num_classes=num_classes, device=device,
-                             progress=progress, early_stop=True, cache_dir=cache_dir) for x, y in sets]
+                             progress=progress, early_stop={"holdout": holdout}, cache_dir=cache_dir) for x, y in sets]
         return [m for m, _ in res], [i for _, i in res]
     name = f"{dataset_name}-stacked-{_SOURCE_VERSION[:12]}"   # this file's code is in the key too
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    es = models.resolve_early_stop(True)
+    es = models.resolve_early_stop({"holdout": holdout})
     out: list[Any] = [None] * len(sets)
     infos: list[Any] = [None] * len(sets)
     todo: dict[int, list[int]] = {}
     for i, (x, y) in enumerate(sets):
         key = models.checkpoint_key(arch, name, x, y, train_params=None, seed=seed, in_shape=tuple(x.shape[1:]),
-                                    num_classes=num_classes, early_stop=True)
+                                    num_classes=num_classes, early_stop=es)
         path = models.checkpoint_dir(cache_dir) / f"{arch}-{models._slug(name)}-{key[:20]}.safetensors"
         infos[i] = {"key": key, "path": path, "from_cache": False, "train_seconds": None, "history": None}
         if path.exists():

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .. import attacks, metrics, models, validate
+from .. import attacks, metrics, models, runtime, validate
 from ..attacks import poisoning
 from ..defenses import spectral_signatures
 from ..errors import ConfigError
@@ -661,9 +661,9 @@ def frogs_experiment(model, x_train: torch.Tensor, y_train: torch.Tensor, x_pool
         feats = model.features(x_train.to(dev)).flatten(1)
         pred_test = models.predict(model, x_test.to(dev)).cpu()
     classes = sorted(set(y_train.tolist()))
-    tc = classes[int(torch.randint(len(classes), (1,), generator=g))]
+    tc = classes[int(runtime.randint(0, len(classes), (1,), g))]
     bc = poisoning.nearest_class(feats, y_train.to(dev), tc)
-    order = torch.randperm(y_train.shape[0], generator=g)
+    order = runtime.randperm(y_train.shape[0], g)
     rows_t = order[y_train[order] == tc][:n_clean_per_class]
     rows_b = order[y_train[order] == bc][:n_clean_per_class]
     if rows_t.numel() < n_clean_per_class or rows_b.numel() < n_clean_per_class:
@@ -674,7 +674,7 @@ def frogs_experiment(model, x_train: torch.Tensor, y_train: torch.Tensor, x_pool
     ok = ((y_test == tc) & (pred_test == y_test.cpu())).nonzero().squeeze(1)
     if ok.numel() < n_targets:
         raise ConfigError(f"n_targets={n_targets} exceeds the {ok.numel()} correctly classified test images of class {tc}")
-    t_idx = ok[torch.randperm(ok.numel(), generator=g)[:n_targets]]
+    t_idx = ok[runtime.randperm(ok.numel(), g)[:n_targets]]
     x_tgt = x_test[t_idx]
     pool = x_pool[y_pool == bc]
     if pool.shape[0] < n_poisons:
@@ -712,3 +712,81 @@ def frogs_experiment(model, x_train: torch.Tensor, y_train: torch.Tensor, x_pool
 
 
 __all__ += ["flip_budget_trials", "frogs_experiment"]
+
+
+def badnets_trials(train_many: TrainMany, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                   y_test: torch.Tensor, *, rates: Sequence[float], target_class: int, trigger: torch.Tensor,
+                   num_classes: int, seed: int) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    """F10 as `badnets_sweep`, with every victim (the unpoisoned one first, then one per
+    rate) trained by one `train_many` call, so victims of one size train at once.
+    Returns (clean victim, bd, rows) with bd and rows as `badnets_sweep` gives them, plus
+    bd["n_success_test"] (triggered test images the success rate is measured on)."""
+    if isinstance(rates, (str, bytes)) or not isinstance(rates, Sequence) or not rates:
+        raise ConfigError(f"rates={rates!r} must be a non-empty list of fractions in [0, 1]")
+    for i, r in enumerate(rates):
+        validate.fraction(f"rates[{i}]", r)
+    validate.number("num_classes", num_classes, low=2, integer=True)
+    validate.number("target_class", target_class, low=0, high=num_classes - 1, integer=True)
+    validate.non_negative("seed", seed, integer=True)
+    poisoning.trigger_position(x_train.shape[1:], trigger)
+    sets = [(x_train, y_train, "backdoor_clean")]
+    n_poison = []
+    for rate in rates:
+        ps = attacks.get("badnets")(x_train, y_train, rate=rate, target_class=target_class, trigger=trigger,
+                                    num_classes=num_classes, generator=torch.Generator().manual_seed(seed))
+        sets.append((ps.x, ps.y, f"badnets_{rate:g}"))
+        n_poison.append(ps.n_poison)
+    clean, *victims = train_many(sets)
+    kw = dict(target_class=target_class, trigger=trigger)
+    bd: dict[str, Any] = {"success": [poisoning.backdoor_success(m, x_test, y_test, **kw) for m in victims],
+                          "clean_acc": [models.accuracy(m, x_test, y_test) for m in victims],
+                          "n_poison": n_poison,
+                          "success_unpoisoned": poisoning.backdoor_success(clean, x_test, y_test, **kw),
+                          "n_success_test": int((y_test != target_class).sum())}
+    rows = [{"rate": r, "poisons": bd["n_poison"][i], "attack success": bd["success"][i],
+             "clean accuracy": bd["clean_acc"][i]} for i, r in enumerate(rates)]
+    return clean, bd, rows
+
+
+def spectral_trials(train_many: TrainMany, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                    y_test: torch.Tensor, *, rate: float, target_class: int, source_class: int,
+                    trigger: torch.Tensor, num_classes: int, seed: int, draws: int = 2,
+                    multiple: float = 1.5) -> tuple[list[dict[str, Any]], list[Any]]:
+    """F12 (register v3): `spectral_trial` for poison draws 0..draws-1 of run `seed`, the
+    victims of every draw trained by one `train_many` call (then the retrained ones by
+    another: the filtered sets of the draws have equal sizes, so they train at once too).
+    Returns (one result dict per draw, as `spectral_trial`; plus per draw
+    (poisoned set, poisoned victim, filter) for the defenses that reuse them)."""
+    from ..defenses.spectral_signatures import representations, spectral_signatures as signatures
+
+    validate.number("rate", rate, low=0, high=1, low_open=True)
+    validate.number("multiple", multiple, low=0, low_open=True)
+    validate.positive("draws", draws, integer=True)
+    bd_kw = dict(target_class=target_class, trigger=trigger, source_class=source_class)
+    sets = [attacks.get("badnets")(x_train, y_train, rate=rate, target_class=target_class, source_class=source_class,
+                                   trigger=trigger, num_classes=num_classes, generator=poison_draw_generator(seed, d))
+            for d in range(draws)]
+    poisoned = train_many([(ps.x, ps.y, f"spectral_s{seed}_d{d}") for d, ps in enumerate(sets)])
+    filters, keeps = [], []
+    for ps, m in zip(sets, poisoned):
+        dev = next(m.parameters()).device
+        share = ps.n_poison / max(1, int((ps.y == target_class).sum()))
+        filt = signatures(representations(m, ps.x.to(dev)), ps.y.to(dev), remove_fraction=min(1.0, multiple * share),
+                          num_classes=num_classes)
+        filters.append(filt)
+        keeps.append(~filt.flagged.cpu())
+    retrained = train_many([(ps.x[k], ps.y[k], f"spectral_s{seed}_d{d}_retrained")
+                            for d, (ps, k) in enumerate(zip(sets, keeps))])
+    out, kept = [], []
+    for d, (ps, m, filt, r) in enumerate(zip(sets, poisoned, filters, retrained)):
+        res = evaluate_filter(filt.flagged, ps.is_poison, r, x_test, y_test, **bd_kw)
+        caught = int((filt.flagged.cpu() & ps.is_poison.cpu()).sum())
+        out.append({"seed": int(seed), "draw": d, "n_poison": ps.n_poison, **res, "poisons_left": ps.n_poison - caught,
+                    "removal_multiple": float(multiple),
+                    "success_before": poisoning.backdoor_success(m, x_test, y_test, **bd_kw),
+                    "clean_acc_before": models.accuracy(m, x_test, y_test)})
+        kept.append((ps, m, filt))
+    return out, kept
+
+
+__all__ += ["badnets_trials", "spectral_trials"]
