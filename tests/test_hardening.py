@@ -240,9 +240,9 @@ def test_e01_the_notebooks_own_validation_call_checks_sums_of_disjoint_rows():
     from threatlab import validate
 
     nb = run.NOTEBOOKS / "03_poisoning.ipynb"
-    values = {**run.notebook_parameters(nb), "n_train": 45000, "n_poisons": 50, "n_defender": 500}
-    with pytest.raises(ConfigError, match=r"^n_train \+ 50 \* n_poisons \+ n_defender = 48000 \(n_train=45000, "
-                                          r"n_poisons=50, n_defender=500\) exceeds the 1500 images of the digits"):
+    values = {**run.notebook_parameters(nb), "n_train": 45000, "n_heldout": 2500, "n_defender": 500}
+    with pytest.raises(ConfigError, match=r"^n_train \+ n_heldout \+ n_defender = 48000 \(n_train=45000, "
+                                          r"n_heldout=2500, n_defender=500\) exceeds the 1500 images of the digits"):
         validate.check_notebook({**values, "dataset": "digits"}, {})
     validate.check_notebook({**values, "dataset": "mnist"}, run.notebook_constraints(nb))  # 48000 fits
     # Every shipped profile's counts fit both swept data sets.

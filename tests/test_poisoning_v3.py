@@ -199,3 +199,41 @@ def test_collision_bad_input():
         P.poison_frogs(Linear(w), b, lab, target=b, steps=0)
     with pytest.raises(ConfigError, match="target"):
         P.poison_frogs(Linear(w), b, lab, target=b[:1])
+
+
+# ------------------------------------------------------------------ F12 pooled binomial judge
+
+
+def _f12_runs(k_pass, n=10):
+    from threatlab.report.judges import poisoning as jp
+    runs = [{"success_after": 0.05 if i < k_pass else 0.6} for i in range(n)]
+    # five seeds, two poison draws each (G5)
+    return jp._f12_pooled([{"runs": runs[i:i + 2]} for i in range(0, n, 2)])
+
+
+@pytest.mark.parametrize("k_pass, decision", [(8, -1), (9, 1), (10, 1)])
+def test_f12_binomial_rule_at_8_9_10_of_10(k_pass, decision):
+    """'success after < 20 % in >= 9 of 10 runs': 8 / 10 fails, 9 / 10 and 10 / 10 pass;
+    the Clopper-Pearson interval is the exact binomial one (scipy), and the binomial
+    p-value of 'rate > 0.9' at 10 / 10 is 0.9^10 (why the rule is a count rule)."""
+    from scipy.stats import binomtest
+    (x,) = _f12_runs(k_pass)
+    assert x.decision == decision
+    assert x.value == pytest.approx(k_pass / 10)
+    ci = binomtest(k_pass, 10).proportion_ci(method="exact")
+    assert x.interval == pytest.approx((ci.low, ci.high))
+    assert f"{k_pass} of 10 runs" in x.detail
+    if k_pass == 10:
+        assert f"{0.9 ** 10:.3g}" in x.detail
+
+
+def test_f12_recall_pools_the_draws_of_a_seed():
+    """A seed's recall is caught / planted over its two draws (hand count: 45 + 30 of 100)."""
+    from threatlab.report import findings
+    run = {"clean_acc_after": 0.98, "precision": 0.5, "success_before": 1.0, "success_after": 0.0}
+    e = {"removal_multiple": 1.5, "runs": [{**run, "n_poison": 50, "recall": 0.9, "poisons_left": 5},
+                                           {**run, "n_poison": 50, "recall": 0.6, "poisons_left": 20}]}
+    v = findings.get("F12").judge_evidence(e, "mnist")
+    assert v.conditions[0].value == pytest.approx(0.75)
+    assert v.numbers["poisons left per run"] == [5, 20]
+    assert v.status == "not supported"

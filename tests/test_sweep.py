@@ -247,9 +247,10 @@ def test_smoke_sweep_on_two_workers_gives_the_bytes_of_a_sequential_one(tmp_path
     """A real family notebook (03, tiny, on scikit-learn digits) over two seeds."""
     prof = tmp_path / "p.yaml"
     prof.write_text("timeout_s: 600\ndefaults:\n  seed: 0\nnotebooks:\n  03_poisoning:\n    trigger_size: 2\n"
-                    "    n_train: 600\n    epochs: 1\n    flip_rates: [0.2]\n    badnets_rates: [0.1]\n"
+                    "    n_train: 600\n    holdout: 100\n    n_heldout: 300\n    flip_rates: [0.2]\n    label_budgets: [0.05]\n"
+                    "    badnets_rates: [0.1]\n    n_clean_per_class: 20\n"
                     "    removal_multiples: [1.5]\n    n_targets: 2\n    n_poisons: 1\n    fc_steps: 5\n"
-                    "    n_finetune: 50\n    finetune_epochs: 1\n    n_defender: 50\n    nc_steps: 3\n")
+                    "    finetune_epochs: 1\n    n_defender: 50\n    nc_steps: 3\n")
     kw = dict(seeds=[0, 1], datasets=["digits"], only=["03"], log=lambda m: None)
     seq = sweep.sweep(str(prof), out=str(tmp_path / "seq"), workers=0, **kw)
     dist = sweep.sweep(str(prof), out=str(tmp_path / "dist"), workers=2, **kw)

@@ -25,7 +25,10 @@ profile behind this layout (a ``vmap(grad(...))`` step was slower than the plain
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +42,9 @@ from tqdm.auto import tqdm
 from . import models, runtime, validate
 from .errors import ConfigError
 from .runtime import progress_disabled
+
+#: sha256 of this file: part of the cache name of stacked victims (`cached_many`).
+_SOURCE_VERSION: str = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 __all__ = ["Ensemble", "ShadowSplits", "train_ensemble", "train_sequential", "half_splits", "shadow_splits"]
 
@@ -320,9 +326,11 @@ def train_ensemble(arch: str, x: torch.Tensor, y: torch.Tensor, indices: torch.T
 
 def _fit_stacked(nets: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, *,
                  seeds: Sequence[int], epochs: int, batch_size: int, lr: float, weight_decay: float,
-                 device: torch.device, progress: bool, desc: str) -> Ensemble:
+                 device: torch.device, progress: bool, desc: str, after_epoch=None) -> Ensemble:
     """Train the M modules `nets` (one architecture, on `device`) as one stacked ensemble,
-    model m on ``x[indices[m]]`` shuffled by ``Generator().manual_seed(seeds[m])``."""
+    model m on ``x[indices[m]]`` shuffled by ``Generator().manual_seed(seeds[m])``.
+    ``after_epoch(epoch, layers, params, buffers)`` (0-based epoch; linear weights held
+    transposed) runs after every epoch; returning True ends training."""
     dev = device
     base = nets[0]  # its structure is used, its parameters are replaced by the stacked ones
     layers = _layers(base)
@@ -358,6 +366,8 @@ def _fit_stacked(nets: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, in
                 loss_sum += per_model.detach() * r.shape[1]
                 bar.update(1)
             history["loss"].append((loss_sum / n).cpu().tolist())
+            if after_epoch is not None and after_epoch(len(history["loss"]) - 1, layers, params, buffers):
+                break
     finally:
         bar.close()
     history["seconds"] = time.perf_counter() - t0
@@ -423,3 +433,145 @@ def finetune_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indice
 
 
 __all__ += ["finetune_ensemble"]
+
+
+# ------------------------------------------- rule G1 for many victims at once (issue #30)
+
+
+@torch.no_grad()
+def _stacked_loss(layers, params, buffers, x, y, rows: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Mean cross-entropy [M] of the M stacked models, model m on ``x[rows[m]]``."""
+    m_count, n = rows.shape
+    total = torch.zeros(m_count, device=x.device)
+    for i in range(0, n, batch_size):
+        r = rows[:, i:i + batch_size]
+        logits = _stacked_forward(layers, params, buffers, x[r])
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[r].reshape(-1),
+                                 reduction="none").view(m_count, -1).sum(1)
+    return total / n
+
+
+def train_ensemble_early_stopping(arch: str, sets: Sequence[tuple[torch.Tensor, torch.Tensor]], *, seed: int,
+                                  holdout: int = 1000, patience: int = 3, min_epochs: int = 3,
+                                  max_epochs: int = 15, batch_size: int = 64, lr: float = 1e-3,
+                                  num_classes: int = 10, device: torch.device | str | None = None,
+                                  progress: bool = True) -> tuple[list[nn.Module], list[dict[str, Any]]]:
+    """M victims of one architecture, one per training set of equal size, trained at once
+    under rule G1's early stopping: what ``models.train_early_stopping`` does to each,
+    as one stacked ensemble.
+
+    Every model is ``models.build(arch, seed=seed)``; set m's rows split by
+    ``models.holdout_split(n, holdout, seed)`` (the same rows for every set); model m trains
+    on its fit rows (Adam, batch order from ``Generator().manual_seed(seed)``, exactly as
+    `models.train`), its mean held-out loss is measured after every epoch, and
+    `models.stopping_epoch` decides per model; a model's best epoch's weights are kept. The
+    ensemble runs until every model has stopped (a stopped model keeps training, but its
+    kept weights and loss history no longer change). Returns (models in eval mode,
+    histories with "holdout_loss", "epochs_run", "best_epoch", ...).
+
+    Poisoned training sets of notebook 03 share an architecture and a size: this trains
+    them in one pass (tests/test_ensemble_early_stopping.py checks it against the loop).
+    """
+    if isinstance(sets, (str, bytes)) or not isinstance(sets, Sequence) or not sets:
+        raise ConfigError("sets must be a non-empty list of (x, y) training sets")
+    n = sets[0][0].shape[0]
+    if any(x.shape != sets[0][0].shape or y.shape != (n,) for x, y in sets):
+        raise ConfigError("every training set must have the same shape (stack only equal sizes)")
+    models._check_early_stop(holdout, patience, min_epochs, max_epochs)
+    fit, held = models.holdout_split(n, holdout, seed)
+    m_count = len(sets)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    x_pool = torch.cat([x for x, _ in sets]).to(dev)
+    y_pool = torch.cat([y for _, y in sets]).to(dev, dtype=torch.long)
+    offs = (torch.arange(m_count) * n).unsqueeze(1)
+    fit_rows, held_rows = (offs + fit.unsqueeze(0)), (offs + held.unsqueeze(0)).to(dev)
+    nets = [models.build(arch, in_shape=tuple(x_pool.shape[1:]), num_classes=num_classes, seed=int(seed)).to(dev)
+            for _ in range(m_count)]
+    rule = dict(patience=patience, min_epochs=min_epochs, max_epochs=max_epochs)
+    losses: list[list[float]] = [[] for _ in range(m_count)]
+    stopped = [False] * m_count
+    best: dict[int, dict[str, torch.Tensor]] = {}
+
+    def after_epoch(epoch, layers, params, buffers):
+        lin = set(_linear_keys(layers))
+        held_loss = _stacked_loss(layers, params, buffers, x_pool, y_pool, held_rows).cpu().tolist()
+        for m in range(m_count):
+            if stopped[m]:
+                continue
+            losses[m].append(held_loss[m])
+            stop, b = models.stopping_epoch(losses[m], **rule)
+            if b == len(losses[m]):
+                best[m] = {k: (v[m].detach().transpose(0, 1) if k in lin else v[m].detach()).clone()
+                           for k, v in params.items()}
+            stopped[m] = stop is not None
+        return all(stopped)
+
+    ens = _fit_stacked(nets, x_pool, y_pool, fit_rows, seeds=[int(seed)] * m_count, epochs=max_epochs,
+                       batch_size=batch_size, lr=lr, weight_decay=0.0, device=dev, progress=progress,
+                       desc=f"{m_count} {arch} (early stopping)", after_epoch=after_epoch)
+    out, histories = [], []
+    for m in range(m_count):
+        net = nets[m]
+        state = dict(net.state_dict())
+        state.update(best[m])
+        net.load_state_dict(state)
+        out.append(net.eval())
+        b = models.stopping_epoch(losses[m], **rule)[1]
+        histories.append({"holdout_loss": losses[m], "epochs_run": len(losses[m]), "epochs": len(losses[m]),
+                          "best_epoch": b, "holdout": holdout, **rule, "stacked": m_count,
+                          "seconds": ens.history["seconds"] / m_count})
+    return out, histories
+
+
+def cached_many(arch: str, dataset_name: str, sets: Sequence[tuple[torch.Tensor, torch.Tensor]], *, seed: int,
+                num_classes: int = 10, device: torch.device | str | None = None, stacked: bool = True,
+                holdout: int = 1000, cache_dir=None, progress: bool = False) -> tuple[list[nn.Module], list[dict[str, Any]]]:
+    """`models.cached(arch, dataset_name, x, y, seed=seed, early_stop={"holdout": holdout})`
+    (rule G1; holdout 1,000 unless a tiny test set needs fewer) for many sets:
+    cached ones are loaded; the rest train at once (`train_ensemble_early_stopping`) when
+    `stacked` and they share a size (groups by size), else one by one via `models.cached`.
+    Stacked models are stored under their own name (``dataset_name + "-stacked-<hash of
+    this file>"``), so the
+    cache never mixes models of the two paths, which agree to float tolerance only.
+    Returns (models, infos) with info = {"key", "path", "from_cache", "train_seconds",
+    "history"} as `models.cached` gives."""
+    if not stacked:
+        res = [models.cached(arch, dataset_name, x, y, seed=seed, num_classes=num_classes, device=device,
+                             progress=progress, early_stop={"holdout": holdout}, cache_dir=cache_dir) for x, y in sets]
+        return [m for m, _ in res], [i for _, i in res]
+    name = f"{dataset_name}-stacked-{_SOURCE_VERSION[:12]}"   # this file's code is in the key too
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    es = models.resolve_early_stop({"holdout": holdout})
+    out: list[Any] = [None] * len(sets)
+    infos: list[Any] = [None] * len(sets)
+    todo: dict[int, list[int]] = {}
+    for i, (x, y) in enumerate(sets):
+        key = models.checkpoint_key(arch, name, x, y, train_params=None, seed=seed, in_shape=tuple(x.shape[1:]),
+                                    num_classes=num_classes, early_stop=es)
+        path = models.checkpoint_dir(cache_dir) / f"{arch}-{models._slug(name)}-{key[:20]}.safetensors"
+        infos[i] = {"key": key, "path": path, "from_cache": False, "train_seconds": None, "history": None}
+        if path.exists():
+            net = models.build(arch, in_shape=tuple(x.shape[1:]), num_classes=num_classes, seed=seed).to(dev)
+            try:
+                meta = models.load_checkpoint(net, path, key=key)
+            except (models.IntegrityError, OSError):
+                pass
+            else:
+                out[i] = net.eval()
+                infos[i].update(from_cache=True, history=json.loads(meta.get("history", "null")))
+                continue
+        todo.setdefault(int(x.shape[0]), []).append(i)
+    for idx in todo.values():
+        nets, hist = train_ensemble_early_stopping(arch, [sets[i] for i in idx], seed=seed, num_classes=num_classes,
+                                                   device=dev, progress=progress, **es)
+        for i, net, h in zip(idx, nets, hist):
+            stored = {k: v for k, v in h.items() if k != "seconds"}
+            models.save_checkpoint(net, infos[i]["path"], key=infos[i]["key"], arch=arch,
+                                   extra={"dataset": name, "code_version": models.CODE_VERSION,
+                                          "history": json.dumps(stored, sort_keys=True)})
+            out[i] = net
+            infos[i].update(train_seconds=h["seconds"], history=h)
+    return out, infos
+
+
+__all__ += ["cached_many", "train_ensemble_early_stopping"]

@@ -440,8 +440,8 @@ SPLIT_BUDGETS = (
     (("inv_train", "leak_train"), "train", "max(overfit_sizes) + n_eval + 2 * n_pool"),
     (("inv_train", "leak_train"), "train", "2 * inv_train"),
     (("inv_train", "leak_train"), "train", "leak_train"),
-    # 03: training rows, feature-collision bases (50 per poison), the defender's rows.
-    (("n_defender",), "train", "n_train + 50 * n_poisons + n_defender"),
+    # 03: training rows, held-out rows (F09's pair rule, F11's bases), the defender's rows.
+    (("n_defender",), "train", "n_train + n_heldout + n_defender"),
     (("n_defender",), "test", "n_targets"),
     # 04: the training rows; every evaluation count slices the test split.
     (("n_eot_accuracy",), "train", "n_train"),

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .. import attacks, metrics, models, validate
+from .. import attacks, metrics, models, runtime, validate
 from ..attacks import poisoning
 from ..defenses import spectral_signatures
 from ..errors import ConfigError
@@ -544,3 +544,249 @@ def craft_frogs(model, x_target: torch.Tensor, x_base_pool: torch.Tensor, *, bas
 
 
 __all__ += ["craft_frogs"]
+
+
+# ============================================================= register v3: the three trials of notebook 03
+# Victims are trained by a caller-supplied `train_many(sets) -> models`, sets a list of
+# (x, y, tag): the notebook decides how (cached, early-stopped per G1; stacked or not).
+
+TrainMany = Callable[[Sequence[tuple[torch.Tensor, torch.Tensor, str]]], Sequence[torch.nn.Module]]
+
+
+def flip_budget_trials(train_many: TrainMany, clean, x_train: torch.Tensor, y_train: torch.Tensor,
+                       x_heldout: torch.Tensor, y_heldout: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
+                       *, budgets: Sequence[float], noise_rates: Sequence[float], num_classes: int,
+                       seed: int) -> dict[str, Any]:
+    """F09 (register v3): random label noise against a targeted class-pair flip with the
+    same label budget.
+
+    1. The pair: `confusion_pair` of the clean victim on (x_heldout, y_heldout), chosen
+       before any poisoning (source = true class, target = the class it is most often
+       mistaken for).
+    2. For each budget fraction B in `budgets`: `attacks.poisoning.targeted_flip` spends
+       min(B, n_source) source labels on the target class, `random_flip` B labels drawn
+       from the whole set; for each rate in `noise_rates` random flips with that budget
+       (a fraction shared by both lists is trained once). Every draw uses a fresh
+       generator seeded ``seed``, so a budget's random rows are the same in both lists.
+    3. `train_many` trains one victim per poisoned set; `flip_effects` measures test
+       accuracy and the pair's confusion rate (source test images predicted target).
+
+    Returns {"pair": {"source", "target", "heldout_count", "heldout_n"}, "clean": effects,
+    "budgets", "noise_rates", "labels" (B as a count per budget), "spent_targeted" (labels
+    the targeted flip changed), "random_budget"/"targeted_budget": {key: [per budget]},
+    "random_noise": {key: [per noise rate]}} with keys "acc", "confusion", "source_recall".
+    """
+    for name, seq in (("budgets", budgets), ("noise_rates", noise_rates)):
+        if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) or not seq:
+            raise ConfigError(f"{name}={seq!r} must be a non-empty list of fractions in [0, 1]")
+        for i, r in enumerate(seq):
+            validate.fraction(f"{name}[{i}]", r)
+    validate.non_negative("seed", seed, integer=True)
+    pair = confusion_pair(clean, x_heldout, y_heldout, num_classes=num_classes)
+    n = y_train.shape[0]
+
+    def gen():
+        return torch.Generator().manual_seed(int(seed))
+
+    fractions = sorted(set(float(b) for b in budgets) | set(float(r) for r in noise_rates))
+    sets, keys = [], []
+    for f in fractions:
+        ps = poisoning.random_flip(x_train, y_train, budget=poisoning.label_budget(n, f), num_classes=num_classes,
+                                   generator=gen())
+        sets.append((ps.x, ps.y, f"flip_random_{f:g}"))
+        keys.append(("random", f, ps.n_poison))
+    for b in budgets:
+        ps = poisoning.targeted_flip(x_train, y_train, budget=poisoning.label_budget(n, b), source=pair.source,
+                                     target=pair.target, num_classes=num_classes, generator=gen())
+        sets.append((ps.x, ps.y, f"flip_targeted_{b:g}"))
+        keys.append(("targeted", float(b), ps.n_poison))
+    trained = train_many(sets)
+    kw = dict(source=pair.source, target=pair.target, num_classes=num_classes)
+    eff = {key[:2]: flip_effects(m, x_test, y_test, **kw) for key, m in zip(keys, trained)}
+    spent = {key[:2]: key[2] for key in keys}
+    names = ("acc", "confusion", "source_recall")
+    return {"pair": {"source": pair.source, "target": pair.target, "heldout_count": pair.count,
+                     "heldout_n": int(y_heldout.shape[0])},
+            "clean": flip_effects(clean, x_test, y_test, **kw),
+            "budgets": [float(b) for b in budgets], "noise_rates": [float(r) for r in noise_rates],
+            "labels": [poisoning.label_budget(n, b) for b in budgets],
+            "spent_targeted": [spent[("targeted", float(b))] for b in budgets],
+            "random_budget": {k: [eff[("random", float(b))][k] for b in budgets] for k in names},
+            "targeted_budget": {k: [eff[("targeted", float(b))][k] for b in budgets] for k in names},
+            "random_noise": {k: [eff[("random", float(r))][k] for r in noise_rates] for k in names},
+            "n_source_test": int((y_test == pair.source).sum())}
+
+
+def frogs_experiment(model, x_train: torch.Tensor, y_train: torch.Tensor, x_pool: torch.Tensor,
+                     y_pool: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *, n_targets: int,
+                     n_clean_per_class: int = 500, n_poisons: int = 5, opacity: float = 0.3, steps: int = 1000,
+                     rel_tol: float = 0.01, power_tol: float = 0.05, epochs: int = 10, lr: float = 1e-3,
+                     batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+    """F11 (register v3): Poison Frogs (Shafahi et al. 2018, arXiv 1804.00792) in a CPU
+    version of its setting, with no-poison controls.
+
+    - Task: binary, target class vs base class. The target class is drawn by a generator
+      seeded ``seed``; the base class is the one whose mean feature (the trained victim's
+      `model.features` on x_train) is nearest the target class's (`nearest_class`).
+    - Clean training set of the retrained victims: `n_clean_per_class` images of each of
+      the two classes from (x_train, y_train), in a seeded order.
+    - Targets: `n_targets` test images of the target class the victim classifies
+      correctly, drawn by the same generator.
+    - Poisons (`craft_frogs`): per target its `n_poisons` nearest base-class images of the
+      pool (x_pool: training images outside the victim's training set) in feature space,
+      collided until <= `rel_tol` of the starting feature distance or `steps` steps.
+      Rows: "1 poison" (the nearest base's poison only), f"{K} poisons", and
+      f"{K} poisons, watermark {opacity:.0%}" (the bases blended with the target first).
+    - Each row: `collision_outcomes` under "transfer" (logistic head from scratch,
+      L-BFGS) and "end2end" (10 epochs fine-tuning), each with its no-poison control.
+
+    Returns {"target_class", "base_class", "n_targets", "n_clean", "rows": {row:
+    {"poisons", "hits_transfer", "hits_end2end", "hits_control_transfer",
+    "hits_control_end2end", "collided_fraction" (poisons within `power_tol` of their
+    start: G0 / power), "collided_1pct", "rel_dist_median", "steps_max"}},
+    "head_grad_max"}, plus "examples" (targets, bases, poisons of the 1-poison row: tensors).
+    """
+    validate.positive("n_targets", n_targets, integer=True)
+    validate.positive("n_clean_per_class", n_clean_per_class, integer=True)
+    validate.positive("n_poisons", n_poisons, integer=True)
+    validate.number("opacity", opacity, low=0, high=1, high_open=True)
+    validate.number("power_tol", power_tol, low=0, high=1, low_open=True, high_open=True)
+    validate.non_negative("seed", seed, integer=True)
+    if not hasattr(model, "features"):
+        raise ConfigError("model must expose .features (the feature extractor); see threatlab.models")
+    g = torch.Generator().manual_seed(int(seed))
+    dev = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        feats = model.features(x_train.to(dev)).flatten(1)
+        pred_test = models.predict(model, x_test.to(dev)).cpu()
+    classes = sorted(set(y_train.tolist()))
+    tc = classes[int(runtime.randint(0, len(classes), (1,), g))]
+    bc = poisoning.nearest_class(feats, y_train.to(dev), tc)
+    order = runtime.randperm(y_train.shape[0], g)
+    rows_t = order[y_train[order] == tc][:n_clean_per_class]
+    rows_b = order[y_train[order] == bc][:n_clean_per_class]
+    if rows_t.numel() < n_clean_per_class or rows_b.numel() < n_clean_per_class:
+        raise ConfigError(f"n_clean_per_class={n_clean_per_class} exceeds the training images of class {tc} "
+                          f"({rows_t.numel()}) or {bc} ({rows_b.numel()})")
+    clean_rows = torch.cat([rows_t, rows_b])
+    x_clean, y_clean = x_train[clean_rows], y_train[clean_rows]
+    ok = ((y_test == tc) & (pred_test == y_test.cpu())).nonzero().squeeze(1)
+    if ok.numel() < n_targets:
+        raise ConfigError(f"n_targets={n_targets} exceeds the {ok.numel()} correctly classified test images of class {tc}")
+    t_idx = ok[runtime.randperm(ok.numel(), g)[:n_targets]]
+    x_tgt = x_test[t_idx]
+    pool = x_pool[y_pool == bc]
+    if pool.shape[0] < n_poisons:
+        raise ConfigError(f"n_poisons={n_poisons} exceeds the {pool.shape[0]} pool images of base class {bc}")
+    crafted = {}
+    for wm in (0.0, float(opacity)):
+        res, base_idx = craft_frogs(model, x_tgt, pool, base_class=bc, n_poisons=n_poisons, steps=steps,
+                                    rel_tol=rel_tol, opacity=wm)
+        crafted[wm] = (res, base_idx)
+    res0, base_idx0 = crafted[0.0]
+    plan = {"1 poison": (res0, 1), f"{n_poisons} poisons": (res0, n_poisons),
+            f"{n_poisons} poisons, watermark {opacity:.0%}": (crafted[float(opacity)][0], n_poisons)}
+    out: dict[str, Any] = {"target_class": int(tc), "base_class": int(bc), "n_targets": int(n_targets),
+                           "n_clean": int(x_clean.shape[0]), "rows": {}}
+    shape = x_tgt.shape[1:]
+    for name, (res, k) in plan.items():
+        xp = res.x_poison.view(n_targets, n_poisons, *shape)[:, :k]
+        rel = (res.dist_after / res.dist_before).view(n_targets, n_poisons)[:, :k].cpu()
+        steps_run = res.extra["steps_run"].view(n_targets, n_poisons)[:, :k]
+        oc = collision_outcomes(model, x_clean, y_clean, xp, x_tgt, target_class=tc, base_class=bc, epochs=epochs,
+                                lr=lr, batch_size=batch_size, seed=seed)
+        out["rows"][name] = {"poisons": int(k),
+                             "hits_transfer": int(oc.success["transfer"].sum()),
+                             "hits_end2end": int(oc.success["end2end"].sum()),
+                             "hits_control_transfer": int(oc.control["transfer"].sum()),
+                             "hits_control_end2end": int(oc.control["end2end"].sum()),
+                             "collided_fraction": float((rel <= power_tol).float().mean()),
+                             "collided_1pct": float((rel <= rel_tol).float().mean()),
+                             "rel_dist_median": float(rel.median()),
+                             "steps_max": int(steps_run.max()),
+                             "head_grad_max": float(oc.extra["transfer"]["grad_max"])}
+    out["examples"] = {"target": x_tgt.cpu(), "base": pool[base_idx0[:, 0].cpu()].cpu(),
+                       "poison": res0.x_poison.view(n_targets, n_poisons, *shape)[:, 0].cpu()}
+    return out
+
+
+__all__ += ["flip_budget_trials", "frogs_experiment"]
+
+
+def badnets_trials(train_many: TrainMany, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                   y_test: torch.Tensor, *, rates: Sequence[float], target_class: int, trigger: torch.Tensor,
+                   num_classes: int, seed: int) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    """F10 as `badnets_sweep`, with every victim (the unpoisoned one first, then one per
+    rate) trained by one `train_many` call, so victims of one size train at once.
+    Returns (clean victim, bd, rows) with bd and rows as `badnets_sweep` gives them, plus
+    bd["n_success_test"] (triggered test images the success rate is measured on)."""
+    if isinstance(rates, (str, bytes)) or not isinstance(rates, Sequence) or not rates:
+        raise ConfigError(f"rates={rates!r} must be a non-empty list of fractions in [0, 1]")
+    for i, r in enumerate(rates):
+        validate.fraction(f"rates[{i}]", r)
+    validate.number("num_classes", num_classes, low=2, integer=True)
+    validate.number("target_class", target_class, low=0, high=num_classes - 1, integer=True)
+    validate.non_negative("seed", seed, integer=True)
+    poisoning.trigger_position(x_train.shape[1:], trigger)
+    sets = [(x_train, y_train, "backdoor_clean")]
+    n_poison = []
+    for rate in rates:
+        ps = attacks.get("badnets")(x_train, y_train, rate=rate, target_class=target_class, trigger=trigger,
+                                    num_classes=num_classes, generator=torch.Generator().manual_seed(seed))
+        sets.append((ps.x, ps.y, f"badnets_{rate:g}"))
+        n_poison.append(ps.n_poison)
+    clean, *victims = train_many(sets)
+    kw = dict(target_class=target_class, trigger=trigger)
+    bd: dict[str, Any] = {"success": [poisoning.backdoor_success(m, x_test, y_test, **kw) for m in victims],
+                          "clean_acc": [models.accuracy(m, x_test, y_test) for m in victims],
+                          "n_poison": n_poison,
+                          "success_unpoisoned": poisoning.backdoor_success(clean, x_test, y_test, **kw),
+                          "n_success_test": int((y_test != target_class).sum())}
+    rows = [{"rate": r, "poisons": bd["n_poison"][i], "attack success": bd["success"][i],
+             "clean accuracy": bd["clean_acc"][i]} for i, r in enumerate(rates)]
+    return clean, bd, rows
+
+
+def spectral_trials(train_many: TrainMany, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                    y_test: torch.Tensor, *, rate: float, target_class: int, source_class: int,
+                    trigger: torch.Tensor, num_classes: int, seed: int, draws: int = 2,
+                    multiple: float = 1.5) -> tuple[list[dict[str, Any]], list[Any]]:
+    """F12 (register v3): `spectral_trial` for poison draws 0..draws-1 of run `seed`, the
+    victims of every draw trained by one `train_many` call (then the retrained ones by
+    another: the filtered sets of the draws have equal sizes, so they train at once too).
+    Returns (one result dict per draw, as `spectral_trial`; plus per draw
+    (poisoned set, poisoned victim, filter) for the defenses that reuse them)."""
+    from ..defenses.spectral_signatures import representations, spectral_signatures as signatures
+
+    validate.number("rate", rate, low=0, high=1, low_open=True)
+    validate.number("multiple", multiple, low=0, low_open=True)
+    validate.positive("draws", draws, integer=True)
+    bd_kw = dict(target_class=target_class, trigger=trigger, source_class=source_class)
+    sets = [attacks.get("badnets")(x_train, y_train, rate=rate, target_class=target_class, source_class=source_class,
+                                   trigger=trigger, num_classes=num_classes, generator=poison_draw_generator(seed, d))
+            for d in range(draws)]
+    poisoned = train_many([(ps.x, ps.y, f"spectral_s{seed}_d{d}") for d, ps in enumerate(sets)])
+    filters, keeps = [], []
+    for ps, m in zip(sets, poisoned):
+        dev = next(m.parameters()).device
+        share = ps.n_poison / max(1, int((ps.y == target_class).sum()))
+        filt = signatures(representations(m, ps.x.to(dev)), ps.y.to(dev), remove_fraction=min(1.0, multiple * share),
+                          num_classes=num_classes)
+        filters.append(filt)
+        keeps.append(~filt.flagged.cpu())
+    retrained = train_many([(ps.x[k], ps.y[k], f"spectral_s{seed}_d{d}_retrained")
+                            for d, (ps, k) in enumerate(zip(sets, keeps))])
+    out, kept = [], []
+    for d, (ps, m, filt, r) in enumerate(zip(sets, poisoned, filters, retrained)):
+        res = evaluate_filter(filt.flagged, ps.is_poison, r, x_test, y_test, **bd_kw)
+        caught = int((filt.flagged.cpu() & ps.is_poison.cpu()).sum())
+        out.append({"seed": int(seed), "draw": d, "n_poison": ps.n_poison, **res, "poisons_left": ps.n_poison - caught,
+                    "removal_multiple": float(multiple),
+                    "success_before": poisoning.backdoor_success(m, x_test, y_test, **bd_kw),
+                    "clean_acc_before": models.accuracy(m, x_test, y_test)})
+        kept.append((ps, m, filt))
+    return out, kept
+
+
+__all__ += ["badnets_trials", "spectral_trials"]

@@ -7,8 +7,8 @@ passes and one a count short does not. Binary outcomes (F11's per-target success
 F12's per-run pass / fail) are decided on counts pooled over the seeds (G3.3): the
 finding's `pooled` function recomputes them over the usable runs; a run's own verdict
 uses the same rule on that run's counts alone. G1's accuracy check is applied where the
-evidence records the data set and the victim's architecture ("architecture"); notebook
-03 records the clean accuracy but not the architecture yet.
+evidence records the data set and the victim's architecture ("architecture"), as notebook
+03 does from register v3 on.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from ..stats import ALPHA, clopper_pearson, direction, fisher_one_sided
 from ..verdicts import (RATE, Condition, Exact, Finding, half, judged, minus_reach, num as _num, power_check,
                         victim_checks)
 
-#: F09: random and targeted flips are compared at this rate (the evidence's protocol;
-#: v3's label budgets B = 2 / 5 / 10 % are not recorded yet, so its 20-point bar at
-#: B = 5 % cannot be read and the pre-registered 5-point bar at 20 % stays).
+#: F09: random flips at this rate cost at most F09_COST of accuracy; at label budget
+#: F09_BUDGET the targeted flip's confusion exceeds the random flips' by F09_CONFUSION_GAP.
 F09_RATE = 0.2
 F09_COST = 0.05
-F09_CONFUSION_GAP = 0.05
+F09_BUDGET = 0.05
+F09_CONFUSION_GAP = 0.20
 #: F10: the largest poisoning rate that counts as "cheap"; its two bars.
 F10_MAX_RATE = 0.01
 F10_SUCCESS = 0.90
@@ -37,25 +37,39 @@ F12_SUCCESS_AFTER = 0.20
 F12_RUN_SHARE = 0.90
 
 
+def _index(values, at, what):
+    vals = [_num(r) for r in values]
+    i = min(range(len(vals)), key=lambda j: abs(vals[j] - at))
+    if abs(vals[i] - at) > 1e-9:
+        raise ValueError(f"F09 needs {what} {at}; the evidence has {vals}")
+    return i
+
+
 def _f09(e):
-    """20 % random flips cost <= 5 points of accuracy, and the targeted flip's
-    source->target confusion at 20 % exceeds the random flips' by >= 5 points."""
-    rates = [_num(r) for r in e["rates"]]
-    i = min(range(len(rates)), key=lambda j: abs(rates[j] - F09_RATE))
-    if abs(rates[i] - F09_RATE) > 1e-9:
-        raise ValueError(f"F09 needs random and targeted flips at rate {F09_RATE}; rates were {rates}")
+    """Register v3: random flips at 20 % of the training set cost <= 5 points of accuracy,
+    and at label budget B = 5 % the targeted flip's source->target confusion (the pair the
+    clean victim confused most on held-out images, min(B, n_source) labels spent) exceeds
+    the random flips' at the same B by >= 20 points (half-counts over the test images)."""
+    i = _index(e["rates"], F09_RATE, "random flips at rate")
+    j = _index(e["budgets"], F09_BUDGET, "label budget")
     acc_clean, acc_random = _num(e["acc_clean"]), _num(e["acc_random"][i])
-    conf_t, conf_r = _num(e["confusion_targeted"][i]), _num(e["confusion_random"][i])
+    conf_t, conf_r = _num(e["confusion_targeted_budget"][j]), _num(e["confusion_random_budget"][j])
     n_test, n_src = _num(e["n_test"]), _num(e["n_source_test"])
     cost = acc_clean - acc_random
+    pair = f"{int(_num(e['source']))}->{int(_num(e['target']))}"
     conds = [Condition("random-flip cost at 20 %", cost, F09_COST, op="<=", half=half(n_test),
                        reach=(acc_clean - 1, acc_clean), why="accuracy in [0, 1]",
                        baseline=f"clean accuracy {acc_clean:.3g}"),
-             Condition("targeted - random confusion at 20 %", conf_t - conf_r, F09_CONFUSION_GAP, half=half(n_src),
-                       reach=minus_reach(conf_r), why="confusion <= 1",
-                       baseline=f"random flips {conf_r:.3g}")]
-    return judged(conds, {"cost of 20% random flips": round(cost, 6), "confusion targeted": conf_t,
+             Condition("targeted - random confusion at B = 5 %", conf_t - conf_r, F09_CONFUSION_GAP,
+                       half=half(n_src), reach=minus_reach(conf_r), why="confusion <= 1",
+                       baseline=f"random flips at the same budget {conf_r:.3g}")]
+    return judged(conds, {"cost of 20% random flips": round(cost, 6), "pair": pair,
+                          "confusion targeted at B": {f"{_num(b):g}": _num(c) for b, c in
+                                                      zip(e["budgets"], e["confusion_targeted_budget"])},
+                          "confusion random at B": {f"{_num(b):g}": _num(c) for b, c in
+                                                    zip(e["budgets"], e["confusion_random_budget"])},
                           "confusion random": conf_r, "confusion unpoisoned": _num(e["confusion_clean"]),
+                          "labels flipped (targeted) at B": _num(e["spent_targeted"][j]),
                           "clean accuracy": acc_clean},
                   checks=victim_checks(e, "acc_clean"))
 
@@ -114,9 +128,10 @@ def _f11_pooled(evidences):
 
 def _f11(e):
     """One run's F11 verdict: the pooled rule on that run's counts alone (see
-    `_f11_pooled`). Power check (v3): >= 80 % of poisons collided. v3's control
-    condition (transfer - control >= 30 points) applies once the notebook records the
-    control ("hits_control_transfer")."""
+    `_f11_pooled`), on the 1-poison row (the flat keys; "rows" holds every row, shown
+    as numbers). Power check (v3): >= 80 % of poisons within 5 % of their starting feature
+    distance. Control condition (v3): success(transfer) - success(transfer, no poisons)
+    >= 30 points (half-count), when the evidence records the control."""
     n, k_t, k_e = _f11_counts(e)
     conds = []
     if "hits_control_transfer" in e:
@@ -124,7 +139,14 @@ def _f11(e):
         conds.append(Condition("transfer - control success", (k_t - k_c) / n, 0.30, half=half(n),
                                reach=minus_reach(k_c / n), why="success <= 1"))
     collided = _num(e["collided_fraction"])
-    return judged(conds, {"success transfer": k_t / n, "success end-to-end": k_e / n, "targets": n,
+    extra = {}
+    for key in ("hits_control_transfer", "hits_control_end2end"):
+        if key in e:
+            extra[key.replace("hits_", "success ").replace("_", " ")] = _num(e[key]) / n
+    for row, r in (e.get("rows") or {}).items():
+        extra[f"row {row}"] = {k: _num(r[k]) / n for k in ("hits_transfer", "hits_end2end", "hits_control_transfer",
+                                                            "hits_control_end2end") if k in r}
+    return judged(conds, {**extra, "success transfer": k_t / n, "success end-to-end": k_e / n, "targets": n,
                           "poisons per target": int(_num(e["n_poisons"])),
                           "median relative feature distance after": _num(e["rel_dist_median"]),
                           "poisons collided": collided},
@@ -133,38 +155,63 @@ def _f11(e):
                           *victim_checks(e, "victim_accuracy")])
 
 
+def _f12_runs(e):
+    """The runs (poison draws) of one evidence: its "runs" list (register v3: two draws
+    per seed), or the evidence itself as one run (v2's shape)."""
+    runs = e.get("runs")
+    if runs is None:
+        return [e]
+    if not runs:
+        raise ValueError("F12 evidence has an empty list of runs")
+    return list(runs)
+
+
 def _f12_pooled(evidences):
-    """"Success after retraining < 20 %" in >= 90 % of runs, as a half-count rule on the
-    pooled pass count ((k + 0.5)/n >= 0.9: met -> +1, not -> -1); the pass rate's
-    Clopper-Pearson interval is shown (an exact test at n = 10 could not reject a 90 %
-    pass rate even at 10 / 10)."""
-    k = sum(_num(e["success_after"]) < F12_SUCCESS_AFTER for e in evidences)
-    n = len(evidences)
+    """"Success after retraining < 20 %" in >= 9 of 10 runs (>= 90 % of the pooled runs),
+    decided on the pooled pass count k of n: met (+1) iff (k + 0.5) / n >= 0.9, which at
+    n = 10 is k >= 9; else -1. Shown with the pass rate's Clopper-Pearson interval and the
+    exact binomial p-value of "pass rate > 90 %" (scipy.stats.binomtest), which no count of
+    10 can make significant (10 / 10 gives p = 0.9^10 = 0.35): the bar is read as a count
+    rule, as the register words it ("in >= 9 of 10 runs")."""
+    from scipy.stats import binomtest
+
+    runs = [r for e in evidences for r in _f12_runs(e)]
+    k = sum(_num(r["success_after"]) < F12_SUCCESS_AFTER for r in runs)
+    n = len(runs)
     rate, lo, hi = clopper_pearson(k, n)
     ok = (k + 0.5) / n >= F12_RUN_SHARE
+    p = binomtest(k, n, F12_RUN_SHARE, alternative="greater").pvalue
     return (Exact("runs with success after < 20 %", 1 if ok else -1, rate, (lo, hi),
-                  detail=f"{k} of {n} runs (Clopper-Pearson)"),)
+                  detail=f"{k} of {n} runs (Clopper-Pearson); binomial p(rate > 0.9) = {p:.3g}"),)
 
 
 def _f12(e):
-    """Recall >= 80 % when removing 1.5 x the poison count (half-count over the poisons;
-    a t-interval over runs), and attack success after retraining < 20 % in >= 90 % of
-    runs (pooled, `_f12_pooled`)."""
-    rec, after = _num(e["recall"]), _num(e["success_after"])
-    n_p = _num(e["n_poison"])
-    if abs(_num(e["removal_multiple"]) - F12_REMOVAL) > 1e-9:
+    """Recall >= 80 % when removing 1.5 x the poison count (recall pooled over the run's
+    poison draws, half-count over their poisons; a t-interval over seeds), and attack
+    success after retraining < 20 % in >= 9 of 10 runs (pooled, `_f12_pooled`). The
+    poisons left after filtering are reported per run."""
+    runs = _f12_runs(e)
+    if abs(_num(e.get("removal_multiple", runs[0].get("removal_multiple"))) - F12_REMOVAL) > 1e-9:
         raise ValueError(f"F12 is judged at {F12_REMOVAL} x the poison count removed; "
-                         f"evidence has {e['removal_multiple']}")
+                         f"evidence has {e.get('removal_multiple')}")
+    n_p = sum(_num(r["n_poison"]) for r in runs)
+    caught = sum(_num(r["recall"]) * _num(r["n_poison"]) for r in runs)
+    rec = caught / n_p
     conds = [Condition("recall at 1.5 x poisons removed", rec, F12_RECALL, half=half(n_p), reach=RATE, why="a rate")]
-    return judged(conds, {"recall": rec, "precision": _num(e["precision"]), "success before": _num(e["success_before"]),
-                          "success after": after, "clean accuracy after": _num(e["clean_acc_after"])},
-                  exact=_f12_pooled([e]), checks=victim_checks(e, "victim_accuracy"))
+    numbers = {"recall": rec, "recall per run": [_num(r["recall"]) for r in runs],
+               "precision": sum(_num(r["precision"]) for r in runs) / len(runs),
+               "success before": sum(_num(r["success_before"]) for r in runs) / len(runs),
+               "success after per run": [_num(r["success_after"]) for r in runs],
+               "clean accuracy after": sum(_num(r["clean_acc_after"]) for r in runs) / len(runs)}
+    if all("poisons_left" in r for r in runs):
+        numbers["poisons left per run"] = [_num(r["poisons_left"]) for r in runs]
+    return judged(conds, numbers, exact=_f12_pooled([e]), checks=victim_checks(e, "victim_accuracy"))
 
 
 FINDINGS: tuple[Finding, ...] = (
     Finding("F09", "poisoning",
-       "Randomly flipped labels barely hurt a deep network; flipping one class into another at the same rate does real damage to that pair.",
-       "20% random flips cost <= 5 points of accuracy, and the targeted flip's source->target confusion rate exceeds the random flips' at 20% by >= 5 points",
+       "Randomly flipped labels barely hurt a deep network; flipping one class into another with the same label budget does real damage to that pair.",
+       "20% random flips cost <= 5 points of accuracy, and at a label budget of 5 % of the training set the targeted flip's source->target confusion (the pair the clean victim confuses most) exceeds the random flips' at the same budget by >= 20 points",
        "03_label_flipping", _f09, baselines=("confusion random", "confusion unpoisoned")),
     Finding("F10", "poisoning",
        "Backdoors are cheap and stealthy: a small trigger on at most 1% of the training set is enough, and clean accuracy hardly moves.",
@@ -172,10 +219,10 @@ FINDINGS: tuple[Finding, ...] = (
        "03_badnets", _f10, baselines=("trigger success, unpoisoned victim",)),
     Finding("F11", "poisoning",
        "Clean-label feature-collision poisons work when only the last layer is retrained, much less under end-to-end training.",
-       "on success counts pooled over seeds: success(transfer) >= 2 x success(end-to-end) (half-counts) and Fisher's exact test of transfer > end-to-end gives p < 0.05; inconclusive where fewer than 80 % of poisons collided",
+       "one poison per target: success(transfer) - success without poisons >= 30 points, and on success counts pooled over seeds success(transfer) >= 2 x success(end-to-end) (half-counts) with Fisher's exact test of transfer > end-to-end at p < 0.05; inconclusive where fewer than 80 % of poisons end within 5 % of their starting feature distance",
        "03_feature_collision", _f11, pooled=_f11_pooled, baselines=("success end-to-end",)),
     Finding("F12", "poisoning",
        "Poisons leave a trace in a convolutional network's representation: spectral signatures find them, and retraining without them removes the backdoor.",
-       "recall >= 80% when removing 1.5 x the poison count, and attack success after retraining < 20% in >= 90 % of runs (pooled count)",
+       "recall >= 80% when removing 1.5 x the poison count, and attack success after retraining < 20% in >= 9 of 10 runs (two poison draws per seed, pooled count)",
        "03_spectral_signatures", _f12, pooled=_f12_pooled, baselines=("success before",)),
 )
