@@ -303,8 +303,7 @@ def test_defense_accuracies_measures_each_model_as_the_notebook_reads_it(digits_
                                                                         attack_model=q.bpda())
     # rounding masks the gradient: plain PGD fails where BPDA's straight-through gradient succeeds
     assert out["input quantization"]["pgd"] > out["input quantization"]["bpda"]
-    wc = evasion.worst_case_robust(model, x[:12], y[:12], eps=0.2, steps=5, square_queries=20,
-                                   generator=torch.Generator().manual_seed(0))
+    wc = evasion.worst_case_robust(model, x[:12], y[:12], eps=0.2, steps=5, square_queries=20, seed=0)
     assert out["standard"]["worst_case"] == wc["robust_accuracy"]
     assert list(out["standard"]["worst_case_after"]) == ["apgd_ce", "apgd_dlr", "square_linf"]
     assert evasion.defense_accuracies(model, other, x, y, x[:12], y[:12], **kw) == out
