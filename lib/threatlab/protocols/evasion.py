@@ -684,12 +684,12 @@ def g1_targets(archs: Sequence[str], dataset: str, x: torch.Tensor, y: torch.Ten
     3-15 epochs, best epoch kept; Adam 1e-3, batch 64), cached.
 
     Returns {"models": {arch: model in eval mode on `device`}, "accuracy": {arch: clean
-    accuracy on (x_test, y_test)}, "epochs": {arch: best epoch}, "train_seconds": {arch:
+    accuracy on (x_test, y_test)}, "epochs": {arch: best epoch}, "epochs_run", "train_seconds": {arch:
     wall s, None when loaded from the cache}}.
     """
     from .. import models
 
-    out: dict[str, Any] = {"models": {}, "accuracy": {}, "epochs": {}, "train_seconds": {}}
+    out: dict[str, Any] = {"models": {}, "accuracy": {}, "epochs": {}, "epochs_run": {}, "train_seconds": {}}
     for arch in archs:
         model, info = models.cached(arch, dataset, x, y, seed=seed, num_classes=num_classes, early_stop=True,
                                     progress=False)
@@ -697,8 +697,25 @@ def g1_targets(archs: Sequence[str], dataset: str, x: torch.Tensor, y: torch.Ten
         out["models"][arch] = model
         out["accuracy"][arch] = models.accuracy(model, x_test, y_test)
         out["epochs"][arch] = (info.get("history") or {}).get("best_epoch")
+        out["epochs_run"][arch] = (info.get("history") or {}).get("epochs_run")
         out["train_seconds"][arch] = info["train_seconds"]
     return out
+
+
+def training_cost(at_info: dict[str, Any], g1: dict[str, Any], arch: str, *, n_train: int,
+                  holdout: int = 1000, batch_size: int = 64) -> dict[str, Any]:
+    """F18's training cost, reported and never judged: adversarial training's model
+    passes per optimiser step and optimiser steps (`cached_madry`'s info["cost"]), and
+    the wall-time ratio per optimiser step of adversarial to standard training (the G1
+    target `arch` of `g1_targets`, (n_train - holdout) / batch_size steps per epoch);
+    None unless this run trained both (a cache hit has no wall time)."""
+    cost = {k: at_info["cost"][k] for k in ("forward_per_step", "backward_per_step", "optimizer_steps")}
+    at_s, std_s, epochs = at_info["cost"].get("train_seconds"), g1["train_seconds"][arch], g1["epochs_run"][arch]
+    ratio = None
+    if at_s and std_s and epochs and cost["optimizer_steps"]:
+        std_steps = epochs * math.ceil((n_train - holdout) / batch_size)
+        ratio = (at_s / cost["optimizer_steps"]) / (std_s / std_steps)
+    return {**cost, "wall_time_ratio": ratio}
 
 
 def _finite_or_none(values: Sequence[float]) -> list[float | None]:
@@ -832,8 +849,10 @@ def sign_noise_success(models_: Mapping[str, torch.nn.Module], x: torch.Tensor, 
     (every model appears as a target of the transfer matrix equally often, so this is
     the noise counterpart of `mean_off_diagonal`)."""
     validate.number("eps", eps, low=0, high=1, low_open=True)
+    from ..runtime import randint
+
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    sign = torch.randint(0, 2, x.shape, generator=gen, device=x.device).to(x.dtype) * 2 - 1
+    sign = randint(0, 2, x.shape, gen, device=x.device).to(x.dtype) * 2 - 1
     xn = (x + eps * sign).clamp(0, 1)
     with torch.no_grad():
         rates = [float((m(xn).argmax(1) != y).float().mean()) for m in models_.values()]
@@ -1106,8 +1125,7 @@ def evidence_f18(defense: dict[str, dict[str, Any]], cost: dict[str, Any], *, ep
     return {"robust_at": at["pgd"], "robust_undefended": std["pgd"], "clean_at": at["clean"],
             "clean_undefended": std["clean"], "train_passes_at": cost["forward_per_step"],
             "train_passes_standard": 1.0, "backward_per_step_at": cost["backward_per_step"],
-            "optimizer_steps": cost["optimizer_steps"], "wall_time_ratio": cost.get("wall_time_ratio"),
-            "method": "pgd", "masked_plain_robust": quant["pgd"], "masked_adaptive_robust": quant["bpda"],
+            "optimizer_steps": cost["optimizer_steps"], "method": "pgd", "masked_plain_robust": quant["pgd"], "masked_adaptive_robust": quant["bpda"],
             "worst_case_at": at["worst_case"], "worst_case_undefended": std["worst_case"],
             "worst_case_after": {"standard": std.get("worst_case_after"), "adversarial": at.get("worst_case_after")},
             "eps": eps, "n_attack": int(n_attack), "dataset": dataset, "architecture": architecture,

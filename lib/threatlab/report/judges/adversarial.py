@@ -227,7 +227,6 @@ def _f18(e: dict[str, Any]) -> Verdict:
                "robust AT (PGD)": num(e["robust_at"]), "robust undefended (PGD)": num(e["robust_undefended"]),
                "clean AT": c_at, "clean undefended": c_und, "quantized: plain PGD": plain, "quantized: BPDA": bpda,
                "AT / standard training cost (model passes)": ratio, "optimiser steps": e.get("optimizer_steps"),
-               "AT / standard training wall time": e.get("wall_time_ratio"),
                "worst case after each attack": e.get("worst_case_after"),
                "method": method, "eps": e.get("eps")}
     return judged(conds, numbers, checks=checks)
