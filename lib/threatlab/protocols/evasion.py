@@ -823,9 +823,9 @@ def level_intervals(q2s: Mapping[str, torch.Tensor], kinds: Mapping[str, str], l
         per = []
         for i in rows:
             q = np.sort(mat[i, cols.astype(int)])
-            per.append([q[k - 1] if 0 < (k := math.ceil(p * n_ex - 1e-9)) <= n_ex and np.isfinite(q[k - 1])
-                        else stand_in for p in levels])
-        return np.min(np.array(per), axis=0) if per else np.full(len(levels), np.nan)
+            per.append([float(q[k - 1]) if 0 < (k := math.ceil(p * n_ex - 1e-9)) <= n_ex and np.isfinite(q[k - 1])
+                        else float(stand_in) for p in levels])
+        return np.min(np.array(per, dtype=float), axis=0) if per else np.full(len(levels), np.nan)
 
     out: dict[str, Any] = {}
     idx = np.arange(n_ex, dtype=float)
