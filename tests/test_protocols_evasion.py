@@ -45,27 +45,6 @@ class Threshold(nn.Module):
         return torch.cat([0.5 - m, m - 0.5], 1) * 50
 
 
-def test_choose_transform_takes_the_largest_scale_that_keeps_accuracy():
-    x = torch.cat([torch.full((20, 1, 8, 8), 0.45), torch.full((20, 1, 8, 8), 0.9)])
-    y = torch.cat([torch.zeros(20), torch.ones(20)]).long()
-    base = dict(max_shift=0.0, max_angle=0.0, max_blur=0.0, noise_std=1.0)
-    out = evasion.choose_transform(Threshold(), x, y, kinds=["noise"], base=base, scales=[0.1, 1.0, 0.01],
-                                   min_accuracy=0.99, draws=10, seed=0)
-    # noise std 1 flips many of the 0.45 images, std 0.1 some (mean of 64 pixels: std 0.0125,
-    # 4 std from the threshold: none), so the rule stops at 0.1 without trying 0.01
-    assert out["scale"] == 0.1
-    assert list(out["calibration_accuracy"]) == ["1.0", "0.1"]
-    assert out["calibration_accuracy"]["1.0"] < 0.99 <= out["calibration_accuracy"]["0.1"]
-    assert isinstance(out["transform"], RandomTransform) and out["params"]["noise_std"] == pytest.approx(0.1)
-    # nothing qualifies: the smallest scale
-    out = evasion.choose_transform(Threshold(), x, y, kinds=["noise"], base=base, scales=[1.0, 0.9],
-                                   min_accuracy=1.0, draws=10, seed=0)
-    assert out["scale"] == 0.9
-    with pytest.raises(ConfigError, match="scales"):
-        evasion.choose_transform(Threshold(), x, y, kinds=["noise"], base=base, scales=[], min_accuracy=0.9,
-                                 draws=2, seed=0)
-
-
 def test_fooled_fractions_uses_the_same_draws_for_every_set():
     x = torch.full((10, 1, 8, 8), 0.3)
     y = torch.zeros(10, dtype=torch.long)
@@ -115,28 +94,6 @@ def test_counted_attack_counts_what_the_kernel_does(digits_cnn):
                                             generator=torch.Generator().manual_seed(0))
     # 7 forward + 7 backward per example, plus the final success check
     assert per == 15.0 and secs > 0 and res.success.shape == y.shape
-
-
-def test_adversarial_vs_standard_shares_the_recipe_and_counts_passes():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images[:256], dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target[:256])
-    out = evasion.adversarial_vs_standard("mlp", x, y, eps=0.1, method="fgsm_rs", steps=1, epochs=2,
-                                          batch_size=64, lr=1e-3, warmup=0.0, seed=0, num_classes=10,
-                                          device=torch.device("cpu"))
-    assert out["optimizer_steps"] == 8
-    # standard: 256 rows forward + backward per epoch; FGSM-RS adds one attack pass of each
-    assert out["passes"] == {"standard": 2 * 2 * 256, "adversarial": 2 * 2 * 2 * 256}
-    assert out["pass_ratio"] == 2.0
-    assert not out["standard"].training and not out["adversarial"].training
-    # same initialisation, different training: the models differ
-    p_std = next(out["standard"].parameters())
-    p_adv = next(out["adversarial"].parameters())
-    assert not torch.equal(p_std, p_adv)
-    acc = models.accuracy(out["adversarial"], x, y)
-    assert 0.0 <= acc <= 1.0
 
 
 def test_robust_accuracy_is_judged_on_the_defended_model(digits_cnn):
@@ -245,25 +202,6 @@ def _calibration_task():
     y = torch.cat([torch.zeros(20), torch.ones(20)]).long()
     base = dict(max_shift=0.0, max_angle=0.0, max_blur=0.0, noise_std=1.0)
     return x, y, base
-
-
-def test_calibrated_transform_chooses_then_measures_on_the_test_images():
-    from threatlab.transforms import accuracy_under_transforms
-
-    x, y, base = _calibration_task()
-    kw = dict(kinds=["noise"], base=base, scales=[1.0, 0.1], min_accuracy=0.99, draws=10, seed=0, test_seed=4)
-    out = evasion.calibrated_transform(Threshold(), x, y, x[::2], y[::2], **kw)
-    chosen = evasion.choose_transform(Threshold(), x, y, kinds=["noise"], base=base, scales=[1.0, 0.1],
-                                      min_accuracy=0.99, draws=10, seed=0)
-    assert out["scale"] == chosen["scale"] == 0.1 and out["calibration_accuracy"] == chosen["calibration_accuracy"]
-    acc = accuracy_under_transforms(Threshold(), x[::2], y[::2], out["transform"], draws=10,
-                                    generator=torch.Generator().manual_seed(4))
-    assert out["clean_accuracy_test"] == acc
-    assert out["summary"] == {"repr": repr(out["transform"]), **out["params"], "scale": 0.1,
-                              "calibration_accuracy": chosen["calibration_accuracy"], "clean_accuracy_test": acc}
-    assert evasion.calibrated_transform(Threshold(), x, y, x[::2], y[::2], **kw)["summary"] == out["summary"]
-    with pytest.raises(ConfigError, match="test_seed=-1 is outside"):
-        evasion.calibrated_transform(Threshold(), x, y, x, y, **{**kw, "test_seed": -1})
 
 
 def test_eot_vs_plain_pgd_attacks_both_ways_and_scores_on_fresh_draws(digits_cnn):

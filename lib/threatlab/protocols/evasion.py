@@ -4,10 +4,12 @@ Kernels compute one attack on one batch; these functions run the protocol around
 (which examples count, which norms, how time is read) so every notebook measures the
 same way. They return plain dicts ready for `results.Recorder`.
 
-Notebook 04 runs one function per section (`minimal_perturbation_suite`,
-`blackbox_suite`, `transfer_matrix`, `calibrated_transform` and `eot_vs_plain_pgd`,
-`adversarial_vs_standard` and `defense_accuracies`); `evidence_f13` ... `evidence_f18`
-then build what each finding's judge (`report.judges.adversarial`) reads.
+Notebook 04 runs one function per section: `g1_targets` and `augmented_target` (the
+models), `norm_robustness` (F13), `success_vs_eps` and `minimal_perturbation_suite`
+(F14), `blackbox_suite` (F15), `transfer_matrix` and `sign_noise_success` (F16),
+`eps_by_rule`, `stable_examples` and `eot_vs_plain_pgd` (F17), `defense_accuracies`
+and `training_cost` (F18); `evidence_f13` ... `evidence_f18` then build what each
+finding's judge (`report.judges.adversarial`) reads.
 """
 from __future__ import annotations
 
@@ -357,44 +359,6 @@ def blackbox_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 # -------------------------------------------------- transformation distribution (F17)
 
 
-def choose_transform(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                     kinds: Sequence[str], base: dict[str, float], scales: Sequence[float],
-                     min_accuracy: float, draws: int, seed: int) -> dict[str, Any]:
-    """Pick the transformation distribution before any attack runs.
-
-    Rule: the ranges in `base` (max_shift, max_angle, max_blur, noise_std) are scaled
-    by each of `scales` in turn, largest first; the first (largest) scale under which
-    the model's accuracy on the calibration images (x, y) over `draws` fresh draws
-    is >= `min_accuracy` is chosen; if none qualifies, the smallest scale is taken
-    (and the evaluation's own accuracy check will show it). Calibration images
-    should be disjoint from the attacked ones.
-
-    Returns {"scale", "transform" (RandomTransform), "params" (its ranges),
-    "calibration_accuracy": {scale: accuracy}}.
-    """
-    from ..transforms import RandomTransform, accuracy_under_transforms
-
-    validate.number("min_accuracy", min_accuracy, low=0, high=1)
-    order = sorted((float(s) for s in scales), reverse=True)
-    if not order or order[-1] <= 0:
-        raise ConfigError(f"scales={list(scales)!r} must be a non-empty list of positive numbers")
-    acc: dict[str, float] = {}
-    chosen = None
-    for s in order:
-        params = {k: float(v) * s for k, v in base.items()}
-        t = RandomTransform(kinds, **params)
-        gen = torch.Generator().manual_seed(seed)
-        acc[str(s)] = accuracy_under_transforms(model, x, y, t, draws=draws, generator=gen)
-        if acc[str(s)] >= min_accuracy:
-            chosen = (s, t, params)
-            break
-    if chosen is None:
-        s = order[-1]
-        params = {k: float(v) * s for k, v in base.items()}
-        chosen = (s, RandomTransform(kinds, **params), params)
-    return {"scale": chosen[0], "transform": chosen[1], "params": chosen[2], "calibration_accuracy": acc}
-
-
 def fooled_fractions(model: torch.nn.Module, candidates: dict[str, torch.Tensor], y: torch.Tensor,
                      transform: Any, *, draws: int, threshold: float, seed: int) -> dict[str, dict[str, float]]:
     """For each named set of inputs (e.g. clean, plain PGD, EOT adversarials of the same
@@ -414,40 +378,6 @@ def fooled_fractions(model: torch.nn.Module, candidates: dict[str, torch.Tensor]
         out[name] = {"untransformed": as_is, "mean_over_draws": float(rate.mean()),
                      "fooled_in_most_draws": float(most.float().mean())}
     return out
-
-
-def calibrated_transform(model: torch.nn.Module, x_calib: torch.Tensor, y_calib: torch.Tensor,
-                         x_test: torch.Tensor, y_test: torch.Tensor, *, kinds: Sequence[str],
-                         base: dict[str, float], scales: Sequence[float], min_accuracy: float, draws: int,
-                         seed: int, test_seed: int) -> dict[str, Any]:
-    """F17's transformation distribution, fixed before any attack runs: chosen on the
-    calibration images (x_calib, y_calib) by `choose_transform`'s rule (the largest
-    scale of `base`'s ranges under which clean accuracy over `draws` draws is >=
-    `min_accuracy`), then the model's clean accuracy under it measured on separate
-    test images (x_test, y_test), `draws` fresh draws each from a generator seeded
-    `test_seed`: register v2 asks for >= 95 % (the judge's power check), so the model
-    handles the distribution an attacker must survive. Transformations as in
-    Athalye, Engstrom, Ilyas, Kwok (2018), "Synthesizing Robust Adversarial Examples",
-    arXiv 1707.07397 (EOT).
-
-    Returns `choose_transform`'s dict ("scale", "transform", "params",
-    "calibration_accuracy") plus "clean_accuracy_test" and "summary": the choice as
-    plain JSON values (repr of the transform, its ranges, scale, both accuracies).
-    """
-    from ..transforms import accuracy_under_transforms
-
-    validate.positive("draws", draws, integer=True)
-    validate.non_negative("seed", seed, integer=True)
-    validate.non_negative("test_seed", test_seed, integer=True)
-    validate.batch(model, x_calib, y_calib)
-    validate.batch(model, x_test, y_test)
-    chosen = choose_transform(model, x_calib, y_calib, kinds=kinds, base=base, scales=scales,
-                              min_accuracy=min_accuracy, draws=draws, seed=seed)
-    acc = accuracy_under_transforms(model, x_test, y_test, chosen["transform"], draws=draws,
-                                    generator=torch.Generator().manual_seed(test_seed))
-    summary = {"repr": repr(chosen["transform"]), **chosen["params"], "scale": chosen["scale"],
-               "calibration_accuracy": chosen["calibration_accuracy"], "clean_accuracy_test": acc}
-    return {**chosen, "clean_accuracy_test": acc, "summary": summary}
 
 
 def eot_vs_plain_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, transform: Any, *,
@@ -569,42 +499,6 @@ def minimal_perturbation_suite(model: torch.nn.Module, x: torch.Tensor, y: torch
 
 
 # ---------------------------------------------------------- adversarial training (F18)
-
-
-def adversarial_vs_standard(arch: str, x: torch.Tensor, y: torch.Tensor, *, eps: float, method: str,
-                            steps: int, epochs: int, batch_size: int, lr: float, warmup: float,
-                            seed: int, num_classes: int, device: torch.device) -> dict[str, Any]:
-    """Train `arch` twice with one recipe (same initialisation, data, epochs, batch size,
-    learning rate, seed): once on clean batches (standard) and once on adversarial ones
-    (`defenses.adversarial_training.adversarial_train`, `method` "pgd" or "fgsm_rs"),
-    and measure both: wall seconds and model passes (`PassCounter`: rows through
-    forward and backward passes, deterministic). Not cached, so both are measured
-    in this run.
-
-    Returns {"standard", "adversarial" (models in eval mode), "seconds": {...},
-    "passes": {...}, "optimizer_steps": per model, "time_ratio" and "pass_ratio":
-    adversarial / standard}.
-    """
-    from .. import models
-    from ..defenses import adversarial_training
-
-    in_shape = tuple(x.shape[1:])
-    std = PassCounter(models.build(arch, in_shape=in_shape, num_classes=num_classes, seed=seed).to(device))
-    rob = PassCounter(models.build(arch, in_shape=in_shape, num_classes=num_classes, seed=seed).to(device))
-    xd, yd = x.to(device), y.to(device)
-    t0 = time.perf_counter()
-    models.train(std, xd, yd, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=False)
-    t_std = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    adversarial_training.adversarial_train(rob, xd, yd, eps=eps, steps=steps, epochs=epochs,
-                                           batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
-                                           method=method, progress=False)
-    t_adv = time.perf_counter() - t0
-    n_steps = epochs * ((x.shape[0] + batch_size - 1) // batch_size)
-    return {"standard": std.model.eval(), "adversarial": rob.model.eval(),
-            "seconds": {"standard": t_std, "adversarial": t_adv},
-            "passes": {"standard": std.passes, "adversarial": rob.passes},
-            "optimizer_steps": n_steps, "time_ratio": t_adv / t_std, "pass_ratio": rob.passes / std.passes}
 
 
 def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
