@@ -73,11 +73,10 @@ F11 = {"collided_fraction": 0.96, "hits_end2end": 3, "hits_transfer": 30, "hits_
 _F12_RUN = {"clean_acc_after": 0.98, "n_poison": 50, "precision": 0.45, "recall": 0.97, "success_after": 0.01,
             "success_before": 0.99, "poisons_left": 1}
 F12 = {"removal_multiple": 1.5, "runs": [_F12_RUN, _F12_RUN], "architecture": "cnn", "victim_accuracy": 0.985}
-F13 = {"jsma_cap": 78, "jsma_hit_cap": 22, "l0_attack": "jsma",
-       "median": {"cw_l2": {"l0": 543.0, "l2": 0.75, "linf": 0.16}, "deepfool": {"l0": 580.0, "l2": 0.74, "linf": 0.18},
-                  "jsma": {"l0": 30.0, "l2": 3.6, "linf": 1.0}, "min_linf": {"l0": 593.0, "l2": 1.01, "linf": 0.05}},
-       "minimal_linf": "min_linf", "n": 60, "n_common": 38, "n_pixels": 784,
-       "success": {"cw_l2": 1.0, "deepfool": 1.0, "jsma": 0.63, "min_linf": 1.0}}
+F13 = {"architecture": "lenet5", "dataset": "mnist", "eps_max": 1.0,
+       "failures": {"adversarial": {"l0": 0, "linf": 0}, "standard": {"l0": 0, "linf": 0}},
+       "median_l0": {"adversarial": 9.0, "standard": 14.0}, "median_linf": {"adversarial": 0.33, "standard": 0.11},
+       "n": 60, "n_pixels": 784, "pointwise_smaller": {"adversarial": 51, "standard": 12}, "victim_accuracy": 0.985}
 F14 = {"eps": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3], "eps_at_90": 0.15, "median_l2": {"cw_l2": 1.3, "deepfool": 1.45},
        "passes_per_example": {"cw_l2": 1001.0, "deepfool": 80.7},
        "success": {"fgsm": [0.05, 0.15, 0.35, 0.55, 0.7, 0.8], "pgd_linf": [0.08, 0.35, 0.8, 0.98, 1.0, 1.0]}}
@@ -86,14 +85,14 @@ F15 = {"best": {"decision": [300.0, 900.0, 2400.0], "score": [10.0, 40.0, 190.0]
        "queries": {"decision": {"boundary": [1571.0, 3601.0, 5891.0], "hopskipjump": [300.0, 900.0, 2400.0]},
                    "score": {"nes_l2": [409.0, 817.0, 970.0], "simba": [160.0, 290.0, 503.0],
                              "square_l2": [10.0, 40.0, 190.0]}}}
-F16 = {"eps": [0.1, 0.2, 0.3], "targeted": [0.05, 0.2, 0.3], "targeted_at_0.3": 0.3,
+F16 = {"eps": [0.1, 0.2, 0.3], "noise": [0.01, 0.03, 0.08], "targeted": [0.05, 0.2, 0.3], "targeted_at_0.3": 0.3,
        "untargeted": [0.4, 0.65, 0.82], "untargeted_at_0.3": 0.82}
-F17 = {"clean_accuracy_under_transform": 0.95, "confidence": 10.0, "draws": 20, "eps": 0.2,
+F17 = {"clean_accuracy": 0.985, "clean_accuracy_under_transform": 0.975, "confidence": 0.0, "draws": 20, "eps": 0.1,
        "fooled_in_90pct": {"clean": 0.0, "eot": 0.8, "plain": 0.45}, "loss": "margin",
        "mean_over_draws": {"clean": 0.06, "eot": 0.9, "plain": 0.7}, "transform": "RandomTransform(...)"}
 F18 = {"clean_at": 0.983, "clean_undefended": 0.986, "eps": 0.3, "masked_adaptive_robust": 0.0,
-       "masked_plain_robust": 0.99, "method": "fgsm_rs", "optimizer_steps": 5008, "robust_at": 0.8,
-       "robust_undefended": 0.0, "train_passes_at": 1280000, "train_passes_standard": 640000, "worst_case_at": 0.72,
+       "masked_plain_robust": 0.99, "method": "pgd", "optimizer_steps": 5008, "robust_at": 0.8,
+       "robust_undefended": 0.0, "train_passes_at": 8.0, "train_passes_standard": 1.0, "worst_case_at": 0.72,
        "worst_case_undefended": 0.0}
 MNIST, FASHION = "mnist", "fashion_mnist"
 
@@ -165,16 +164,16 @@ CASES = [
     ("F12", "fails", _with(F12, runs=[{**_F12_RUN, "recall": 0.5, "success_after": 0.6}] * 2), MNIST,
      NOT_SUPPORTED, ""),
     ("F12", "victim under-trained", _with(F12, victim_accuracy=0.9), MNIST, INCONCLUSIVE, "victim under-trained"),
-    # F13 as notebook 04 records it today is decided by construction (FINDINGS.md F13):
-    # every consistent evidence is "decided by design", inconsistent one "check failed".
-    ("F13", "as recorded today", F13, MNIST, INCONCLUSIVE, "held by construction"),
-    ("F13", "identity broken", _with(F13, median__min_linf={"l0": 25.0, "l2": 1.0, "linf": 0.05}), MNIST,
-     INCONCLUSIVE, "check failed"),
-    ("F13", "by design", _with(F13, median__cw_l2={"l0": 784.0, "l2": 0.75, "linf": 0.16},
-                               median__deepfool={"l0": 784.0, "l2": 0.74, "linf": 0.18},
-                               median__jsma={"l0": 784.0, "l2": 3.6, "linf": 1.0},
-                               median__min_linf={"l0": 784.0, "l2": 1.0, "linf": 0.05}), MNIST, INCONCLUSIVE,
-     "decided by design"),
+    # F13 (v3): the standard target vs its adversarially trained copy.
+    ("F13", "holds", F13, MNIST, SUPPORTED, ""),
+    ("F13", "fails: L0 grows with AT", _with(F13, median_l0={"adversarial": 30.0, "standard": 14.0}), MNIST,
+     NOT_SUPPORTED, ""),
+    ("F13", "fails: L-inf does not double", _with(F13, median_linf={"adversarial": 0.15, "standard": 0.11}), MNIST,
+     NOT_SUPPORTED, ""),
+    ("F13", "by design: standard already past half the box", _with(F13, median_linf={"adversarial": 0.9,
+                                                                                     "standard": 0.6}),
+     MNIST, INCONCLUSIVE, "decided by design"),
+    ("F13", "victim under-trained", _with(F13, victim_accuracy=0.95), MNIST, INCONCLUSIVE, "victim under-trained"),
     ("F14", "holds", F14, MNIST, SUPPORTED, ""),
     ("F14", "fails", _with(F14, success__fgsm=[0.07, 0.3, 0.75, 0.95, 1.0, 1.0]), MNIST, NOT_SUPPORTED, ""),
     ("F14", "by design", _with(F14, success__fgsm=[0.9, 0.95, 0.97, 0.99, 1.0, 1.0]), MNIST, INCONCLUSIVE,
@@ -186,15 +185,18 @@ CASES = [
     ("F16", "holds", F16, MNIST, SUPPORTED, ""),
     ("F16", "fails", _with(F16, targeted=[0.3, 0.55, 0.8]), MNIST, NOT_SUPPORTED, ""),
     ("F16", "by design", _with(F16, noise=[0.4, 0.5, 0.6]), MNIST, INCONCLUSIVE, "decided by design"),
+    ("F16", "fails: no better than noise", _with(F16, noise=[0.1, 0.2, 0.3]), MNIST, NOT_SUPPORTED, ""),
     ("F17", "holds", F17, MNIST, SUPPORTED, ""),
     ("F17", "fails", _with(F17, fooled_in_90pct={"clean": 0.0, "eot": 0.5, "plain": 0.45}), MNIST, NOT_SUPPORTED, ""),
     ("F17", "by design", _with(F17, fooled_in_90pct={"clean": 0.0, "eot": 0.94, "plain": 0.88}), FASHION,
      INCONCLUSIVE, "decided by design"),
+    ("F17", "augmentation does not hold", _with(F17, clean_accuracy_under_transform=0.93), MNIST, INCONCLUSIVE,
+     "power check failed"),
     ("F18", "holds", F18, MNIST, SUPPORTED, ""),
     ("F18", "fails", _with(F18, worst_case_at=0.2), MNIST, NOT_SUPPORTED, ""),
     ("F18", "AT model too weak", _with(F18, clean_at=0.57, clean_undefended=0.89, worst_case_at=0.0), FASHION,
      INCONCLUSIVE, "power check failed"),
-    ("F18", "cost identity broken", _with(F18, train_passes_at=1920000), MNIST, INCONCLUSIVE, "check failed"),
+    ("F18", "cost identity broken", _with(F18, train_passes_at=6.0), MNIST, INCONCLUSIVE, "check failed"),
 ]
 
 

@@ -231,7 +231,8 @@ def test_e01_a_count_beyond_its_split_is_refused_before_any_notebook_runs(tmp_pa
     assert not (tmp_path / "o").exists()
     # At sweep planning too, per point (here on the larger Fashion-MNIST training split).
     with pytest.raises(ConfigError, match=r"point seed=0 dataset=fashion_mnist n_train=70000: notebook "
-                                          r"04_adversarial: n_train=70000 exceeds the 60000 images of the "
+                                          r"04_adversarial: n_train \+ n_eot_calibration = \d+ \(n_train=70000, "
+                                          r"n_eot_calibration=\d+\) exceeds the 60000 images of the "
                                           r"fashion_mnist training split"):
         sweep.plan("smoke", seeds=[0], datasets=["fashion_mnist"], grid={"n_train": [70000]}, only=["04"])
 

@@ -13,10 +13,9 @@ def test_judge_says(fid, case, evidence, dataset, status, says):
     assert says in v.note
 
 
-#: Judges that today's evidence cannot make say supported / not supported: F13's recorded
-#: form holds by construction; v3's two-model protocol (standard vs adversarially
-#: trained) needs evidence notebook 04 does not record yet.
-BY_CONSTRUCTION = {"F13"}
+#: Judges that today's evidence cannot make say supported / not supported (none left:
+#: F13's two-model protocol replaced its form that held by construction).
+BY_CONSTRUCTION: set[str] = set()
 
 
 def test_every_judge_has_three_outcomes():

@@ -19,7 +19,7 @@ def test_worst_case_is_the_minimum_over_the_ensemble(digits_cnn):
     model, x, y = digits_cnn
     x = torch.cat([x, x.flip(3)])  # mirrored digits: some misclassified clean
     y = torch.cat([y, y])
-    out = worst_case_robust(model, x, y, eps=0.1, steps=10, square_queries=100, generator=gen(0))
+    out = worst_case_robust(model, x, y, eps=0.1, steps=10, square_queries=100, seed=0)
     with torch.no_grad():
         correct = (model(x).argmax(1) == y)
     assert out["clean_accuracy"] == pytest.approx(float(correct.float().mean()))

@@ -87,3 +87,20 @@ def fractions_of(eps: float, fractions: Any = (1 / 3, 2 / 3, 1.0)) -> list[float
     for i, f in enumerate(fr):
         validate.number(f"fractions[{i}]", f, low=0, high=1, low_open=True)
     return [float(eps) if f == 1 else round(eps * f, _DECIMALS) for f in fr]  # the budget itself, unrounded
+
+
+def resolve_evasion(params: dict[str, Any]) -> tuple[float, list[float], list[float], float]:
+    """Notebook 04's budgets from its parameters (None: the data set's, rule G2): eps,
+    F14's grid (`eps_grid`), F16's transfer sweep (`fractions_of`, must include eps:
+    F16 is judged there) and the adversarial-training budget (eps_at, default eps).
+    Records them in ``params["budget"]`` (with whether eps was overridden) and returns
+    (eps, eps_grid, transfer_eps, eps_at)."""
+    eps, overridden = eps_linf(params["dataset"], params["eps"])
+    grid = eps_grid(params["dataset"], eps) if params["eps_grid"] is None else list(params["eps_grid"])
+    transfer = fractions_of(eps) if params["transfer_eps"] is None else list(params["transfer_eps"])
+    eps_at = eps if params["eps_at"] is None else params["eps_at"]
+    if eps not in transfer:
+        raise ConfigError(f"transfer_eps={transfer!r} must include eps={eps} (F16 is judged there)")
+    params["budget"] = {"eps_linf": eps, "overridden": overridden, "eps_grid": grid, "transfer_eps": transfer,
+                        "eps_at": eps_at}
+    return eps, grid, transfer, eps_at

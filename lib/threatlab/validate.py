@@ -443,9 +443,9 @@ SPLIT_BUDGETS = (
     # 03: training rows, held-out rows (F09's pair rule, F11's bases), the defender's rows.
     (("n_defender",), "train", "n_train + n_heldout + n_defender"),
     (("n_defender",), "test", "n_targets"),
-    # 04: the training rows; every evaluation count slices the test split.
-    (("n_eot_accuracy",), "train", "n_train"),
-    (("n_eot_accuracy",), "train", "n_eot_calibration"),
+    # 04: the training rows and F17's calibration rows after them (disjoint); every
+    # evaluation count slices the test split.
+    (("n_eot_accuracy",), "train", "n_train + n_eot_calibration"),
     *((("n_eot_accuracy",), "test", n) for n in ("n_attack", "n_norms", "n_blackbox", "n_transfer", "n_eot",
                                                  "n_eot_accuracy", "n_defense")),
 )
