@@ -176,6 +176,10 @@ CASES = [
     ("F13", "victim under-trained", _with(F13, victim_accuracy=0.95), MNIST, INCONCLUSIVE, "victim under-trained"),
     ("F14", "holds", F14, MNIST, SUPPORTED, ""),
     ("F14", "fails", _with(F14, success__fgsm=[0.07, 0.3, 0.75, 0.95, 1.0, 1.0]), MNIST, NOT_SUPPORTED, ""),
+    # C&W fooled nothing at its budget: its median L2 counts as infinite, so it is not the smaller.
+    ("F14", "fails: C&W fooled nothing", _with(F14, median_l2={"cw_l2": None, "deepfool": None},
+                                              success_minimal={"cw_l2": 0.0, "deepfool": 1.0}), MNIST,
+     NOT_SUPPORTED, ""),
     ("F14", "by design", _with(F14, success__fgsm=[0.9, 0.95, 0.97, 0.99, 1.0, 1.0]), MNIST, INCONCLUSIVE,
      "decided by design"),
     ("F15", "holds", F15, MNIST, SUPPORTED, ""),

@@ -89,6 +89,26 @@ def _f13(e: dict[str, Any]) -> Verdict:
                   note="failures counted as infinite, medians over all examples")
 
 
+#: Stand-in for a ratio of 0 (its inverse for infinity) when one attack fooled nothing.
+_RATIO_FLOOR = 1e-6
+
+
+def _l2_ratio(e: dict[str, Any]) -> float:
+    """median L2 DeepFool / median L2 C&W. An attack that fooled none of the examples has
+    an infinite median (failures count as infinite, as in F13), so the ratio is 0 (C&W
+    fooled none) or infinite (DeepFool fooled none); `_RATIO_FLOOR` and its inverse stand
+    in so that the log-margin stays finite with the comparison's sign. The medians over
+    the matched examples are read otherwise."""
+    rate = {k: (e.get("success_minimal") or {}).get(k) for k in ("cw_l2", "deepfool")}
+    none = {k: r is not None and float(r) == 0 for k, r in rate.items()}
+    if none["cw_l2"] and none["deepfool"]:
+        raise ValueError("neither C&W nor DeepFool fooled an example: no L2 to compare")
+    if none["cw_l2"] or none["deepfool"]:
+        return _RATIO_FLOOR if none["cw_l2"] else 1 / _RATIO_FLOOR
+    l2 = {k: _positive(f"median L2 of {k}", e["median_l2"][k]) for k in ("cw_l2", "deepfool")}
+    return l2["deepfool"] / l2["cw_l2"]
+
+
 def _f14(e: dict[str, Any]) -> Verdict:
     """The largest PGD - FGSM success gap over the eps grid up to G2's eps >= 20 points,
     and median L2(C&W) < median L2(DeepFool). Model passes per example are shown, not
@@ -102,12 +122,12 @@ def _f14(e: dict[str, Any]) -> Verdict:
         raise ValueError(f"no eps of the grid {list(eps)} is <= {top}")
     gaps = {i: num(pgd[i]) - num(fgsm[i]) for i in grid}
     i = max(grid, key=gaps.get)
-    l2 = {k: _positive(f"median L2 of {k}", e["median_l2"][k]) for k in ("cw_l2", "deepfool")}
+    ratio = _l2_ratio(e)
+    l2 = e["median_l2"]
     conds = [Condition("largest PGD - FGSM success gap", gaps[i], F14_GAP,
                        reach=(max(-num(fgsm[j]) for j in grid), max(1 - num(fgsm[j]) for j in grid)),
                        why="PGD success <= 1", baseline=f"FGSM {num(fgsm[i]):.3g} at eps {num(eps[i]):g}"),
-             Condition("median L2 DeepFool / C&W", l2["deepfool"] / l2["cw_l2"], 1.0, op=">", unit="ratio",
-                       scale="log")]
+             Condition("median L2 DeepFool / C&W", ratio, 1.0, op=">", unit="ratio", scale="log")]
     numbers = {"eps of largest gap": num(eps[i]), "PGD success": num(pgd[i]), "FGSM success": num(fgsm[i]),
                "median L2": l2, "model passes per example": e.get("passes_per_example")}
     return judged(conds, numbers, checks=victim_checks(e, "victim_accuracy"))
