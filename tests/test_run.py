@@ -130,12 +130,12 @@ def test_preflight_catches_the_last_notebook_before_the_first_runs(tmp_path, cap
     assert len(err.splitlines()) == 1
     assert "notebook 03_poisoning: flip_rates=[0.1, 0.4]: 0.2 in flip_rates does not hold" in err
     assert not out.exists()
-    # Ranges declared in CONSTRAINTS too, e.g. 04's eps_eot, and cross-bounds n_at_train <= n_train.
+    # Ranges declared in CONSTRAINTS too, e.g. 04's jsma_cap, and cross-bounds n_at_train <= n_train.
     path = write(tmp_path, "notebooks:\n  04_adversarial:\n    n_at_train: 30000\n")
     with pytest.raises(ConfigError, match=r"n_at_train=30000, n_train=20000: n_at_train <= n_train does not hold"):
         run.run(path, only=["04"], out=str(out))
-    path = write(tmp_path, "notebooks:\n  04_adversarial:\n    eps_eot: 1.5\n")
-    with pytest.raises(ConfigError, match=r"eps_eot=1.5 is outside the allowed range"):
+    path = write(tmp_path, "notebooks:\n  04_adversarial:\n    jsma_cap: 1.5\n")
+    with pytest.raises(ConfigError, match=r"jsma_cap=1.5 is outside the allowed range"):
         run.run(path, only=["04"], out=str(out))
 
 
