@@ -108,6 +108,14 @@ def _check_class(name: str, value, num_classes: int) -> int:
     return value
 
 
+def _check_pair(source, target, num_classes: int) -> None:
+    """A targeted flip's class pair: two different valid class ids."""
+    _check_class("source", source, num_classes)
+    _check_class("target", target, num_classes)
+    if source == target:
+        raise ConfigError(f"target={target!r} equals source; a targeted flip needs two different classes")
+
+
 def _choose(pool: torch.Tensor, k: int, generator) -> torch.Tensor:
     """k indices drawn without replacement from the Long tensor `pool`, sorted."""
     perm = runtime.randperm(pool.numel(), generator)
@@ -186,10 +194,7 @@ def label_flip_targeted(x, y, *, rate, source, target, num_classes=None, generat
     rate = _check_rate(rate)
     _check_xy(x, y)
     c = _num_classes(y, num_classes)
-    _check_class("source", source, c)
-    _check_class("target", target, c)
-    if source == target:
-        raise ConfigError(f"target={target!r} equals source; a targeted flip needs two different classes")
+    _check_pair(source, target, c)
     pool = (y == source).nonzero().squeeze(1)
     k = int(round(rate * pool.numel()))
     idx = _choose(pool, k, generator)
@@ -531,10 +536,7 @@ def targeted_flip(x, y, *, budget, source, target, num_classes=None, generator=N
     k = _check_budget(budget)
     _check_xy(x, y)
     c = _num_classes(y, num_classes)
-    _check_class("source", source, c)
-    _check_class("target", target, c)
-    if source == target:
-        raise ConfigError(f"target={target!r} equals source; a targeted flip needs two different classes")
+    _check_pair(source, target, c)
     pool = (y == source).nonzero().squeeze(1)
     spent = min(k, pool.numel())
     idx = _choose(pool, spent, generator)
