@@ -227,3 +227,18 @@ def test_threatlab_main_dispatches_audit(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "threatlab audit: --model 'no_such_module_xyz:f': no module named 'no_such_module_xyz' (looked in the "
         "current folder and PYTHONPATH; or give path/to/file.py:factory)"]
+
+
+def test_vectorised_roc_statistics_match_metrics():
+    """The bootstrap's vectorised AUC and TPR-at-FPR agree with `metrics` on every row,
+    ties included (scores rounded to one decimal)."""
+    from threatlab import metrics
+    from threatlab.audit.membership import _auc_rows, _tpr_rows
+
+    rng = np.random.default_rng(0)
+    s = np.round(rng.normal(size=(30, 120)), 1)
+    t = rng.random((30, 120)) < 0.4
+    for i in range(30):
+        assert _auc_rows(s, t)[i] == pytest.approx(metrics.auc(s[i], t[i]), abs=1e-12)
+        for f in (0.001, 0.01, 0.1, 0.5):
+            assert _tpr_rows(s, t, f)[i] == pytest.approx(metrics.tpr_at_fpr(s[i], t[i], f), abs=1e-12)

@@ -90,10 +90,11 @@ def roc_summary(scores: Any, truth: Any, *, seed: int, resamples: int = RESAMPLE
         value = point(s, t)
         try:
             res = stats.bootstrap((s, t), rows, paired=True, vectorized=True, n_resamples=resamples,
-                                  method="percentile", confidence_level=0.95, rng=np.random.default_rng(seed))
+                                  method="percentile", confidence_level=0.95,
+                                  random_state=np.random.default_rng(seed))
             low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        except (ValueError, TypeError):
-            low = high = float("nan")  # e.g. a degenerate sample: reported as no interval
+        except ValueError:
+            low = high = float("nan")  # a sample scipy cannot resample: reported as no interval
         out[name] = {"value": value, "low": low if np.isfinite(low) else None,
                      "high": high if np.isfinite(high) else None}
     fpr, tpr = metrics.roc_curve(s, t)
