@@ -115,7 +115,7 @@ def test_audit_end_to_end(user, tmp_path, capsys):
     assert doc["costs"]["evasion"]["backward_rows"] > 0
     page = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)  # self-contained
-    assert "<script" not in page and page.count("data:image/png;base64,") == 4
+    assert "<script" not in page and page.count("data:image/png;base64,") == 4 and "{" not in page.split("</style>")[1]
     for s in doc["sections"].values():
         assert html.escape(s["threat_model"]) in page
     assert (out / ".threatlab-run.json").is_file()

@@ -108,9 +108,9 @@ def _membership(s: dict[str, Any]) -> str:
              "lira_offline": f"LiRA offline, {s['reference_models']} reference models (Carlini et al. 2022)"}
     rows = [f"<p>{s['n_members']} members (the training split) against {s['n_non_members']} non-members (test); "
             f"the population attack calibrates on {s['n_population']} further test records. AUC 0.5 is "
-            "guessing. Intervals: 95 % bootstrap. With {s['n_non_members']} non-members the smallest non-zero FPR is "
-            f"{1 / max(s['n_non_members'], 1):.2%}: a TPR at a lower FPR is read at zero false positives.</p><table><tr><th>attack</th><th>AUC</th>"
-            "<th>TPR at 0.1 % FPR</th><th>TPR at 1 % FPR</th></tr>"]
+            f"guessing. Intervals: 95 % bootstrap. With {s['n_non_members']} non-members the smallest non-zero FPR "
+            f"is {1 / max(s['n_non_members'], 1):.2%}: a TPR at a lower FPR is read at zero false positives.</p>"
+            "<table><tr><th>attack</th><th>AUC</th><th>TPR at 0.1 % FPR</th><th>TPR at 1 % FPR</th></tr>"]
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     for k, a in s["attacks"].items():
         rows.append(f"<tr><td>{names.get(k, k)}</td><td>{_num(a['auc'])}</td>"
