@@ -199,6 +199,12 @@ def test_audit_refuses_bad_input(user, tmp_path, capsys, case, needle):
         assert (out / "mine.txt").read_text() == "a user's file"
 
 
+def test_usage_error_is_one_line(capsys):
+    assert main(["--model", "x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "threatlab audit: the following arguments are required: --data, --out (see threatlab audit --help)"]
+
+
 def test_pt_weights_read_weights_only(user, tmp_path):
     """A .pt state dict is accepted (torch.load(weights_only=True)) and gives the same model."""
     from threatlab.audit import loading

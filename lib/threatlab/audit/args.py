@@ -18,7 +18,7 @@ from typing import Any
 from .. import budgets, validate
 from ..errors import ConfigError
 
-__all__ = ["EPS_L2", "SECTIONS", "Options", "add_parser", "options_from"]
+__all__ = ["EPS_L2", "SECTIONS", "OneLineParser", "Options", "add_parser", "options_from"]
 
 SECTIONS = ("evasion", "membership", "extraction", "backdoor")
 #: Top of the default L2 grid per data set, in [0, 1] pixel units: 2.0 on MNIST, a common
@@ -59,6 +59,14 @@ class Options:
     seed: int
     device: str | None
     argv: list[str] = field(default_factory=list)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other
+    bad input of the audit, instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"threatlab audit: {message} (see threatlab audit --help)\n")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:

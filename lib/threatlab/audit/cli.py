@@ -9,7 +9,6 @@ commit), so an interrupted audit leaves the previous report, never half of one.
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import time
@@ -173,9 +172,12 @@ def _write(opts: audit_args.Options, doc: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`threatlab audit ...` (argv without the word "audit"); 0 ok, 2 bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="threatlab")
+    ap = audit_args.OneLineParser(prog="threatlab")
     audit_args.add_parser(ap.add_subparsers(dest="cmd", required=True))
-    ns = ap.parse_args(["audit", *argv])
+    try:
+        ns = ap.parse_args(["audit", *argv])
+    except SystemExit as e:  # --help (0) or a usage error, already printed in one line (2)
+        return int(e.code or 0)
     try:
         opts = audit_args.options_from(ns, argv)
         doc = audit(opts)

@@ -15,10 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ..attacks import extraction as ex
 from ..oracle import BlackBox
 from ..protocols.extraction import mode_curves
+from ..runtime import progress_disabled
 
 __all__ = ["LEVEL", "MODES", "THREAT_MODEL", "run_extraction"]
 
@@ -42,8 +44,14 @@ def run_extraction(model: torch.nn.Module, pool: torch.Tensor, x_eval: torch.Ten
     eval_labels = ex.victim_labels(evaluator, x_eval)
     sub_kw = {"arch": "mlp", "arch_params": {"hidden": [substitute_hidden]}, "max_epochs": max_epochs,
               "patience": patience, "min_steps": min_steps, "num_classes": num_classes}
-    curves, oracles = mode_curves(model, pool, budgets, eval_x=x_eval, eval_labels=eval_labels, decimals=2,
-                                  seed=seed, sub_kw=sub_kw, modes=MODES, log_modes=())
+    curves, oracles = {}, {}
+    # One mode at a time for the progress bar; mode_curves seeds each mode afresh, so
+    # this is the same as one call with both modes.
+    for mode in tqdm(MODES, desc="audit extraction: APIs", disable=progress_disabled(), leave=False):
+        c, o = mode_curves(model, pool, budgets, eval_x=x_eval, eval_labels=eval_labels, decimals=2, seed=seed,
+                           sub_kw=sub_kw, modes=(mode,), log_modes=())
+        curves.update(c)
+        oracles.update(o)
     out: dict[str, Any] = {"threat_model": THREAT_MODEL, "level": LEVEL, "budgets": list(budgets),
                            "n_eval": int(x_eval.shape[0]), "substitute": f"MLP, hidden {substitute_hidden}",
                            "modes": {}}
