@@ -93,7 +93,8 @@ def test_prepare_uses_executed_chapters_and_shows_the_others_as_committed(tmp_pa
     (nbs / "tutorials").mkdir(parents=True)
     (docs / "chapters").mkdir(parents=True)
     for name in ("01_a.ipynb", "02_b.ipynb"):
-        nbformat.write(new_notebook(cells=[new_markdown_cell(f"# {name}"), new_code_cell("x = 1")]),
+        nbformat.write(new_notebook(cells=[new_markdown_cell(f"# {name}"),
+                                           new_code_cell("x = 1", metadata={"tags": ["parameters"]})]),
                        str(nbs / name))
     executed = new_notebook(cells=[new_markdown_cell("# 01"), new_code_cell(
         "x = 1", outputs=[new_output("stream", name="stdout", text="EXECUTED\n")])])
@@ -107,6 +108,7 @@ def test_prepare_uses_executed_chapters_and_shows_the_others_as_committed(tmp_pa
     assert "EXECUTED" in written[0].read_text()
     b = nbformat.read(str(written[1]), as_version=4)
     assert [c.source for c in b.cells[:2]] == ["# 02_b.ipynb", site.UNEXECUTED_NOTE]
+    assert b.cells[2].metadata["tags"] == ["parameters", site.FOLDED_TAG]       # folded, not removed
     nbformat.validate(b)
     assert not (docs / "_generated" / "chapters" / "07_old.ipynb").exists()
 

@@ -36,8 +36,9 @@ START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 #: GitHub renders it, and the docs site builds it into findings.html).
 PAGE = "docs/findings.md"
 
-#: A mark before each verdict, so the matrix reads at a glance.
-MARK = {F.SUPPORTED: "✅", F.NOT_SUPPORTED: "❌", F.INCONCLUSIVE: "❔", F.NOT_RUN: "·"}
+#: A mark before each verdict, so the matrix reads at a glance (text symbols, not emoji:
+#: they render in every common font, GitHub's and a headless browser's alike).
+MARK = {F.SUPPORTED: "✔", F.NOT_SUPPORTED: "✘", F.INCONCLUSIVE: "◐", F.NOT_RUN: "·"}
 
 
 def anchor(finding_id: str) -> str:
@@ -54,7 +55,7 @@ def verdicts(points: Sequence[dict[str, Any]], datasets: dict[str, str] | None =
 
 
 def verdict_text(status: str, k: int, n: int) -> str:
-    """One matrix cell: mark, verdict and k/N ('✅ supported 5/5'; 'not run' has no k/N)."""
+    """One matrix cell: mark, verdict and k/N ('✔ supported 5/5'; 'not run' has no k/N)."""
     return f"{MARK[status]} {status}" + (f" {k}/{n}" if n else "")
 
 

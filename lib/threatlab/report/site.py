@@ -168,6 +168,10 @@ def sanitize(nb: Any, *, root: str | os.PathLike = REPO) -> Any:
 #: Cell tags that hide plumbing from readers (Jupyter Book's names, honoured by myst-nb).
 HIDE_INPUT_TAG, HIDE_OUTPUT_TAG, HIDE_CELL_TAG = "remove-input", "remove-output", "remove-cell"
 
+#: Parameter cells (the notebook's and papermill's) are folded on the site: a reader
+#: opens them with one click instead of scrolling past them (myst-nb's `hide-input`).
+FOLD_TAGS, FOLDED_TAG = frozenset({"parameters", "injected-parameters"}), "hide-input"
+
 #: Chapters are named like the notebooks: two digits, an underscore, a name.
 _CHAPTER = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 
@@ -212,7 +216,8 @@ def prepare(docs_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike = N
     """The site's generated sources under ``<docs_dir>/_generated/`` (rewritten each build).
 
     chapters/: each family notebook's executed copy from ``<docs_dir>/chapters/``, or,
-    where none is there yet, the committed notebook with `UNEXECUTED_NOTE` on top;
+    where none is there yet, the committed notebook with `UNEXECUTED_NOTE` on top; its
+    parameter cells folded (`FOLD_TAGS`);
     tutorials/: the tutorials as committed. Returns the written notebooks.
     """
     import nbformat
@@ -225,14 +230,15 @@ def prepare(docs_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike = N
             shutil.rmtree(gen / sub)
     for src in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
         executed = docs_dir / "chapters" / src.name
-        if executed.is_file():
-            text = executed.read_text(encoding="utf-8")
-        else:
-            nb = nbformat.read(str(src), as_version=4)
+        nb = nbformat.read(str(executed if executed.is_file() else src), as_version=4)
+        if not executed.is_file():
             title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
             nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(UNEXECUTED_NOTE))
-            text = nbformat.writes(nb, version=4) + "\n"
-        written.append(atomic_write(gen / "chapters" / src.name, text))
+        for cell in nb.cells:
+            tags = cell.metadata.get("tags", [])
+            if FOLD_TAGS & set(tags) and HIDE_INPUT_TAG not in tags:
+                cell.metadata["tags"] = [*tags, FOLDED_TAG]
+        written.append(atomic_write(gen / "chapters" / src.name, nbformat.writes(nb, version=4) + "\n"))
     for src in sorted((notebooks_dir / "tutorials").glob("[0-9][0-9]_*.ipynb")):
         written.append(atomic_write(gen / "tutorials" / src.name, src.read_text(encoding="utf-8")))
     return written
