@@ -1,4 +1,5 @@
-# threatlab: `make figures` regenerates figures/ (and docs/), `make test` checks everything.
+# threatlab: `make figures` regenerates figures/ (and the docs' chapters), `make test` checks
+# everything, `make docs` builds the docs site.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -19,14 +20,15 @@ WORKERS  ?=
 SWEEP_ARGS = --profile $(PROFILE) --seeds $(SEEDS) --datasets $(DATASETS) \
 	$(if $(ONLY),--only $(ONLY)) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: setup data figures sweep test test-unit bench clean help
+.PHONY: setup data figures sweep test test-unit docs docs-deps bench clean help
 
 help:
 	@echo "make figures   set up, then sweep every notebook over SEEDS=$(SEEDS) x DATASETS=$(DATASETS) (PROFILE=$(PROFILE)),"
-	@echo "               regenerate figures/ (seed 0, MNIST), figures/sweep/ and the HTML pages in docs/"
+	@echo "               regenerate figures/ (seed 0, MNIST), figures/sweep/, the verdicts and docs/chapters/"
 	@echo "make sweep     the same; e.g. make sweep PROFILE=smoke SEEDS=0-1 ONLY=\"03 05\""
 	@echo "make test      set up, then unit tests, every notebook under the smoke profile, nbval on tutorials"
 	@echo "               (tutorials twice: this CPU's float kernels, then ATEN_CPU_CAPABILITY=default)"
+	@echo "make docs      the docs site into docs/_build/html (Sphinx + myst-nb; no notebook is executed)"
 	@echo "make bench     side-by-side timings (benchmarks/)"
 	@echo "make setup     create $(VENV), install the lock file (requirements.txt), provide the data sets"
 
@@ -48,7 +50,8 @@ data: $(STAMP)
 # The default sweep: the profile's notebooks over SEEDS x DATASETS on a local Dask
 # cluster (one single-threaded worker process per core); the first seed's MNIST files
 # land in figures/ as a single run writes them, the gathered table in figures/sweep/,
-# 05's findings are judged over all of it, and the executed notebooks become docs/.
+# 05's findings are judged over all of it (figures/findings.md, the README's verdict
+# matrix, docs/findings.md), and the executed notebooks become docs/chapters/.
 # `make figures SEEDS=0 DATASETS=mnist` is one run of each notebook (minutes).
 figures: setup
 	$(PY) -m threatlab sweep $(SWEEP_ARGS)
@@ -62,12 +65,26 @@ sweep: figures
 #   MKL_ENABLE_INSTRUCTIONS=SSE4_2 $(PY) -m pytest notebooks/tutorials $(NBVAL)
 #   ATEN_CPU_CAPABILITY=avx512 ...   (on a CPU that has AVX-512)
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/tutorials/sanitize.cfg -p no:cacheprovider
-test: setup
+# The docs packages too: tests/test_docs_site.py builds the site and checks its links.
+test: setup docs-deps
 	THREATLAB_NO_PROGRESS=1 $(PY) -m pytest tests notebooks/tutorials $(NBVAL)
 	THREATLAB_NO_PROGRESS=1 ATEN_CPU_CAPABILITY=default $(PY) -m pytest notebooks/tutorials $(NBVAL)
 
 test-unit: setup
 	$(PY) -m pytest tests -m "not notebooks"
+
+# The docs site: its own lock file (docs/requirements.txt, what Sphinx + myst-nb +
+# sphinx-book-theme add to requirements.txt) keeps `make setup` lean. The build reads the
+# committed sources only: offline, and no notebook is executed (docs/conf.py).
+DOCS_STAMP := $(VENV)/.threatlab-docs
+docs-deps: $(DOCS_STAMP)
+$(DOCS_STAMP): docs/requirements.txt $(STAMP)
+	$(PIP) -r docs/requirements.txt
+	touch $@
+
+docs: $(STAMP) docs-deps
+	$(PY) -m sphinx -b html -q -d docs/_build/doctrees docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 # BENCH_ARGS: e.g. --quick, --threads 1, --only "PGD-Linf,FGSM" (benchmarks/run.py --help)
 BENCH_ARGS ?=
@@ -78,4 +95,4 @@ bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache docs/_build docs/_generated

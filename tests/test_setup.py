@@ -21,17 +21,17 @@ from threatlab import data
 REPO = Path(__file__).resolve().parents[1]
 
 
-def lock() -> dict[str, str]:
-    """requirements.txt as {normalised name: version}; every line an exact pin."""
+def lock(path: str = "requirements.txt") -> dict[str, str]:
+    """A lock file as {normalised name: version}; every line an exact pin."""
     pins: dict[str, str] = {}
-    for line in (REPO / "requirements.txt").read_text().splitlines():
+    for line in (REPO / path).read_text().splitlines():
         s = line.split("#")[0].strip()
         if not s:
             continue
         m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", s)
-        assert m, f"requirements.txt: {s!r} is not an exact pin name==version"
+        assert m, f"{path}: {s!r} is not an exact pin name==version"
         name = canonicalize_name(m[1])
-        assert name not in pins, f"requirements.txt pins {name} twice"
+        assert name not in pins, f"{path} pins {name} twice"
         pins[name] = m[2]
     return pins
 
@@ -86,6 +86,24 @@ def test_lock_is_exactly_the_closure_of_pyproject_and_installed():
     assert wrong == {}, "installed versions differ from the lock: run `make setup`"
     assert "pandas" in pins and any(canonicalize_name(Requirement(r).name) == "pandas"
                                     for r in metadata.requires("seaborn") or [])
+
+
+def test_docs_lock_is_exactly_what_the_docs_extra_adds_to_the_lock():
+    """docs/requirements.txt (installed by `make docs` and `make test`) pins every package
+    the `docs` extra needs that requirements.txt does not, and nothing else."""
+    docs_pins, pins = lock("docs/requirements.txt"), lock()
+    assert not set(docs_pins) & set(pins), "pinned in both lock files"
+    assert {"sphinx", "myst-nb", "sphinx-book-theme"} <= set(docs_pins)
+    try:
+        metadata.distribution("sphinx")
+    except metadata.PackageNotFoundError:
+        pytest.skip("docs packages not installed: `make test` installs docs/requirements.txt (make docs-deps)")
+    needed = _closure(pyproject()["project"]["optional-dependencies"]["docs"])
+    assert sorted(needed - set(pins) - set(docs_pins)) == [], "required but not pinned"
+    assert sorted(set(docs_pins) - needed) == [], "pinned but nothing needs it"
+    wrong = {n: (v, metadata.version(n)) for n, v in docs_pins.items()
+             if Version(metadata.version(n)).public != Version(v).public}
+    assert wrong == {}, "installed versions differ from docs/requirements.txt: run `make docs-deps`"
 
 
 def test_pyproject_groups_and_ranges():
@@ -149,7 +167,11 @@ def test_makefile_setup_installs_the_lock_then_provides_the_data():
     assert "$(PIP) --no-deps --no-build-isolation -e ." in mk
     assert re.search(r"^setup: \$\(STAMP\) data$", mk, re.M)
     assert re.search(r"^data: \$\(STAMP\)\n\t\$\(PY\) -m threatlab\.data provision$", mk, re.M)
-    assert re.search(r"^test: setup$", mk, re.M) and re.search(r"^figures: setup$", mk, re.M)
+    assert re.search(r"^test: setup docs-deps$", mk, re.M) and re.search(r"^figures: setup$", mk, re.M)
+    # The docs site: its own lock file, then Sphinx on the committed sources.
+    assert re.search(r"^\$\(DOCS_STAMP\): docs/requirements\.txt \$\(STAMP\)\n\t\$\(PIP\) -r docs/requirements\.txt$",
+                     mk, re.M)
+    assert re.search(r"^docs: \$\(STAMP\) docs-deps\n\t\$\(PY\) -m sphinx -b html .*docs docs/_build/html$", mk, re.M)
     # The tutorials' checked outputs under this CPU's float kernels and the portable ones.
     assert re.search(r"^\tTHREATLAB_NO_PROGRESS=1 \$\(PY\) -m pytest tests notebooks/tutorials \$\(NBVAL\)$", mk, re.M)
     assert re.search(r"^\tTHREATLAB_NO_PROGRESS=1 ATEN_CPU_CAPABILITY=default \$\(PY\) -m pytest notebooks/tutorials "
@@ -169,7 +191,7 @@ def test_ci_runs_the_readme_commands_and_installs_nothing():
     code = [c for c in code if c]
     for c in code:
         assert not re.search(r"\b(apt-get|apt|pip3?|conda|dpkg|uv)\b", c), c
-    assert "make test" in code and "make figures PROFILE=smoke SEEDS=0" in code
+    assert "make test" in code and "make figures PROFILE=smoke SEEDS=0" in code and "make docs" in code
     assert code.index("make test") < code.index("make figures PROFILE=smoke SEEDS=0")
     assert "set -euo pipefail" in code                                 # either failing fails CI
     readme = (REPO / "README.md").read_text()
@@ -232,14 +254,15 @@ def test_licence_and_citation():
     assert set(cff) <= allowed
 
 
-def test_readme_gallery_and_links_point_at_files():
-    readme = (REPO / "README.md").read_text()
-    thumbs = re.findall(r'<a href="(figures/[^"]+\.png)"><img src="(figures/[^"]+\.png)" width="\d+"', readme)
-    assert len(thumbs) >= 8 and all(a == b for a, b in thumbs)        # each thumbnail links its PNG
-    targets = set(re.findall(r"\]\(((?:figures|docs|notebooks|benchmarks|data)/[^)#]+|LICENSE|CITATION\.cff)\)", readme))
-    targets |= {a for a, _ in thumbs}
-    pages = {t for t in targets if t.startswith("docs/")}
-    assert {"docs/index.html"} | {f"docs/{p.stem}.html" for p in (REPO / "notebooks").glob("0[0-5]_*.ipynb")} <= pages
-    # docs/ is written by `make figures` (quick profile); until then only its links dangle.
-    present = targets if (REPO / "docs/index.html").exists() else targets - pages
-    assert [t for t in sorted(present) if not (REPO / t).exists()] == []
+def test_docs_pages_workflow_builds_with_make_docs_and_publishes_the_build():
+    """GitHub Pages gets the site `make docs` builds; the built site is never committed."""
+    wf = yaml.safe_load((REPO / ".github/workflows/pages.yml").read_text())
+    steps = [st.get("run", "") for job in wf["jobs"].values() for st in job.get("steps", [])]
+    assert any(r.strip() == "make docs" for r in steps)
+    uses = [st.get("uses", "") for job in wf["jobs"].values() for st in job.get("steps", [])]
+    assert any(u.startswith("actions/upload-pages-artifact@") for u in uses)
+    assert any(u.startswith("actions/deploy-pages@") for u in uses)
+    assert any(st.get("with", {}).get("path") == "docs/_build/html"
+               for job in wf["jobs"].values() for st in job.get("steps", []))
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert "docs/_build/" in ignored and "docs/_generated/" in ignored

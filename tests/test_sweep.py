@@ -304,16 +304,18 @@ def test_two_processes_writing_one_checkpoint_key_at_once(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_profile_naming_docs_gets_html_pages_of_the_published_notebooks(tmp_path, monkeypatch):
+def test_profile_naming_docs_gets_the_published_notebooks_as_chapters(tmp_path, monkeypatch):
     folder = tmp_path / "nbs"
     prof = write_toy(folder, profile_extra="docs: docs\n")
     monkeypatch.setattr(run, "NOTEBOOKS", folder)
     res = sweep.sweep(str(prof), seeds=[0], datasets=["mnist"], out=str(tmp_path / "o"), workers=0,
                       log=lambda m: None)
     assert not res.failures
-    # Contained in --out: <out>/docs, one page per published notebook and an index.
-    assert sorted(p.name for p in (tmp_path / "o" / "docs").iterdir()) == ["01_toy.html", "05_findings.html",
-                                                                          "index.html"]
+    # Contained in --out: <out>/docs, one sanitized executed notebook per published one.
+    chapters = sorted((tmp_path / "o" / "docs").iterdir())
+    assert [p.name for p in chapters] == ["01_toy.ipynb", "05_findings.ipynb"]
+    nb = json.loads(chapters[0].read_text())
+    assert "papermill" not in nb["metadata"] and any(c.get("outputs") for c in nb["cells"])
 
 
 def test_cost_hints_put_the_previous_sweeps_longest_notebook_first(toy, tmp_path):

@@ -60,7 +60,7 @@ PROFILE_KEYS = {
     "out": "a path (string)",
     "timeout_s": "a positive integer (seconds per notebook)",
     "gpu": "true/false, or a list of notebooks whose sweep points need a GPU worker",
-    "docs": "a path (string): where executed notebooks are exported as HTML after a sweep",
+    "docs": "a path (string): where a sweep exports the executed notebooks as the docs site's chapters",
 }
 DEFAULT_TIMEOUT_S = 1800
 

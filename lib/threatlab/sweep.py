@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import io as _io
 import itertools
 import json
@@ -846,7 +845,7 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
     those points' files into the publish folder as a single run writes them; run the
     `SWEEP_READERS` (05) once more there, over the gathered table (README rewritten only
     for the quick profile's own figures/); stage all of it and swap it into place; then
-    export HTML docs when the profile names a docs folder. A failing 05 run is added to
+    export the executed notebooks as docs chapters when the profile names a docs folder. A failing 05 run is added to
     `outcomes` (key "publish:<notebook>") and nothing is published."""
     folder = plan_.publish_dir
     rows = collect_rows(plan_.store, {p.digest for p in plan_.points})
@@ -910,22 +909,17 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
                 shutil.rmtree(staging, ignore_errors=True)
     log(f"[threatlab] sweep: {len(rows)} point results gathered into {folder / 'sweep' / POINTS_JSONL}")
     if ok and plan_.docs_dir is not None and executed:
-        export_docs(executed, plan_.docs_dir, log, figures_dir=folder, source_dir=plan_.cwd)
+        export_docs(executed, plan_.docs_dir, log)
     return folder / "sweep" / table.name
 
 
-def export_docs(executed: list[Path], docs_dir: Path, log: Callable[[str], None], *,
-                figures_dir: Path, source_dir: Path) -> bool:
-    """`threatlab.report.docs.export(executed, docs_dir, figures_dir=...)` when that
-    module exists (the published folder's findings and figures are what it links)."""
-    if importlib.util.find_spec("threatlab.report.docs") is None:
-        log(f"[threatlab] sweep: threatlab.report.docs is not part of this checkout; "
-            f"HTML export to {docs_dir} skipped")
-        return False
-    from .report import docs
+def export_docs(executed: list[Path], docs_dir: Path, log: Callable[[str], None]) -> bool:
+    """The published notebooks, executed and sanitized, as the docs site's chapters
+    (`threatlab.report.site.export_chapters`); `make docs` builds the site from them."""
+    from .report import site
 
-    docs.export(executed, docs_dir, figures_dir=figures_dir, source_dir=source_dir)
-    log(f"[threatlab] sweep: executed notebooks exported as HTML into {docs_dir}")
+    site.export_chapters(executed, docs_dir, root=R.REPO)
+    log(f"[threatlab] sweep: executed notebooks exported as docs chapters into {docs_dir}")
     return True
 
 

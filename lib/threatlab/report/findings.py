@@ -19,6 +19,7 @@ Re-judge a sweep from the command line:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from .verdicts import (CONFIDENCE, INCONCLUSIVE, MIN_SEEDS, NOT_RUN, NOT_SUPPORT
                        Aggregate, Check, Condition, ConditionSummary, Exact, Finding, Verdict, accuracy_check,
                        decide, flatten, identity_check, judged, num, power_check)
 
-__all__ = ["FINDINGS", "BY_ID", "get", "judge_all", "aggregate", "sweep_aggregates", "sweep_rows", "single_run_rows",
+__all__ = ["FINDINGS", "BY_ID", "SHORT", "get", "judge_all", "aggregate", "sweep_aggregates", "sweep_rows", "single_run_rows",
            "points_from_results", "load_points", "select_points", "seed_runs", "margin_rows", "verdict_figure",
            "fmt_interval", "fmt_numbers", "mean_interval", "rejudge_lines", "DATASETS", "STATUSES", "SUPPORTED",
            "NOT_SUPPORTED", "INCONCLUSIVE", "NOT_RUN", "MIN_SEEDS", "CONFIDENCE", "NOTEBOOK", "Verdict", "Finding",
@@ -42,12 +43,36 @@ __all__ = ["FINDINGS", "BY_ID", "get", "judge_all", "aggregate", "sweep_aggregat
 mean_interval = stats.t_interval
 
 
+#: Each claim in at most 10 words, for the README's verdict matrix and the docs site's
+#: headings; the full claim (`Finding.claim`) is what the judge tests.
+SHORT = {
+    "F01": "Equation solving copies linear models exactly, not hidden-layer ones",
+    "F02": "Probabilities need fewer queries than labels to copy a model",
+    "F03": "Chosen queries beat random ones from the attacker's pool",
+    "F04": "Adversarial examples made on a stolen copy transfer",
+    "F05": "Membership inference AUC rises with the train-test gap",
+    "F06": "Shadow models: optional on average, needed at low FPR",
+    "F07": "Inversion recovers class prototypes; labels alone recover less",
+    "F08": "Shared gradients leak inputs; batches and noise weaken it",
+    "F09": "Random label flips barely hurt; targeted flips do",
+    "F10": "A trigger on 1% of training data backdoors cheaply",
+    "F11": "Feature-collision poisons work only with last-layer retraining",
+    "F12": "Spectral signatures find poisons; retraining removes the backdoor",
+    "F13": "Robustness under one norm does not carry to another",
+    "F14": "Iteration buys success; optimisation finds the smallest L2",
+    "F15": "Black-box attacks pay in queries, label-only ones far more",
+    "F16": "Adversarial examples transfer across architectures; targeted ones less",
+    "F17": "Surviving transformations needs optimising over them (EOT)",
+    "F18": "Robustness costs accuracy; gradient masking is not robustness",
+}
+
+
 def _all_findings() -> tuple[Finding, ...]:
     out = extraction.FINDINGS + inversion.FINDINGS + poisoning.FINDINGS + adversarial.FINDINGS
     ids = [f.id for f in out]
-    if ids != [f"F{i:02d}" for i in range(1, 19)]:
-        raise RuntimeError(f"findings out of order or missing: {ids}")
-    return out
+    if ids != [f"F{i:02d}" for i in range(1, 19)] or sorted(SHORT) != ids:
+        raise RuntimeError(f"findings out of order or missing: {ids} (short claims: {sorted(SHORT)})")
+    return tuple(dataclasses.replace(f, short=SHORT[f.id]) for f in out)
 
 
 FINDINGS: tuple[Finding, ...] = _all_findings()

@@ -67,7 +67,7 @@ def parse_spec(spec: str) -> list[tuple[bool, list[str]]]:
     results document (list segments: an integer index, `max`, `min`, or `name=value`
     to pick the index where the list `name` found beside an enclosing key equals
     value); `verdict::<finding>::<number name>` reads the number the finding's judge
-    reports. `A / B` divides; a leading `1 - ` takes the complement of A.
+    reports. `A / B` divides; a leading `1 -` takes the complement of A.
     """
     spec = spec.strip()
     invert = spec.startswith("1 - ")

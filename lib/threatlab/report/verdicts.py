@@ -362,7 +362,8 @@ class Finding:
     judge_fn(evidence) -> Verdict for one run; evidence may carry "dataset" (added from
     the sweep point when the notebook did not record it). pooled(evidences) -> exact
     conditions recomputed on counts pooled over the usable runs. baselines: names in the
-    verdict's `numbers` that are the register's trivial baselines.
+    verdict's `numbers` that are the register's trivial baselines. short: the claim in
+    at most 10 words, for the README's verdict matrix (set by `report.findings`).
     """
 
     id: str
@@ -373,6 +374,7 @@ class Finding:
     judge_fn: Judge
     pooled: Pooled | None = None
     baselines: tuple[str, ...] = ()
+    short: str = ""
 
     @property
     def notebook(self) -> str:
