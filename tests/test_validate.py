@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from threatlab import attacks, models, validate
-from threatlab.defenses import dp_sgd
+from threatlab.defenses.dp_sgd import dp_sgd_train
 from threatlab.errors import ConfigError
 from threatlab.oracle import BlackBox
 from threatlab.protocols import evasion
@@ -92,7 +92,7 @@ def _train(net, x, y, value, p):
 
 def _dp(net, x, y, value, p):
     kw = {"lot_size": 2, "progress": False, p: value}
-    return dp_sgd.dp_sgd_train(models.build("mlp", in_shape=(1, 8, 8), seed=0), x, y, **kw)
+    return dp_sgd_train(models.build("mlp", in_shape=(1, 8, 8), seed=0), x, y, **kw)
 
 
 def _cached(net, x, y, value, p):

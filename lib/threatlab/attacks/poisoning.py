@@ -132,7 +132,8 @@ def _finish(x_new, y_new, y, idx, extra) -> PoisonedSet:
 
 
 @register("poisoning", "label_flip_random")
-def label_flip_random(x, y, *, rate, num_classes=None, generator=None) -> PoisonedSet:
+def label_flip_random(x: torch.Tensor, y: torch.Tensor, *, rate: float, num_classes: int | None = None,
+                      generator: torch.Generator | None = None) -> PoisonedSet:
     """Random label noise: relabel a fraction `rate` of all examples to a uniformly
     random *other* class.
 
@@ -167,7 +168,8 @@ def label_flip_random(x, y, *, rate, num_classes=None, generator=None) -> Poison
 
 
 @register("poisoning", "label_flip_targeted")
-def label_flip_targeted(x, y, *, rate, source, target, num_classes=None, generator=None) -> PoisonedSet:
+def label_flip_targeted(x: torch.Tensor, y: torch.Tensor, *, rate: float, source: int, target: int,
+                        num_classes: int | None = None, generator: torch.Generator | None = None) -> PoisonedSet:
     """Class-pair label flipping: relabel a fraction `rate` of class `source` as `target`.
 
     Targeted label flipping as in Biggio et al. (2012), arXiv 1206.6389, and the
@@ -266,8 +268,9 @@ def stamp_trigger(x: torch.Tensor, trigger: torch.Tensor, position=None) -> torc
 
 
 @register("poisoning", "badnets")
-def badnets(x, y, *, rate, target_class, source_class=None, trigger=None, position=None,
-            num_classes=None, generator=None) -> PoisonedSet:
+def badnets(x: torch.Tensor, y: torch.Tensor, *, rate: float, target_class: int, source_class: int | None = None,
+            trigger: torch.Tensor | None = None, position: tuple[int, int] | None = None,
+            num_classes: int | None = None, generator: torch.Generator | None = None) -> PoisonedSet:
     """BadNets: stamp a trigger on a fraction of the training set and relabel it.
 
     Gu, Dolan-Gavitt, Garg (2017), "BadNets: Identifying Vulnerabilities in the Machine
@@ -343,8 +346,9 @@ def backdoor_success(model, x, y, *, target_class, trigger, position=None, sourc
 
 
 @register("poisoning", "feature_collision")
-def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.01, beta=None,
-                      rel_tol=0.1, generator=None) -> CollisionResult:
+def feature_collision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor,
+                      eps: float = 1.0, steps: int = 1000, step_size: float | None = 0.01, beta: float | None = None,
+                      rel_tol: float = 0.1, generator: torch.Generator | None = None) -> CollisionResult:
     """Poison Frogs: clean-label poisons whose features collide with a target's.
 
     Shafahi, Huang, Najibi, Suciu, Studer, Dumitras, Goldstein (2018), "Poison Frogs!
