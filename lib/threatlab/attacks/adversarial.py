@@ -2,8 +2,10 @@
 
 Every kernel is `fn(model, x, y, *, <hyper-parameters>, targeted=False, target=None,
 generator=None) -> AttackResult`. `model` maps inputs in [0, 1] of shape [n, ...] to
-logits [n, classes] and is put in eval mode by the caller; kernels never touch its
-parameters or their `.grad`. Work is batched over the first dimension with fixed
+logits [n, classes]; the registry runs it in eval mode for the call and gives every
+submodule its own training flag back afterwards (`runtime.eval_mode`, also on an
+exception); kernels never touch its parameters or their `.grad`. ``batch_size=`` (every
+kernel here) caps the rows per model call without changing a bit of the result. Work is batched over the first dimension with fixed
 iteration counts: examples that are done are masked, not removed, so no Python loop
 runs over examples and nothing is read back to the host inside an iteration loop
 (DeepFool is the exception: one read per step, to drop rows that have flipped).
