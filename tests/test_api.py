@@ -63,6 +63,10 @@ class Net(nn.Module):
             raise RuntimeError("model failed on purpose")
         return self.head(self.body(x))
 
+    def features(self, x):  # feature collision's feature extractor, recorded the same way
+        self.rows.append(x.shape[0])
+        return self.body(x)
+
 
 def batch(seed: int = 0):
     x = torch.rand(N, *SHAPE, generator=gen(seed))
@@ -186,6 +190,7 @@ CHUNKED = [
     ("mi_loss", lambda m: BlackBox(m), {}),
     ("mi_label_only", lambda m: BlackBox(m, mode="label"), dict(noise_samples=3)),
     ("sign_noise", lambda m: BlackBox(m, mode="label"), dict(eps=0.2)),
+    ("feature_collision", lambda m: m, dict(target=torch.full((N, *SHAPE), 0.5), steps=5, eps=0.2)),
 ]
 
 

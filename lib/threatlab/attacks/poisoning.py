@@ -416,9 +416,18 @@ def feature_collision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     feat = model.features
     ball = LinfBall(eps)
     shape = (-1,) + (1,) * (x.dim() - 1)
+    # The caller's batch_size= (runtime.rows_per_call): features in row chunks, each
+    # chunk's backward on its own (the poisons are separate terms of the sum, so p.grad
+    # gets the same numbers); without one, one call as always.
+    rows = (runtime.row_slices(x.shape[0], x.device) if runtime.rows_requested() is not None
+            else [slice(0, x.shape[0])])
+
+    def features(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([feat(t[r]) for r in rows]) if len(rows) > 1 else feat(t)
+
     with torch.no_grad():
-        f_t = feat(target).detach()
-        d0 = flat_norm(feat(x) - f_t)
+        f_t = features(target).detach()
+        d0 = flat_norm(features(x) - f_t)
     if beta is None:
         beta = 0.25 * (f_t[0].numel() / max(1, x[0].numel())) ** 2
     p = x.clone().requires_grad_(True)
@@ -430,11 +439,15 @@ def feature_collision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     for _ in range(steps):
         if bool((done | diverged).all()):  # the one host read per step: stop once every poison stopped
             break
-        with torch.enable_grad():
-            dist2 = (feat(p) - f_t).pow(2).flatten(1).sum(1)
-            loss = (dist2 + beta * (p - x).pow(2).flatten(1).sum(1)).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+        opt.zero_grad(set_to_none=True)
+        parts = []
+        for r in rows:
+            with torch.enable_grad():
+                dist2 = (feat(p[r]) - f_t[r]).pow(2).flatten(1).sum(1)
+                loss = (dist2 + beta * (p[r] - x[r]).pow(2).flatten(1).sum(1)).sum()
+                loss.backward()
+            parts.append(dist2)
+        dist2 = torch.cat(parts) if len(parts) > 1 else parts[0]
         with torch.no_grad():
             # A poison whose distance or gradient went non-finite stops for good (its
             # best finite iterate is kept); the others are separate terms of the sum.
@@ -451,7 +464,7 @@ def feature_collision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
             # Collided poisons stay where they are (Adam's momentum would move them on).
             p.copy_(torch.where((done | diverged).view(shape), prev, ball.project(p, x)))
     with torch.no_grad():
-        d_last = flat_norm(feat(p) - f_t)
+        d_last = flat_norm(features(p) - f_t)
         better = (d_last < best_d) & ~done & ~diverged
         best = torch.where(better.view(shape), p, best)
         best_d = torch.where(better, d_last, best_d)
