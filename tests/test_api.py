@@ -92,6 +92,9 @@ def test_every_public_kernel_has_an_example_and_a_typed_signature():
             fn = mod.get(name)
             doc = inspect.getdoc(fn) or ""
             assert "Example" in doc and ">>> " in doc.split("Example", 1)[1], f"{name}: no Example block"
+            if mod is attacks and next(iter(inspect.signature(fn).parameters)) in ("model", "oracle"):
+                assert "runs in eval mode" in doc, f"{name}: docstring does not say so"
+                assert ("batch_size: at most" in doc) == fn.batched, name
             sig = inspect.signature(fn)
             first = next(iter(sig.parameters.values()))
             assert first.annotation is not inspect.Parameter.empty, f"{name}: first argument untyped"

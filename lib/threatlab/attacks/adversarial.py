@@ -882,10 +882,10 @@ apgd_ce.__doc__ = "APGD-CE: Auto-PGD ascending the cross-entropy." + _APGD_DOC +
     Example:
         >>> res = apgd_ce(model, x, y, eps=0.3, steps=100, generator=g)
         >>> res.success_rate
-"""
+""" + apgd_ce.__doc__  # the registry's note on eval mode and batch_size=
 apgd_dlr.__doc__ = ("APGD-DLR: Auto-PGD ascending the difference-of-logits ratio (`dlr_loss`), "
                     "which a rescaled or saturated softmax cannot flatten." + _APGD_DOC + """
     Example:
         >>> res = apgd_dlr(model, x, y, eps=0.3, steps=100, generator=g)
         >>> res.success_rate
-""")
+""") + apgd_dlr.__doc__

@@ -516,13 +516,13 @@ nes_linf.__doc__ = "NES-L-inf: PGD on an antithetic finite-difference gradient e
     Example:
         >>> res = nes_linf(BlackBox(model), x, y, eps=0.3, max_queries=10000, generator=g)
         >>> res.queries[res.success].median()
-"""
+""" + nes_linf.__doc__  # the registry's note on eval mode and batch_size=
 nes_l2.__doc__ = "NES-L2: PGD on an antithetic finite-difference gradient estimate." + _NES_DOC.format(
     ball="L2 ball of radius eps", step="normalized estimate", unit="L2", p="2") + """
     Example:
         >>> res = nes_l2(BlackBox(model), x, y, eps=3.0, max_queries=10000, generator=g)
         >>> res.success_rate
-"""
+""" + nes_l2.__doc__
 
 
 # -------------------------------------------------------------- decision-based start

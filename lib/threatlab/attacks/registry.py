@@ -86,6 +86,8 @@ def register(family: str, name: str, *, channels_last: bool = False
 
         if batched:
             checked.__signature__ = _with_batch_size(sig)  # type: ignore[attr-defined]
+        if first in ("model", "oracle"):  # help() of every kernel says what the wrapper adds
+            checked.__doc__ = (fn.__doc__ or "").rstrip() + "\n" + _EVAL_NOTE + (_BATCH_NOTE if batched else "")
         _REGISTRY[name] = (family, checked)
         checked.attack_name = name  # type: ignore[attr-defined]
         checked.family = family  # type: ignore[attr-defined]
@@ -94,6 +96,18 @@ def register(family: str, name: str, *, channels_last: bool = False
         return checked
 
     return deco
+
+
+_EVAL_NOTE = """
+    Model mode: the model (a BlackBox's model too) runs in eval mode for this call; every
+    submodule gets its own ``training`` flag back afterwards, also when the call raises.
+"""
+_BATCH_NOTE = """    batch_size: at most this many rows per model call (int > 0). None (default): 128 rows
+        on a CPU, the whole batch on an accelerator. Random draws are made for the whole
+        batch, so the result is the same bits as one batch wherever the model gives a row
+        the same bits whatever rows surround it (nn.Linear on a CPU BLAS may not for small
+        chunks); query counts are those of one batch.
+"""
 
 
 def _with_batch_size(sig: inspect.Signature) -> inspect.Signature:
