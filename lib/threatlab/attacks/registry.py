@@ -14,7 +14,7 @@ channels-last memory, the caller's model untouched, or, for a model that fails o
 computes otherwise under that layout (a ``.view`` flatten), the model as given
 (see `threatlab.attacks.layout`). Such kernels carry ``.channels_last = True``.
 
-Two more things every kernel gets here, in one place rather than in each kernel:
+Three more things every kernel gets here, in one place rather than in each kernel:
 
 - **Eval mode.** The model (a BlackBox's model too) runs in eval mode for the call, and
   afterwards every submodule gets back its own ``training`` flag, also when the kernel
