@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from threatlab import attacks, models
-from threatlab.defenses import adversarial_training as at
+from threatlab.defenses.adversarial_training import adversarial_train, cached_madry, eps_ramp
 from threatlab.errors import ConfigError
 
 
@@ -35,15 +35,15 @@ class Recorder(nn.Module):
 
 
 def test_eps_ramp_values():
-    assert [round(e, 12) for e in at.eps_ramp(0.3, 10, 0.3)] == [0.1, 0.2, 0.3] + [0.3] * 7
-    assert at.eps_ramp(0.3, 4, 0.0) == [0.3] * 4
+    assert [round(e, 12) for e in eps_ramp(0.3, 10, 0.3)] == [0.1, 0.2, 0.3] + [0.3] * 7
+    assert eps_ramp(0.3, 4, 0.0) == [0.3] * 4
     # the quick profile: 16 epochs x ceil(20000 / 64) steps, ramp over int(0.3 * 5008) = 1502
-    sched = at.eps_ramp(0.3, 16 * 313, 0.3)
+    sched = eps_ramp(0.3, 16 * 313, 0.3)
     assert len(sched) == 5008
     assert sched[0] == pytest.approx(0.3 / 1502) and sched[1500] < 0.3 and sched[1501] == 0.3 == sched[-1]
     assert all(b >= a for a, b in zip(sched, sched[1:]))
     with pytest.raises(ConfigError, match="warmup=1"):
-        at.eps_ramp(0.3, 10, 1)
+        eps_ramp(0.3, 10, 1)
 
 
 def test_pgd7_passes_random_start_and_ramp_per_step():
@@ -51,13 +51,13 @@ def test_pgd7_passes_random_start_and_ramp_per_step():
     x = 0.3 + 0.4 * torch.rand(n, 1, 8, 8, generator=gen(0))  # the box never binds
     y = torch.arange(n) % 10
     rec = Recorder(models.build("mlp", in_shape=(1, 8, 8), hidden=(32,), seed=0))
-    hist = at.adversarial_train(rec, x, y, eps=eps, steps=7, warmup=0.3, epochs=epochs, batch_size=n,
+    hist = adversarial_train(rec, x, y, eps=eps, steps=7, warmup=0.3, epochs=epochs, batch_size=n,
                                 seed=0, progress=False)
     # one optimiser step per epoch here: 7 attack passes + 1 training pass each
     assert len(rec.inputs) == 8 * epochs and rec.backward == 8 * epochs
     assert hist["forward_per_step"] == 8 and hist["backward_per_step"] == 8
     assert hist["optimizer_steps"] == epochs
-    sched = at.eps_ramp(eps, epochs, 0.3)  # eps / 3, 2 eps / 3, eps, ...
+    sched = eps_ramp(eps, epochs, 0.3)  # eps / 3, 2 eps / 3, eps, ...
     flat = x.flatten(1)
 
     def nearest(batch):  # L-inf distance of each row to its clean row (rows are far apart)
@@ -75,7 +75,7 @@ def test_fgsm_rs_still_counts_two_passes_per_step():
     x = torch.rand(64, 1, 8, 8, generator=gen(1))
     y = torch.arange(64) % 10
     m = models.build("mlp", in_shape=(1, 8, 8), hidden=(16,), seed=0)
-    hist = at.adversarial_train(m, x, y, eps=0.1, epochs=2, batch_size=32, method="fgsm_rs", progress=False)
+    hist = adversarial_train(m, x, y, eps=0.1, epochs=2, batch_size=32, method="fgsm_rs", progress=False)
     assert hist["forward_per_step"] == 2 and hist["backward_per_step"] == 2
 
 
@@ -83,8 +83,8 @@ def test_cached_madry_trains_once_and_reports_cost(tmp_path):
     x = torch.rand(64, 1, 8, 8, generator=gen(2))
     y = torch.arange(64) % 10
     kw = dict(eps=0.1, epochs=2, batch_size=32, cache_dir=tmp_path, progress=False)
-    m1, info1 = at.cached_madry("mlp", "toy", x, y, **kw)
-    m2, info2 = at.cached_madry("mlp", "toy", x, y, **kw)
+    m1, info1 = cached_madry("mlp", "toy", x, y, **kw)
+    m2, info2 = cached_madry("mlp", "toy", x, y, **kw)
     assert not info1["from_cache"] and info2["from_cache"]
     assert info1["cost"]["forward_per_step"] == 8 == info2["cost"]["forward_per_step"]
     assert info1["cost"]["optimizer_steps"] == 4
@@ -104,7 +104,7 @@ def test_pgd7_training_raises_robust_accuracy():
     std = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
     models.train(std, xtr, ytr, epochs=12, batch_size=64, lr=3e-3, seed=0, progress=False)
     rob = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
-    at.adversarial_train(rob, xtr, ytr, eps=eps, steps=7, warmup=0.3, epochs=12, batch_size=64, lr=3e-3,
+    adversarial_train(rob, xtr, ytr, eps=eps, steps=7, warmup=0.3, epochs=12, batch_size=64, lr=3e-3,
                          seed=0, progress=False)
 
     def robust(m):

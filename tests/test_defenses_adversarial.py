@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from threatlab import attacks, models
-from threatlab.defenses import adversarial_training, quantization
+from threatlab.defenses import quantization
+from threatlab.defenses.adversarial_training import _fgsm_rs_batch, adversarial_train
 from threatlab.errors import ConfigError
 
 
@@ -33,7 +34,7 @@ def test_adversarial_training_raises_robust_accuracy(data):
     std = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
     models.train(std, x, y, epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False)
     rob = models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0)
-    hist = adversarial_training.adversarial_train(rob, x, y, eps=eps, steps=5, epochs=15, batch_size=64,
+    hist = adversarial_train(rob, x, y, eps=eps, steps=5, epochs=15, batch_size=64,
                                              lr=3e-3, seed=0, progress=False)
     assert len(hist["loss"]) == 15
     r_std, r_rob = robust_acc(std, xt, yt, eps), robust_acc(rob, xt, yt, eps)
@@ -59,7 +60,7 @@ def test_fgsm_random_start_training_raises_robust_accuracy_at_one_attack_pass_pe
             return self.inner(inp)
 
     rob = Counted(models.build("mlp", in_shape=(1, 8, 8), hidden=(128,), seed=0))
-    hist = adversarial_training.adversarial_train(rob, x, y, eps=eps, epochs=15, batch_size=64, lr=3e-3,
+    hist = adversarial_train(rob, x, y, eps=eps, epochs=15, batch_size=64, lr=3e-3,
                                                   seed=0, method="fgsm_rs", progress=False)
     batches = 15 * ((len(y) + 63) // 64)
     # one attack forward + one training forward per batch (plus whatever models.train
@@ -76,7 +77,7 @@ def test_fgsm_rs_perturbation_stays_in_the_ball():
     m = models.build("mlp", in_shape=(1, 8, 8), seed=0).eval()
     xb = torch.rand(16, 1, 8, 8)
     yb = torch.randint(0, 10, (16,))
-    xa = adversarial_training._fgsm_rs_batch(m, xb, yb, 0.1, 0.125, torch.Generator().manual_seed(0))
+    xa = _fgsm_rs_batch(m, xb, yb, 0.1, 0.125, torch.Generator().manual_seed(0))
     assert float((xa - xb).abs().max()) <= 0.1 + 1e-6
     assert xa.min() >= 0 and xa.max() <= 1
     assert not torch.equal(xa, xb)
@@ -107,7 +108,7 @@ def test_quantization_masks_gradients_and_bpda_breaks_it(data):
 def test_bad_training_parameters(kwargs, message):
     m = models.build("mlp", in_shape=(1, 8, 8), seed=0)
     with pytest.raises(ConfigError) as err:
-        adversarial_training.adversarial_train(m, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), **kwargs)
+        adversarial_train(m, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), **kwargs)
     assert message in str(err.value)
     with pytest.raises(ConfigError, match="levels=1"):
         quantization.InputQuantization(m, levels=1)
@@ -117,7 +118,7 @@ def test_defenses_registry_mirrors_attacks():
     from threatlab import defenses
     assert defenses.names() == ["activation_clustering", "adversarial_training", "dp_sgd", "input_quantization",
                                 "neural_cleanse", "prada", "spectral_signatures"]
-    assert defenses.get("adversarial_training") is adversarial_training.adversarial_train
+    assert defenses.get("adversarial_training") is adversarial_train
     assert defenses.names("poisoning") == ["activation_clustering", "neural_cleanse", "spectral_signatures"]
     with pytest.raises(ConfigError, match="defense='nope'.*choose one of"):
         defenses.get("nope")

@@ -25,9 +25,9 @@ import torch
 
 from threatlab import defenses, models
 from threatlab.attacks import poisoning as P
-from threatlab.defenses import activation_clustering as AC
-from threatlab.defenses import neural_cleanse as NC
-from threatlab.defenses import spectral_signatures as SS
+from threatlab.defenses.activation_clustering import activation_clustering, kmeans2
+from threatlab.defenses.neural_cleanse import anomaly_index, neural_cleanse, trigger_neuron_filter
+from threatlab.defenses.spectral_signatures import detection_scores, removal_curve, representations, spectral_signatures
 from threatlab.errors import ConfigError
 
 
@@ -37,8 +37,8 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def test_registered():
     assert set(defenses.names("poisoning")) >= {"spectral_signatures", "activation_clustering", "neural_cleanse"}
-    assert defenses.get("activation_clustering") is AC.activation_clustering
-    assert defenses.get("neural_cleanse") is NC.neural_cleanse
+    assert defenses.get("activation_clustering") is activation_clustering
+    assert defenses.get("neural_cleanse") is neural_cleanse
 
 
 @pytest.fixture(scope="module")
@@ -110,26 +110,26 @@ def reference_clustering(feats: np.ndarray, labels: np.ndarray, nb_dims: int, an
 def test_spectral_signatures_match_reference_rule(planted):
     feats, labels, is_poison = planted
     frac = 1.5 * 20 / 100  # 1.5 x the poison share of the target class, as Tran et al.
-    ours = SS.spectral_signatures(feats, labels, remove_fraction=frac)
+    ours = spectral_signatures(feats, labels, remove_fraction=frac)
     expected = reference_spectral(feats.double().numpy(), labels.numpy(), frac)
     assert len(expected) == 90                       # 30 per class
     assert set(ours.flagged.nonzero().squeeze(1).tolist()) == expected
-    assert SS.detection_scores(ours.flagged, is_poison)[0] == 1.0
+    assert detection_scores(ours.flagged, is_poison)[0] == 1.0
 
 
 def test_spectral_removal_curve_matches_filter(planted):
     feats, labels, is_poison = planted
-    res = SS.spectral_signatures(feats, labels, remove_fraction=0.3)
+    res = spectral_signatures(feats, labels, remove_fraction=0.3)
     fr = [0.0, 0.1, 0.2, 0.3, 0.5]
-    curve = SS.removal_curve(res.scores, labels, is_poison, fr)
+    curve = removal_curve(res.scores, labels, is_poison, fr)
     assert curve["fraction"] == fr
     assert curve["removed"] == [0, 30, 60, 90, 150]
     # At 0.2 of each class (20 per class) the 20 poisons are exactly class 2's flags.
     assert curve["recall"][2] == 1.0 and curve["precision"][2] == pytest.approx(20 / 60)
     assert curve["recall"][0] == 0.0
     assert curve["recall"] == sorted(curve["recall"])
-    again = SS.spectral_signatures(feats, labels, remove_fraction=0.3)
-    assert curve["recall"][3] == SS.detection_scores(again.flagged, is_poison)[0]
+    again = spectral_signatures(feats, labels, remove_fraction=0.3)
+    assert curve["recall"][3] == detection_scores(again.flagged, is_poison)[0]
 
 
 # ------------------------------------------------------------- activation clustering
@@ -138,7 +138,7 @@ def test_spectral_removal_curve_matches_filter(planted):
 @pytest.mark.parametrize("analysis", ["relative_size", "smaller"])
 def test_activation_clustering_matches_reference(planted, analysis):
     feats, labels, is_poison = planted
-    ours = AC.activation_clustering(feats, labels, n_dims=10, analysis=analysis)
+    ours = activation_clustering(feats, labels, n_dims=10, analysis=analysis)
     expected = reference_clustering(feats.double().numpy(), labels.numpy(), 10, analysis)
     assert set(ours.flagged.nonzero().squeeze(1).tolist()) == expected
     assert [sorted(s) for s in ours.sizes.tolist()] == [[40, 60], [40, 60], [20, 80]]
@@ -156,10 +156,10 @@ def test_activation_clustering_matches_reference(planted, analysis):
 def test_kmeans2_separates_two_blobs_deterministically():
     g = gen(1)
     z = torch.cat([torch.randn(30, 3, generator=g), torch.randn(70, 3, generator=g) + 6.0])
-    a = AC.kmeans2(z)
+    a = kmeans2(z)
     assert sorted(torch.bincount(a).tolist()) == [30, 70]
     assert len(set(a[:30].tolist())) == 1 and len(set(a[30:].tolist())) == 1
-    assert torch.equal(a, AC.kmeans2(z))
+    assert torch.equal(a, kmeans2(z))
 
 
 def test_art_agrees_on_planted_case(planted):
@@ -182,13 +182,13 @@ def test_art_agrees_on_planted_case(planted):
     frac = 1.5 * 20 / 100
     ssd = SpectralSignatureDefense(Fixed(), x_ids, onehot, expected_pp_poison=20 / 100, eps_multiplier=1.5)
     _, clean = ssd.detect_poison()
-    ours = SS.spectral_signatures(feats, labels, remove_fraction=frac)
+    ours = spectral_signatures(feats, labels, remove_fraction=frac)
     assert set(np.nonzero(np.asarray(clean) == 0)[0].tolist()) == set(ours.flagged.nonzero().squeeze(1).tolist())
     # "smaller" only: ART 1.20.1's "relative-size" analysis raises under numpy 2 for a
     # class with no small cluster (`cluster_id in poison_clusters` on an empty array).
     ad = ActivationDefence(Fixed(), x_ids, onehot)
     _, clean = ad.detect_poison(nb_clusters=2, nb_dims=10, reduce="PCA", cluster_analysis="smaller")
-    ours = AC.activation_clustering(feats, labels, n_dims=10, analysis="smaller")
+    ours = activation_clustering(feats, labels, n_dims=10, analysis="smaller")
     assert set(np.nonzero(np.asarray(clean) == 0)[0].tolist()) == set(ours.flagged.nonzero().squeeze(1).tolist())
 
 
@@ -235,9 +235,9 @@ def test_backdoor_took_on_digits(backdoored_digits):
 
 def test_activation_clustering_finds_planted_poisons_on_digits(backdoored_digits):
     model, ps, *_ = backdoored_digits
-    reps = SS.representations(model, ps.x)
-    res = AC.activation_clustering(reps, ps.y, n_dims=10)
-    recall, precision = SS.detection_scores(res.flagged, ps.is_poison)
+    reps = representations(model, ps.x)
+    res = activation_clustering(reps, ps.y, n_dims=10)
+    recall, precision = detection_scores(res.flagged, ps.is_poison)
     assert bool(res.poisonous[0].any())         # the target label splits off a small cluster
     assert recall >= 0.9 and precision >= 0.5
 
@@ -261,8 +261,8 @@ def test_neural_cleanse_freezes_a_class_whose_loss_goes_non_finite():
 
     x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     kw = dict(num_classes=k, steps=40, batch_size=batch, window=10, success_threshold=0.5)
-    nc = NC.neural_cleanse(Flaky(), x, **kw)
-    ref = NC.neural_cleanse(healthy, x, **kw)
+    nc = neural_cleanse(Flaky(), x, **kw)
+    ref = neural_cleanse(healthy, x, **kw)
     assert nc.diverged.tolist() == [True, False, False] and not bool(ref.diverged.any())
     assert bool(torch.isfinite(nc.l1).all()) and bool(torch.isfinite(nc.anomaly_index).all())
     assert bool(torch.isfinite(nc.masks).all()) and not torch.equal(nc.masks[0], ref.masks[0])
@@ -272,51 +272,51 @@ def test_neural_cleanse_freezes_a_class_whose_loss_goes_non_finite():
 def test_neural_cleanse_flags_the_planted_target_class(backdoored_digits_all_to_one):
     model, ps, trig, x_cl, y_cl = backdoored_digits_all_to_one
     assert P.backdoor_success(model, x_cl, y_cl, target_class=0, trigger=trig) > 0.9
-    nc = NC.neural_cleanse(model, x_cl, num_classes=10, steps=300, batch_size=32)
+    nc = neural_cleanse(model, x_cl, num_classes=10, steps=300, batch_size=32)
     assert 0 in nc.flagged_classes
     assert int(nc.l1.argmin()) == 0                   # the smallest reversed trigger is the backdoor's
     assert float(nc.l1[0]) < 3 * trig.numel()         # about the planted 3x3 patch, not a whole digit
     assert float(nc.success[0]) >= 0.9
     assert nc.masks.shape == (10, 8, 8) and nc.patterns.shape == (10, 1, 8, 8)
     assert float(nc.masks.min()) >= 0 and float(nc.masks.max()) <= 1
-    filt = NC.trigger_neuron_filter(model, ps.x, ps.y, x_cl, y_cl, nc, target_classes=[0])
-    recall, precision = SS.detection_scores(filt.flagged, ps.is_poison)
+    filt = trigger_neuron_filter(model, ps.x, ps.y, x_cl, y_cl, nc, target_classes=[0])
+    recall, precision = detection_scores(filt.flagged, ps.is_poison)
     # Calibrated to flag 5 % of clean class-0 images: most of what it flags are poisons,
     # and it finds far more than 5 % of them (the top 1 % of 128 neurons is 2 neurons).
     assert precision >= 0.5 and recall >= 0.3
     assert bool((ps.y[filt.flagged] == 0).all())       # only the flagged label's examples
-    none = NC.trigger_neuron_filter(model, ps.x, ps.y, x_cl, y_cl, nc, target_classes=[])
+    none = trigger_neuron_filter(model, ps.x, ps.y, x_cl, y_cl, nc, target_classes=[])
     assert not bool(none.flagged.any())
 
 
 def test_anomaly_index_is_mad_scaled():
     l1 = torch.tensor([10.0, 50, 52, 48, 51, 49, 50, 53, 47, 50])
-    idx = NC.anomaly_index(l1)
+    idx = anomaly_index(l1)
     med = 50.0
     mad = 1.4826 * float(np.median(np.abs(l1.numpy() - med)))
     assert float(idx[0]) == pytest.approx(40 / mad, rel=1e-4)
     assert float(idx[1]) == pytest.approx(0.0)
-    assert NC.anomaly_index(torch.full((5,), 3.0)).tolist() == [0.0] * 5
+    assert anomaly_index(torch.full((5,), 3.0)).tolist() == [0.0] * 5
 
 
 # ------------------------------------------------------------- bad parameters
 
 
 @pytest.mark.parametrize("call, needle", [
-    (lambda f, y: AC.activation_clustering(f, y, n_dims=0), "n_dims=0"),
-    (lambda f, y: AC.activation_clustering(f, y, reduce="tsne"), "reduce='tsne'"),
-    (lambda f, y: AC.activation_clustering(f, y, analysis="distance"), "analysis='distance'"),
-    (lambda f, y: AC.activation_clustering(f, y, size_threshold=0.7), "size_threshold=0.7"),
-    (lambda f, y: AC.activation_clustering(f, y, size_threshold=float("nan")), "size_threshold=nan"),
-    (lambda f, y: AC.activation_clustering(f.clone().fill_(float("inf")), y), "finite"),
-    (lambda f, y: AC.activation_clustering(f[:, 0], y), "features"),
-    (lambda f, y: AC.activation_clustering(f, y.float()), "labels"),
-    (lambda f, y: NC.neural_cleanse(None, torch.rand(4, 1, 8, 8), num_classes=1), "num_classes=1"),
-    (lambda f, y: NC.neural_cleanse(None, torch.rand(4, 1, 8, 8), num_classes=3, steps=0), "steps=0"),
-    (lambda f, y: NC.neural_cleanse(None, torch.rand(4, 1, 8, 8), num_classes=3, lr=float("inf")), "lr=inf"),
-    (lambda f, y: NC.neural_cleanse(None, torch.rand(4, 1, 8, 8) * 2, num_classes=3), r"\[0, 1\]"),
-    (lambda f, y: NC.neural_cleanse(None, torch.rand(4, 64), num_classes=3), "x must be"),
-    (lambda f, y: SS.removal_curve(f[:, 0], y, y == 0, [1.5]), "fractions"),
+    (lambda f, y: activation_clustering(f, y, n_dims=0), "n_dims=0"),
+    (lambda f, y: activation_clustering(f, y, reduce="tsne"), "reduce='tsne'"),
+    (lambda f, y: activation_clustering(f, y, analysis="distance"), "analysis='distance'"),
+    (lambda f, y: activation_clustering(f, y, size_threshold=0.7), "size_threshold=0.7"),
+    (lambda f, y: activation_clustering(f, y, size_threshold=float("nan")), "size_threshold=nan"),
+    (lambda f, y: activation_clustering(f.clone().fill_(float("inf")), y), "finite"),
+    (lambda f, y: activation_clustering(f[:, 0], y), "features"),
+    (lambda f, y: activation_clustering(f, y.float()), "labels"),
+    (lambda f, y: neural_cleanse(None, torch.rand(4, 1, 8, 8), num_classes=1), "num_classes=1"),
+    (lambda f, y: neural_cleanse(None, torch.rand(4, 1, 8, 8), num_classes=3, steps=0), "steps=0"),
+    (lambda f, y: neural_cleanse(None, torch.rand(4, 1, 8, 8), num_classes=3, lr=float("inf")), "lr=inf"),
+    (lambda f, y: neural_cleanse(None, torch.rand(4, 1, 8, 8) * 2, num_classes=3), r"\[0, 1\]"),
+    (lambda f, y: neural_cleanse(None, torch.rand(4, 64), num_classes=3), "x must be"),
+    (lambda f, y: removal_curve(f[:, 0], y, y == 0, [1.5]), "fractions"),
 ])
 def test_bad_parameters_raise(planted, call, needle):
     feats, labels, _ = planted

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from threatlab import ensemble, gradients, models
-from threatlab.defenses import dp_sgd
+from threatlab.defenses.dp_sgd import ORDERS, dp_epsilon, dp_sgd_train, rdp_sampled_gaussian
 from threatlab.errors import ConfigError
 
 
@@ -88,42 +88,42 @@ def test_clip_and_noise():
 
 def test_rdp_closed_form_without_subsampling():
     # q = 1: the Gaussian mechanism, RDP(alpha) = alpha / (2 sigma^2) per step.
-    rdp = dp_sgd.rdp_sampled_gaussian(1.0, 2.0, 3, orders=[2, 5, 10])
+    rdp = rdp_sampled_gaussian(1.0, 2.0, 3, orders=[2, 5, 10])
     assert rdp.tolist() == pytest.approx([3 * a / 8 for a in (2, 5, 10)])
     # The exact binomial sum at q < 1 matches a direct evaluation for alpha = 2:
     # A_2 = (1-q)^2 + 2q(1-q) + q^2 e^{1/sigma^2}.
     q, s = 0.1, 1.5
     a2 = (1 - q) ** 2 + 2 * q * (1 - q) + q * q * math.exp(1 / s**2)
-    assert dp_sgd.rdp_sampled_gaussian(q, s, 1, orders=[2])[0] == pytest.approx(math.log(a2))
+    assert rdp_sampled_gaussian(q, s, 1, orders=[2])[0] == pytest.approx(math.log(a2))
 
 
 def test_epsilon_behaves():
-    e1, _ = dp_sgd.dp_epsilon(0.01, 1.1, 1000, 1e-5)
-    assert dp_sgd.dp_epsilon(0.01, 1.1, 4000, 1e-5)[0] > e1               # more steps, more eps
-    assert dp_sgd.dp_epsilon(0.01, 2.0, 1000, 1e-5)[0] < e1               # more noise, less
-    assert dp_sgd.dp_epsilon(0.02, 1.1, 1000, 1e-5)[0] > e1               # more sampling, more
+    e1, _ = dp_epsilon(0.01, 1.1, 1000, 1e-5)
+    assert dp_epsilon(0.01, 1.1, 4000, 1e-5)[0] > e1               # more steps, more eps
+    assert dp_epsilon(0.01, 2.0, 1000, 1e-5)[0] < e1               # more noise, less
+    assert dp_epsilon(0.02, 1.1, 1000, 1e-5)[0] > e1               # more sampling, more
     # Abadi et al.'s MNIST example (q = 256/60000, sigma = 1.1, 60 epochs, delta = 1e-5)
     # is ~3.0 with the classic conversion eps = rdp + log(1/delta)/(alpha-1); the
     # conversion of Balle et al. 2020 used here is tighter, so a little below that.
-    eps, _ = dp_sgd.dp_epsilon(256 / 60000, 1.1, 60 * 60000 // 256, 1e-5)
+    eps, _ = dp_epsilon(256 / 60000, 1.1, 60 * 60000 // 256, 1e-5)
     assert 2.3 < eps < 3.1
 
 
 def test_dp_sgd_trains_and_reports_epsilon():
     x, y = _pool(300)
     net = models.build("mlp", in_shape=(1, 8, 8), hidden=(32,), seed=0)
-    hist = dp_sgd.dp_sgd_train(net, x, y, epochs=8, lot_size=50, lr=0.5, clip=1.0, noise_multiplier=0.8,
+    hist = dp_sgd_train(net, x, y, epochs=8, lot_size=50, lr=0.5, clip=1.0, noise_multiplier=0.8,
                                  delta=1e-4, seed=0, progress=False)
     assert models.accuracy(net, x, y) > 0.5
     assert math.isfinite(hist["epsilon"]) and hist["epsilon"] > 0 and hist["steps"] == 48
     net2 = models.build("mlp", in_shape=(1, 8, 8), hidden=(32,), seed=0)
-    hist2 = dp_sgd.dp_sgd_train(net2, x, y, epochs=8, lot_size=50, lr=0.5, clip=1.0, noise_multiplier=0.8,
+    hist2 = dp_sgd_train(net2, x, y, epochs=8, lot_size=50, lr=0.5, clip=1.0, noise_multiplier=0.8,
                                   delta=1e-4, seed=0, progress=False)
     assert hist2["loss"] == hist["loss"]                                   # seeded: reproducible
     with pytest.raises(ConfigError, match="lot_size=500"):
-        dp_sgd.dp_sgd_train(net, x, y, lot_size=500)
+        dp_sgd_train(net, x, y, lot_size=500)
     with pytest.raises(ConfigError, match="delta=1"):
-        dp_sgd.dp_sgd_train(net, x, y, delta=1)
+        dp_sgd_train(net, x, y, delta=1)
 
 
 # Opacus (1.6.0, the notebooks' dependency group) is the accountant users trust; these
@@ -144,11 +144,11 @@ def test_rdp_epsilon_pinned_to_opacus(q, sigma, steps, delta):
 
     # Same integer orders: the same binomial expansion and the same conversion, so the
     # two must agree to rounding.
-    orders = list(dp_sgd.ORDERS)
+    orders = list(ORDERS)
     theirs_rdp = opacus_rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=orders)
-    np.testing.assert_allclose(dp_sgd.rdp_sampled_gaussian(q, sigma, steps), theirs_rdp, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(rdp_sampled_gaussian(q, sigma, steps), theirs_rdp, rtol=1e-9, atol=1e-12)
     theirs_eps, theirs_order = opacus_rdp.get_privacy_spent(orders=orders, rdp=theirs_rdp, delta=delta)
-    ours_eps, ours_order = dp_sgd.dp_epsilon(q, sigma, steps, delta)
+    ours_eps, ours_order = dp_epsilon(q, sigma, steps, delta)
     assert ours_eps == pytest.approx(theirs_eps, rel=1e-9) and ours_order == theirs_order
     # Opacus' default accountant also tries fractional orders (1.1 ... 63): ours, on
     # integers only, is at most slightly larger (conservative).

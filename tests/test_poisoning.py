@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from threatlab import attacks, models
-from threatlab.defenses import spectral_signatures as spectral
+from threatlab.defenses.spectral_signatures import detection_scores, spectral_signatures
 from threatlab.protocols import poisoning as poisoning_protocol
 from threatlab.attacks import poisoning as P
 from threatlab.errors import ConfigError
@@ -244,15 +244,15 @@ def test_spectral_signatures_flag_planted_outliers():
     feats[poison] += 12.0 * direction
     is_poison = torch.zeros(n, dtype=torch.bool)
     is_poison[poison] = True
-    res = spectral.spectral_signatures(feats, labels, remove_fraction=1.5 * 20 / 100)
-    recall, precision = spectral.detection_scores(res.flagged, is_poison)
+    res = spectral_signatures(feats, labels, remove_fraction=1.5 * 20 / 100)
+    recall, precision = detection_scores(res.flagged, is_poison)
     assert recall == 1.0
     assert res.removed_per_class.tolist() == [30, 30, 30, 30]
     assert precision == pytest.approx(20 / 120)
     # Within the poisoned class the poisons hold the 20 highest scores.
     s1 = res.scores[labels == 1]
     assert set(s1.topk(20).indices.tolist()) == set(range(20))
-    none = spectral.spectral_signatures(feats, labels, remove_fraction=0.0)
+    none = spectral_signatures(feats, labels, remove_fraction=0.0)
     assert not bool(none.flagged.any())
 
 
@@ -287,7 +287,7 @@ def test_spectral_signatures_flag_planted_outliers():
                                       target=x, beta=float("nan")), "beta=nan"),
     (lambda x, y: P.feature_collision(models.build("mlp", in_shape=(1, 10, 12), num_classes=5, seed=0),
                                       x.clone().fill_(float("nan")), y, target=x), "finite"),
-    (lambda x, y: spectral.spectral_signatures(torch.zeros(200, 4), y, remove_fraction=1.2),
+    (lambda x, y: spectral_signatures(torch.zeros(200, 4), y, remove_fraction=1.2),
      "remove_fraction=1.2"),
 ])
 def test_bad_parameters_raise_before_compute(data, call, needle, monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from threatlab import attacks, models, validate
-from threatlab.defenses import dp_sgd
+from threatlab.defenses.dp_sgd import dp_sgd_train
 from threatlab.errors import ConfigError
 from threatlab.oracle import BlackBox
 from threatlab.protocols import evasion
@@ -92,7 +92,7 @@ def _train(net, x, y, value, p):
 
 def _dp(net, x, y, value, p):
     kw = {"lot_size": 2, "progress": False, p: value}
-    return dp_sgd.dp_sgd_train(models.build("mlp", in_shape=(1, 8, 8), seed=0), x, y, **kw)
+    return dp_sgd_train(models.build("mlp", in_shape=(1, 8, 8), seed=0), x, y, **kw)
 
 
 def _cached(net, x, y, value, p):
@@ -188,7 +188,7 @@ def test_labels_and_model_input_messages(net):
         validate.labels("y", torch.tensor([0, 10]), 2, num_classes=10)
     with pytest.raises(ConfigError, match=r"allowed: >= 0"):
         validate.labels("y", torch.tensor([-1, 3]), 2)
-    with pytest.raises(ConfigError, match=r"integer \(Long\) tensor of shape \(2,\)"):
+    with pytest.raises(ConfigError, match=r"must be an integer tensor \(any integer dtype; not bool or floating\) of shape \(2,\)"):
         validate.labels("y", torch.tensor([0.0, 1.0]), 2)
     with pytest.raises(ConfigError, match=r"x has shape \(2, 64\); the model expects \[n, 1, 8, 8\]"):
         validate.model_input(net, torch.rand(2, 64))
@@ -227,7 +227,7 @@ def _bad_batches(x, y):
         "float64": ((x.double(), y), "dtype torch.float64"),
         "label>=classes": ((x, torch.tensor([0, 1, 2, 10])), r"class ids 0..10; allowed: 0..9"),
         "label<0": ((x, torch.tensor([0, -1, 2, 3])), r"class ids -1..3"),
-        "float-labels": ((x, y.float()), r"integer \(Long\) tensor"),
+        "float-labels": ((x, y.float()), r"y must be an integer tensor \(any integer dtype; not bool or floating\)"),
         "empty": ((x[:0], y[:0]), "0 rows"),
     }
 

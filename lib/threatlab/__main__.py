@@ -1,3 +1,5 @@
+"""`python -m threatlab ...`; the `threatlab` console script ([project.scripts]) calls
+`main` from here too (`threatlab --version`, run, sweep: see `threatlab.run.main`)."""
 import sys
 
 from .run import main as _run_main

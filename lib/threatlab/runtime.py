@@ -1,9 +1,13 @@
-"""Seeds, devices and progress bars: the set-up every notebook does first."""
+"""Seeds, devices and progress bars: the set-up every notebook does first; and how a
+kernel call runs on a model (rows per model call, eval mode)."""
 from __future__ import annotations
 
+import contextvars
 import os
 import platform
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -85,10 +89,56 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+#: The caller's ``batch_size=`` of the kernel call in progress (None: the default above).
+_ROWS_PER_CALL: contextvars.ContextVar[int | None] = contextvars.ContextVar("threatlab_rows_per_call",
+                                                                          default=None)
+
+
+@contextmanager
+def rows_per_call(batch_size: int | None) -> Iterator[None]:
+    """Inside the block `row_chunk` is `batch_size` (None: the device's default). The
+    registry enters it for a kernel's ``batch_size=``: every row-chunked model call of
+    the kernel (attacks/chunks.py, PGD's and APGD's iterations, `BlackBox` queries)
+    then sends at most `batch_size` rows through the model at once."""
+    token = _ROWS_PER_CALL.set(batch_size)
+    try:
+        yield
+    finally:
+        _ROWS_PER_CALL.reset(token)
+
+
+def rows_requested() -> int | None:
+    """The ``batch_size=`` of the kernel call in progress, None when none was given."""
+    return _ROWS_PER_CALL.get()
+
+
 def row_chunk(device: torch.device | str) -> int | None:
-    """Rows per model call on `device`: CPU_ROW_CHUNK on a CPU; None (the whole batch)
-    on an accelerator, where large batches are what keeps it busy."""
+    """Rows per model call on `device`: the ``batch_size=`` of the kernel call in
+    progress (`rows_per_call`) when one was given; else CPU_ROW_CHUNK on a CPU and None
+    (the whole batch) on an accelerator, where large batches are what keeps it busy."""
+    override = _ROWS_PER_CALL.get()
+    if override is not None:
+        return override
     return CPU_ROW_CHUNK if torch.device(device).type == "cpu" else None
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module | None) -> Iterator[None]:
+    """Run the block with every submodule of `model` in eval mode; afterwards (also when
+    the block raises) each submodule gets back its own ``training`` flag, so a model
+    whose parts were in different modes comes back exactly as it was. Attacks are
+    evaluations of the deployed model: dropout would make every gradient and answer
+    random and batch norm would use (and update) batch statistics. ART and torchattacks
+    switch to eval mode too. `model` None (data-only kernels): nothing to do."""
+    modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
+    flags = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.training = False
+        yield
+    finally:
+        for m, flag in zip(modules, flags):
+            m.training = flag
 
 
 def row_slices(n: int, device: torch.device | str) -> list[slice]:

@@ -203,7 +203,8 @@ def labels(name: str, t: Any, n: int, *, num_classes: int | None = None) -> Any:
     (only >= 0 when `num_classes` is None)."""
     if not torch.is_tensor(t) or t.shape != (n,) or t.is_floating_point() or t.is_complex() \
             or t.dtype == torch.bool:
-        raise ConfigError(f"{name} must be an integer (Long) tensor of shape ({n},); got {_tensor_desc(t)}")
+        raise ConfigError(f"{name} must be an integer tensor (any integer dtype; not bool or floating) "
+                          f"of shape ({n},); got {_tensor_desc(t)}")
     if t.numel():
         lo, hi = torch.stack([t.min(), t.max()]).tolist()
         if lo < 0 or (num_classes is not None and hi >= num_classes):

@@ -2,8 +2,10 @@
 
 Every kernel is `fn(model, x, y, *, <hyper-parameters>, targeted=False, target=None,
 generator=None) -> AttackResult`. `model` maps inputs in [0, 1] of shape [n, ...] to
-logits [n, classes] and is put in eval mode by the caller; kernels never touch its
-parameters or their `.grad`. Work is batched over the first dimension with fixed
+logits [n, classes]; the registry runs it in eval mode for the call and gives every
+submodule its own training flag back afterwards (`runtime.eval_mode`, also on an
+exception); kernels never touch its parameters or their `.grad`. ``batch_size=`` (every
+kernel here) caps the rows per model call without changing a bit of the result. Work is batched over the first dimension with fixed
 iteration counts: examples that are done are masked, not removed, so no Python loop
 runs over examples and nothing is read back to the host inside an iteration loop
 (DeepFool is the exception: one read per step, to drop rows that have flipped).
@@ -138,8 +140,9 @@ def _pgd(model, x, y, ball, *, steps, step_size, random_start, targeted, target,
 
 @register("adversarial", "fgsm", channels_last=True)
 @in_row_chunks
-def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None,
-         evaluate=True) -> AttackResult:
+def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, targeted: bool = False,
+         target: torch.Tensor | None = None, generator: torch.Generator | None = None,
+         evaluate: bool = True) -> AttackResult:
     """Fast gradient sign method: one L-inf step of size eps along sign(grad loss).
 
     Goodfellow, Shlens, Szegedy (2015), "Explaining and Harnessing Adversarial
@@ -168,8 +171,9 @@ def fgsm(model, x, y, *, eps, targeted=False, target=None, generator=None,
 
 
 @register("adversarial", "bim", channels_last=True)
-def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=None,
-        generator=None, evaluate=True) -> AttackResult:
+def bim(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 40,
+        step_size: float | None = None, targeted: bool = False, target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None, evaluate: bool = True) -> AttackResult:
     """Basic iterative method: FGSM repeated with small steps, projected to the L-inf ball.
 
     Kurakin, Goodfellow, Bengio (2016), "Adversarial Examples in the Physical World",
@@ -205,9 +209,10 @@ def bim(model, x, y, *, eps, steps=40, step_size=None, targeted=False, target=No
 
 
 @register("adversarial", "pgd_linf", channels_last=True)
-def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True, loss="ce",
-             confidence=0.0, targeted=False, target=None, generator=None,
-             evaluate=True) -> AttackResult:
+def pgd_linf(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 40,
+             step_size: float | None = None, random_start: bool = True, loss: str = "ce", confidence: float = 0.0,
+             targeted: bool = False, target: torch.Tensor | None = None, generator: torch.Generator | None = None,
+             evaluate: bool = True) -> AttackResult:
     """Projected gradient descent in the L-inf ball, from a random start.
 
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018), "Towards Deep Learning Models
@@ -247,9 +252,10 @@ def pgd_linf(model, x, y, *, eps, steps=40, step_size=None, random_start=True, l
 
 
 @register("adversarial", "pgd_l2", channels_last=True)
-def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True, loss="ce",
-           confidence=0.0, targeted=False, target=None, generator=None,
-           evaluate=True) -> AttackResult:
+def pgd_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 40,
+           step_size: float | None = None, random_start: bool = True, loss: str = "ce", confidence: float = 0.0,
+           targeted: bool = False, target: torch.Tensor | None = None, generator: torch.Generator | None = None,
+           evaluate: bool = True) -> AttackResult:
     """Projected gradient descent in the L2 ball (normalized-gradient steps).
 
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018), "Towards Deep Learning Models
@@ -293,8 +299,9 @@ def pgd_l2(model, x, y, *, eps, steps=40, step_size=None, random_start=True, los
 
 @register("adversarial", "cw_l2", channels_last=True)
 @in_row_chunks
-def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_steps=9,
-          initial_const=1e-3, targeted=False, target=None, generator=None) -> AttackResult:
+def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 100, lr: float = 0.01,
+          confidence: float = 0.0, binary_search_steps: int = 9, initial_const: float = 1e-3, targeted: bool = False,
+          target: torch.Tensor | None = None, generator: torch.Generator | None = None) -> AttackResult:
     """Carlini-Wagner L2: minimize ||delta||^2 + c * margin loss, c found by binary search.
 
     Carlini, Wagner (2017), "Towards Evaluating the Robustness of Neural Networks",
@@ -414,8 +421,9 @@ def cw_l2(model, x, y, *, steps=100, lr=0.01, confidence=0.0, binary_search_step
 
 @register("adversarial", "deepfool", channels_last=True)
 @in_row_chunks
-def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targeted=False,
-             target=None, generator=None) -> AttackResult:
+def deepfool(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 50, overshoot: float = 0.02,
+             num_classes: int | None = None, targeted: bool = False, target: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> AttackResult:
     """DeepFool: walk to the nearest linearized class boundary, repeat until it flips.
 
     Moosavi-Dezfooli, Fawzi, Frossard (2016), "DeepFool: a simple and accurate method
@@ -515,8 +523,9 @@ def deepfool(model, x, y, *, steps=50, overshoot=0.02, num_classes=None, targete
 
 @register("adversarial", "jsma", channels_last=True)
 @in_row_chunks
-def jsma(model, x, y, *, theta=1.0, gamma=0.1, targeted=False, target=None,
-         generator=None) -> AttackResult:
+def jsma(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, theta: float = 1.0, gamma: float = 0.1,
+         targeted: bool = False, target: torch.Tensor | None = None,
+         generator: torch.Generator | None = None) -> AttackResult:
     """Jacobian-based saliency map attack: change the most salient pixel pairs (L0).
 
     Papernot, McDaniel, Jha, Fredrikson, Celik, Swami (2016), "The Limitations of Deep
@@ -615,8 +624,9 @@ def _linf(t: torch.Tensor) -> torch.Tensor:
 
 @register("adversarial", "min_linf", channels_last=True)
 @in_row_chunks
-def min_linf(model, x, y, *, eps_max=1.0, bisection_steps=12, steps=20, targeted=False,
-             target=None, generator=None) -> AttackResult:
+def min_linf(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_max: float = 1.0,
+             bisection_steps: int = 12, steps: int = 20, targeted: bool = False, target: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> AttackResult:
     """Minimal L-inf perturbation: PGD with a per-example bisection over its budget eps.
 
     Built on Madry et al. (2018), "Towards Deep Learning Models Resistant to Adversarial
@@ -853,15 +863,17 @@ _APGD_DOC = """
 
 
 @register("adversarial", "apgd_ce", channels_last=True)
-def apgd_ce(model, x, y, *, eps, norm="linf", steps=100, rho=0.75, random_start=True,
-            targeted=False, target=None, generator=None) -> AttackResult:
+def apgd_ce(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+            steps: int = 100, rho: float = 0.75, random_start: bool = True, targeted: bool = False,
+            target: torch.Tensor | None = None, generator: torch.Generator | None = None) -> AttackResult:
     return _apgd(model, x, y, eps=eps, norm=norm, steps=steps, rho=rho, random_start=random_start,
                  targeted=targeted, target=target, generator=generator, loss="ce", attack="apgd_ce")
 
 
 @register("adversarial", "apgd_dlr", channels_last=True)
-def apgd_dlr(model, x, y, *, eps, norm="linf", steps=100, rho=0.75, random_start=True,
-             targeted=False, target=None, generator=None) -> AttackResult:
+def apgd_dlr(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+             steps: int = 100, rho: float = 0.75, random_start: bool = True, targeted: bool = False,
+             target: torch.Tensor | None = None, generator: torch.Generator | None = None) -> AttackResult:
     return _apgd(model, x, y, eps=eps, norm=norm, steps=steps, rho=rho, random_start=random_start,
                  targeted=targeted, target=target, generator=generator, loss="dlr", attack="apgd_dlr")
 
@@ -870,10 +882,10 @@ apgd_ce.__doc__ = "APGD-CE: Auto-PGD ascending the cross-entropy." + _APGD_DOC +
     Example:
         >>> res = apgd_ce(model, x, y, eps=0.3, steps=100, generator=g)
         >>> res.success_rate
-"""
+""" + apgd_ce.__doc__  # the registry's note on eval mode and batch_size=
 apgd_dlr.__doc__ = ("APGD-DLR: Auto-PGD ascending the difference-of-logits ratio (`dlr_loss`), "
                     "which a rescaled or saturated softmax cannot flatten." + _APGD_DOC + """
     Example:
         >>> res = apgd_dlr(model, x, y, eps=0.3, steps=100, generator=g)
         >>> res.success_rate
-""")
+""") + apgd_dlr.__doc__

@@ -120,7 +120,9 @@ def _labels(out: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _final(oracle: BlackBox, x_adv, y, ledger, trace, extra=None) -> AttackResult:
     # The experimenter's check, not the attacker's: uncharged.
-    success = oracle.model(x_adv).argmax(1) != y
+    # In row chunks like the oracle's own calls (batch_size=; runtime.row_slices).
+    pred = torch.cat([oracle.model(x_adv[rows]).argmax(1) for rows in runtime.row_slices(x_adv.shape[0], x_adv.device)])
+    success = pred != y
     out = {"trace": trace.done()}
     out.update(extra or {})
     return AttackResult(x_adv.detach(), success, ledger.queries(), out)
@@ -261,7 +263,8 @@ def _square_l2_update(delta, win, r, col, s, eps, generator):
 
 
 @register("adversarial", "square_linf")
-def square_linf(oracle, x, y, *, eps, max_queries=1000, p_init=0.05, generator=None) -> AttackResult:
+def square_linf(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, eps: float, max_queries: int = 1000,
+                p_init: float = 0.05, generator: torch.Generator | None = None) -> AttackResult:
     """Square attack, L-inf: random square updates of +-eps accepted when the margin drops.
 
     Andriushchenko, Croce, Flammarion, Hein (2020), "Square Attack: a query-efficient
@@ -292,7 +295,8 @@ def square_linf(oracle, x, y, *, eps, max_queries=1000, p_init=0.05, generator=N
 
 
 @register("adversarial", "square_l2")
-def square_l2(oracle, x, y, *, eps, max_queries=1000, p_init=0.1, generator=None) -> AttackResult:
+def square_l2(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, eps: float, max_queries: int = 1000,
+              p_init: float = 0.1, generator: torch.Generator | None = None) -> AttackResult:
     """Square attack, L2: windows of signed pseudo-Gaussian bumps on the eps-sphere.
 
     Andriushchenko, Croce, Flammarion, Hein (2020), "Square Attack: a query-efficient
@@ -326,7 +330,8 @@ def square_l2(oracle, x, y, *, eps, max_queries=1000, p_init=0.1, generator=None
 
 
 @register("adversarial", "simba")
-def simba(oracle, x, y, *, eps=3.0, step=0.2, max_queries=1000, generator=None) -> AttackResult:
+def simba(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, eps: float = 3.0, step: float = 0.2,
+          max_queries: int = 1000, generator: torch.Generator | None = None) -> AttackResult:
     """SimBA (pixel basis): try +-step along random coordinates, keep what lowers p_y.
 
     Guo, Gardner, You, Wilson, Weinberger (2019), "Simple Black-box Adversarial
@@ -489,16 +494,18 @@ def _check_nes(oracle, x, y, eps, max_queries, samples, sigma, step_size, attack
 
 
 @register("adversarial", "nes_linf")
-def nes_linf(oracle, x, y, *, eps, max_queries=10000, samples=50, sigma=0.001, step_size=None,
-             generator=None) -> AttackResult:
+def nes_linf(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, eps: float, max_queries: int = 10000,
+             samples: int = 50, sigma: float = 0.001, step_size: float | None = None,
+             generator: torch.Generator | None = None) -> AttackResult:
     step_size = _check_nes(oracle, x, y, eps, max_queries, samples, sigma, step_size, "nes_linf")
     return _nes(oracle, x, y, eps=float(eps), norm="linf", max_queries=max_queries, samples=samples,
                 sigma=float(sigma), step_size=step_size, generator=generator)
 
 
 @register("adversarial", "nes_l2")
-def nes_l2(oracle, x, y, *, eps, max_queries=10000, samples=50, sigma=0.001, step_size=None,
-           generator=None) -> AttackResult:
+def nes_l2(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, eps: float, max_queries: int = 10000,
+           samples: int = 50, sigma: float = 0.001, step_size: float | None = None,
+           generator: torch.Generator | None = None) -> AttackResult:
     step_size = _check_nes(oracle, x, y, eps, max_queries, samples, sigma, step_size, "nes_l2")
     return _nes(oracle, x, y, eps=float(eps), norm="l2", max_queries=max_queries, samples=samples,
                 sigma=float(sigma), step_size=step_size, generator=generator)
@@ -509,13 +516,13 @@ nes_linf.__doc__ = "NES-L-inf: PGD on an antithetic finite-difference gradient e
     Example:
         >>> res = nes_linf(BlackBox(model), x, y, eps=0.3, max_queries=10000, generator=g)
         >>> res.queries[res.success].median()
-"""
+""" + nes_linf.__doc__  # the registry's note on eval mode and batch_size=
 nes_l2.__doc__ = "NES-L2: PGD on an antithetic finite-difference gradient estimate." + _NES_DOC.format(
     ball="L2 ball of radius eps", step="normalized estimate", unit="L2", p="2") + """
     Example:
         >>> res = nes_l2(BlackBox(model), x, y, eps=3.0, max_queries=10000, generator=g)
         >>> res.success_rate
-"""
+""" + nes_l2.__doc__
 
 
 # -------------------------------------------------------------- decision-based start
@@ -636,9 +643,10 @@ def _boundary_proposals(x, x_adv, sph, src, generator):
 
 
 @register("adversarial", "boundary")
-def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, source_step=0.01,
-             step_adaptation=1.5, candidates=1, stats_every=10, spherical_window=100, step_window=30,
-             init_tries=10, generator=None) -> AttackResult:
+def boundary(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, max_queries: int = 5000, eps: float | None = None,
+             spherical_step: float = 0.01, source_step: float = 0.01, step_adaptation: float = 1.5,
+             candidates: int = 1, stats_every: int = 10, spherical_window: int = 100, step_window: int = 30,
+             init_tries: int = 10, generator: torch.Generator | None = None) -> AttackResult:
     """Boundary attack: a random walk along the decision boundary towards x.
 
     Brendel, Rauber, Bethge (2018), "Decision-Based Adversarial Attacks: Reliable
@@ -761,8 +769,10 @@ def boundary(oracle, x, y, *, max_queries=5000, eps=None, spherical_step=0.01, s
 
 
 @register("adversarial", "hopskipjump")
-def hopskipjump(oracle, x, y, *, max_queries=5000, eps=None, init_evals=100, max_evals=1000, gamma=1.0,
-                binary_steps=12, init_tries=10, generator=None) -> AttackResult:
+def hopskipjump(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, max_queries: int = 5000,
+                eps: float | None = None, init_evals: int = 100, max_evals: int = 1000, gamma: float = 1.0,
+                binary_steps: int = 12, init_tries: int = 10,
+                generator: torch.Generator | None = None) -> AttackResult:
     """HopSkipJump (L2): boundary gradient estimation from labels, geometric steps, bisection.
 
     Chen, Jordan, Wainwright (2020), "HopSkipJumpAttack: A Query-Efficient
@@ -895,7 +905,8 @@ def _salt_and_pepper_start(ask, ledger, x, *, steps, generator):
 
 
 @register("adversarial", "pointwise")
-def pointwise(oracle, x, y, *, max_queries=5000, init_steps=100, generator=None) -> AttackResult:
+def pointwise(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, max_queries: int = 5000, init_steps: int = 100,
+              generator: torch.Generator | None = None) -> AttackResult:
     """Pointwise attack: a salt-and-pepper adversarial, then reset features one at a
     time while the label stays wrong (minimal L0, decision-based).
 

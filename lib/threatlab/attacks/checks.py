@@ -30,6 +30,23 @@ def labels(name: str, t: Any, n: int, *, num_classes: int | None = None) -> None
     validate.labels(name, t, n, num_classes=num_classes)
 
 
+#: Arguments that hold class ids; `long_labels` converts them.
+LABEL_ARGUMENTS = ("y", "target", "shadow_y", "y_ref")
+
+
+def long_labels(arguments: dict[str, Any]) -> None:
+    """Class-id tensors among the bound `arguments` (`LABEL_ARGUMENTS`) of any integer
+    dtype (int8/16/32, uint8, ...) become int64, in place in `arguments`: cross_entropy,
+    gather and scatter take int64 indices only, so an int32 y that passed the checks
+    would otherwise fail deep inside PyTorch. Run after `entry` (which refuses floating
+    and bool labels, wrong shapes and classes out of range); the device stays x's."""
+    for name in LABEL_ARGUMENTS:
+        t = arguments.get(name)
+        if torch.is_tensor(t) and t.dtype != torch.int64 and not t.is_floating_point() \
+                and not t.is_complex() and t.dtype != torch.bool:
+            arguments[name] = t.long()
+
+
 def oracle(obj: Any, *, modes: tuple[str, ...] | None = None, attack: str = "this attack") -> None:
     """obj is a `BlackBox` whose output mode is one of `modes` (any mode when None)."""
     if not isinstance(obj, BlackBox):

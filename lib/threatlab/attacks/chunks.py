@@ -5,7 +5,9 @@ instead of removals, elementwise optimisers), so attacking rows 0..127, then 128
 ... gives each example exactly what attacking the whole batch gives it, and on a CPU
 it is much faster: the activations of 128 rows stay in cache across the forward and
 backward passes (see `runtime.CPU_ROW_CHUNK` for the measurements). On an accelerator
-`runtime.row_chunk` is None and the whole batch goes in at once.
+`runtime.row_chunk` is None and the whole batch goes in at once. A kernel's
+``batch_size=`` sets the chunk for its call on any device (`runtime.rows_per_call`,
+entered by the registry).
 
 Chunks run one after another: this is a loop over a handful of chunks, never over
 examples.

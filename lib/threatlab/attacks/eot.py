@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import validate
+from .. import runtime, validate
 from ..errors import ConfigError
 from ..transforms import RandomTransform
 from .adversarial import _check_batch, _check_loss, _positive, _step_size, _success, attack_loss
@@ -17,9 +17,11 @@ from .result import AttackResult
 
 
 @register("adversarial", "eot_pgd", channels_last=True)
-def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=None,
-            random_start=True, loss="ce", confidence=0.0, targeted=False, target=None,
-            generator=None) -> AttackResult:
+def eot_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+            transform: RandomTransform | None = None, samples: int = 8, steps: int = 40,
+            step_size: float | None = None, random_start: bool = True, loss: str = "ce", confidence: float = 0.0,
+            targeted: bool = False, target: torch.Tensor | None = None,
+            generator: torch.Generator | None = None) -> AttackResult:
     """L-inf PGD whose gradient is the mean over `samples` random transformations.
 
     Athalye, Engstrom, Ilyas, Kwok (2018), "Synthesizing Robust Adversarial Examples",
@@ -68,12 +70,24 @@ def eot_pgd(model, x, y, *, eps, transform=None, samples=8, steps=40, step_size=
     labels = (target if targeted else y).repeat(samples)
     x_adv = ball.random_init(x, generator) if random_start else x.clone()
     diverged = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    rows = runtime.rows_requested()  # the caller's batch_size=, else one model call per step
     for _ in range(steps):
         xa = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
+            # Transformations are drawn for the whole batch, so the chunking cannot change them.
             copies = transform(xa.repeat(samples, 1, 1, 1), generator)
-            value = attack_loss(model(copies), labels, targeted, loss, confidence)
-            (grad,) = torch.autograd.grad(value, xa)
+            if rows is None:
+                value = attack_loss(model(copies), labels, targeted, loss, confidence)
+                (grad,) = torch.autograd.grad(value, xa)
+            else:
+                # The copies' gradient chunk by chunk (the summed loss keeps rows apart),
+                # then back through the transformation in one pass.
+                parts = []
+                for r in runtime.row_slices(copies.shape[0], copies.device):
+                    leaf = copies[r].detach().requires_grad_(True)
+                    value = attack_loss(model(leaf), labels[r], targeted, loss, confidence)
+                    parts.append(torch.autograd.grad(value, leaf)[0])
+                (grad,) = torch.autograd.grad(copies, xa, grad_outputs=torch.cat(parts))
         # The summed loss keeps rows apart; a row whose gradient is non-finite (the model
         # overflowed on one of its copies) stays put this step instead of taking
         # sign(NaN) = NaN, and the step is counted. Masked on the device: no host read.

@@ -574,7 +574,7 @@ def noise_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], 
     Args:
         oracle: the victim as a `BlackBox` (any mode).
         x: any batch with the query shape [m, ...] in [0, 1]; only its shape and device
-            are used.""" + _COMMON_ARGS + """
+            are used.{COMMON_ARGS}
 
     Example:
         >>> c = noise_queries(BlackBox(victim), x_test[:1], budgets=[100, 1000],
@@ -606,7 +606,7 @@ def knockoff_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int
 
     Args:
         oracle: the victim as a `BlackBox` (any mode).
-        x: the attacker's image pool [m, ...] in [0, 1], m >= budgets[-1].""" + _COMMON_ARGS + """
+        x: the attacker's image pool [m, ...] in [0, 1], m >= budgets[-1].{COMMON_ARGS}
 
     Example:
         >>> c = knockoff_queries(BlackBox(victim), x_fashion, budgets=[500, 2000],
@@ -646,7 +646,7 @@ def pool_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], a
 
     Args:
         oracle: the victim as a `BlackBox` (any mode).
-        x: the attacker's unlabelled pool [m, ...] in [0, 1], m >= budgets[-1].""" + _COMMON_ARGS + """
+        x: the attacker's unlabelled pool [m, ...] in [0, 1], m >= budgets[-1].{COMMON_ARGS}
 
     Example:
         >>> c = pool_queries(BlackBox(victim), x_pool, budgets=[100, 200, 400],
@@ -696,7 +696,7 @@ def jacobian_augmentation(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequenc
         oracle: the victim as a `BlackBox` (any mode).
         x: the seed pool [m, ...] in [0, 1], m >= budgets[0]; only its first budgets[0]
             rows are used. Each budget may at most double the previous one.
-        lam: augmentation step in input units (> 0), default 0.1 (the paper's lambda).""" + _COMMON_ARGS + """
+        lam: augmentation step in input units (> 0), default 0.1 (the paper's lambda).{COMMON_ARGS}
 
     Example:
         >>> c = jacobian_augmentation(BlackBox(victim, mode="label"), x_seed, budgets=[150, 300, 600],
@@ -771,7 +771,7 @@ def active_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int],
 
     Args:
         oracle: the victim as a `BlackBox` (any mode).
-        x: the unlabeled pool [m, ...] in [0, 1], m >= budgets[-1].""" + _COMMON_ARGS + """
+        x: the unlabeled pool [m, ...] in [0, 1], m >= budgets[-1].{COMMON_ARGS}
 
     Example:
         >>> c = active_queries(BlackBox(victim), x_pool, budgets=[100, 200, 400],
@@ -996,3 +996,12 @@ def fit_on_answers(x: torch.Tensor, answers: torch.Tensor, *, arch: str = "mlp",
     fit = fit_substitute(model, x, targets, max_epochs=max_epochs, patience=patience, val_fraction=val_fraction,
                          min_steps=min_steps, batch_size=batch_size, lr=lr, generator=generator)
     return SubstituteResult(model, targets, x.shape[0], fit.epochs)
+
+
+# The curve kernels share their argument list: their docstrings hold the literal
+# "{COMMON_ARGS}" (a docstring must be a plain literal to be one at all), filled in here,
+# on the registered wrapper and the kernel it wraps.
+for _kernel in (noise_queries, knockoff_queries, pool_queries, jacobian_augmentation, active_queries):
+    for _fn in (_kernel, _kernel.__wrapped__):
+        _fn.__doc__ = _fn.__doc__.replace("{COMMON_ARGS}", _COMMON_ARGS.rstrip())
+del _kernel, _fn

@@ -158,7 +158,8 @@ def logit_confidence(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @register("inversion", "mi_loss")
-def mi_loss(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, generator=None) -> MembershipResult:
+def mi_loss(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *,
+            generator: torch.Generator | None = None) -> MembershipResult:
     """Loss-threshold membership inference: members have low loss.
 
     Yeom, Giacomelli, Fredrikson, Jha (2018), "Privacy Risk in Machine Learning:
@@ -181,7 +182,8 @@ def mi_loss(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, generator=Non
 
 
 @register("inversion", "mi_confidence")
-def mi_confidence(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, generator=None) -> MembershipResult:
+def mi_confidence(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *,
+                  generator: torch.Generator | None = None) -> MembershipResult:
     """Confidence-threshold membership inference: members get confident answers.
 
     Salem, Zhang, Humbert, Berrang, Fritz, Backes (2019), "ML-Leaks: Model and Data
@@ -200,7 +202,8 @@ def mi_confidence(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, generat
 
 
 @register("inversion", "mi_entropy")
-def mi_entropy(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, generator=None) -> MembershipResult:
+def mi_entropy(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *,
+               generator: torch.Generator | None = None) -> MembershipResult:
     """Entropy-threshold membership inference: members get low-entropy answers.
 
     Salem et al. (2019), arXiv 1806.01246 (adversary 3, entropy variant). Threat
@@ -372,7 +375,7 @@ def _youden_threshold(v: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
 def mi_class_loss(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, shadow_probs: torch.Tensor,
                   shadow_in: torch.Tensor, shadow_y: torch.Tensor | None = None,
                   shadow_ids: torch.Tensor | None = None, candidate_ids: torch.Tensor | None = None,
-                  generator=None) -> MembershipResult:
+                  generator: torch.Generator | None = None) -> MembershipResult:
     """Class-conditional loss threshold: one threshold per class, fitted on shadow data.
 
     Song, Mittal (2021), "Systematic Evaluation of Privacy Risks of Machine Learning
@@ -446,7 +449,8 @@ def _normal_logpdf(v, mu, std):
 
 @register("inversion", "mi_lira")
 def mi_lira(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, shadow_probs: torch.Tensor,
-            shadow_in: torch.Tensor, fix_variance: bool = True, generator=None) -> MembershipResult:
+            shadow_in: torch.Tensor, fix_variance: bool = True,
+            generator: torch.Generator | None = None) -> MembershipResult:
     """Likelihood-ratio attack (online LiRA): per-example Gaussians from reference models.
 
     Carlini, Chien, Nasr, Song, Terzis, Tramèr (2022), "Membership Inference Attacks
@@ -497,8 +501,8 @@ def mi_lira(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, shadow_probs:
 
 @register("inversion", "mi_lira_offline")
 def mi_lira_offline(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, shadow_probs: torch.Tensor,
-                    shadow_in: torch.Tensor | None = None, fix_variance: bool = True,
-                    two_sided: bool = False, generator=None) -> MembershipResult:
+                    shadow_in: torch.Tensor | None = None, fix_variance: bool = True, two_sided: bool = False,
+                    generator: torch.Generator | None = None) -> MembershipResult:
     """Offline LiRA: calibrate each example against reference models that never saw it.
 
     Carlini et al. (2022), arXiv 2112.03570, offline variant: no model is trained after
@@ -989,7 +993,7 @@ def class_medians(values: torch.Tensor, classes: torch.Tensor, num_classes: int)
 
 @register("inversion", "mi_class_threshold")
 def mi_class_threshold(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, x_ref: torch.Tensor,
-                       y_ref: torch.Tensor, generator=None) -> MembershipResult:
+                       y_ref: torch.Tensor, generator: torch.Generator | None = None) -> MembershipResult:
     """Population-calibrated class threshold: the loss attack with a per-class offset read
     off the target's answers on records the attacker knows are not members.
 

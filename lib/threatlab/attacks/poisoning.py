@@ -132,7 +132,8 @@ def _finish(x_new, y_new, y, idx, extra) -> PoisonedSet:
 
 
 @register("poisoning", "label_flip_random")
-def label_flip_random(x, y, *, rate, num_classes=None, generator=None) -> PoisonedSet:
+def label_flip_random(x: torch.Tensor, y: torch.Tensor, *, rate: float, num_classes: int | None = None,
+                      generator: torch.Generator | None = None) -> PoisonedSet:
     """Random label noise: relabel a fraction `rate` of all examples to a uniformly
     random *other* class.
 
@@ -167,7 +168,8 @@ def label_flip_random(x, y, *, rate, num_classes=None, generator=None) -> Poison
 
 
 @register("poisoning", "label_flip_targeted")
-def label_flip_targeted(x, y, *, rate, source, target, num_classes=None, generator=None) -> PoisonedSet:
+def label_flip_targeted(x: torch.Tensor, y: torch.Tensor, *, rate: float, source: int, target: int,
+                        num_classes: int | None = None, generator: torch.Generator | None = None) -> PoisonedSet:
     """Class-pair label flipping: relabel a fraction `rate` of class `source` as `target`.
 
     Targeted label flipping as in Biggio et al. (2012), arXiv 1206.6389, and the
@@ -266,8 +268,9 @@ def stamp_trigger(x: torch.Tensor, trigger: torch.Tensor, position=None) -> torc
 
 
 @register("poisoning", "badnets")
-def badnets(x, y, *, rate, target_class, source_class=None, trigger=None, position=None,
-            num_classes=None, generator=None) -> PoisonedSet:
+def badnets(x: torch.Tensor, y: torch.Tensor, *, rate: float, target_class: int, source_class: int | None = None,
+            trigger: torch.Tensor | None = None, position: tuple[int, int] | None = None,
+            num_classes: int | None = None, generator: torch.Generator | None = None) -> PoisonedSet:
     """BadNets: stamp a trigger on a fraction of the training set and relabel it.
 
     Gu, Dolan-Gavitt, Garg (2017), "BadNets: Identifying Vulnerabilities in the Machine
@@ -343,8 +346,9 @@ def backdoor_success(model, x, y, *, target_class, trigger, position=None, sourc
 
 
 @register("poisoning", "feature_collision")
-def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.01, beta=None,
-                      rel_tol=0.1, generator=None) -> CollisionResult:
+def feature_collision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor,
+                      eps: float = 1.0, steps: int = 1000, step_size: float | None = 0.01, beta: float | None = None,
+                      rel_tol: float = 0.1, generator: torch.Generator | None = None) -> CollisionResult:
     """Poison Frogs: clean-label poisons whose features collide with a target's.
 
     Shafahi, Huang, Najibi, Suciu, Studer, Dumitras, Goldstein (2018), "Poison Frogs!
@@ -412,9 +416,18 @@ def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.0
     feat = model.features
     ball = LinfBall(eps)
     shape = (-1,) + (1,) * (x.dim() - 1)
+    # The caller's batch_size= (runtime.rows_per_call): features in row chunks, each
+    # chunk's backward on its own (the poisons are separate terms of the sum, so p.grad
+    # gets the same numbers); without one, one call as always.
+    rows = (runtime.row_slices(x.shape[0], x.device) if runtime.rows_requested() is not None
+            else [slice(0, x.shape[0])])
+
+    def features(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([feat(t[r]) for r in rows]) if len(rows) > 1 else feat(t)
+
     with torch.no_grad():
-        f_t = feat(target).detach()
-        d0 = flat_norm(feat(x) - f_t)
+        f_t = features(target).detach()
+        d0 = flat_norm(features(x) - f_t)
     if beta is None:
         beta = 0.25 * (f_t[0].numel() / max(1, x[0].numel())) ** 2
     p = x.clone().requires_grad_(True)
@@ -426,11 +439,15 @@ def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.0
     for _ in range(steps):
         if bool((done | diverged).all()):  # the one host read per step: stop once every poison stopped
             break
-        with torch.enable_grad():
-            dist2 = (feat(p) - f_t).pow(2).flatten(1).sum(1)
-            loss = (dist2 + beta * (p - x).pow(2).flatten(1).sum(1)).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+        opt.zero_grad(set_to_none=True)
+        parts = []
+        for r in rows:
+            with torch.enable_grad():
+                dist2 = (feat(p[r]) - f_t[r]).pow(2).flatten(1).sum(1)
+                loss = (dist2 + beta * (p[r] - x[r]).pow(2).flatten(1).sum(1)).sum()
+                loss.backward()
+            parts.append(dist2)
+        dist2 = torch.cat(parts) if len(parts) > 1 else parts[0]
         with torch.no_grad():
             # A poison whose distance or gradient went non-finite stops for good (its
             # best finite iterate is kept); the others are separate terms of the sum.
@@ -447,7 +464,7 @@ def feature_collision(model, x, y, *, target, eps=1.0, steps=1000, step_size=0.0
             # Collided poisons stay where they are (Adam's momentum would move them on).
             p.copy_(torch.where((done | diverged).view(shape), prev, ball.project(p, x)))
     with torch.no_grad():
-        d_last = flat_norm(feat(p) - f_t)
+        d_last = flat_norm(features(p) - f_t)
         better = (d_last < best_d) & ~done & ~diverged
         best = torch.where(better.view(shape), p, best)
         best_d = torch.where(better, d_last, best_d)

@@ -122,6 +122,11 @@ def dp_sgd_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: 
         seed: seeds this call's generator for Poisson sampling and noise.
     Returns {"loss": [mean over the epoch's lots], "epsilon", "delta", "order", "steps",
     "q", "seconds"}; the model is left in eval mode.
+
+    Example:
+        >>> model = models.build("mlp", in_shape=(1, 28, 28), num_classes=10, seed=0)
+        >>> hist = defenses.dp_sgd(model, x_train, y_train, epochs=5, lot_size=256, noise_multiplier=1.1)
+        >>> hist["epsilon"], hist["delta"]
     """
     validate.positive("epochs", epochs, integer=True)
     validate.positive("lot_size", lot_size, integer=True)

@@ -41,6 +41,11 @@ class InputQuantization(nn.Module):
         straight_through: False = the true (zero almost everywhere) gradient, what a
             naive attacker differentiates; True = BPDA's identity gradient. Both give the
             same outputs.
+
+    Example:
+        >>> defended = defenses.input_quantization(model, levels=2)
+        >>> attacks.pgd_linf(defended, x, y, eps=0.3).success_rate         # gradient masked
+        >>> attacks.pgd_linf(defended.bpda(), x, y, eps=0.3).success_rate  # BPDA breaks it
     """
 
     def __init__(self, model: nn.Module, levels: int = 8, *, straight_through: bool = False):

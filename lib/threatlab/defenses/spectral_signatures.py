@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import validate
+from .. import runtime, validate
 from ..errors import ConfigError
 
 __all__ = ["FilterResult", "detection_scores", "removal_curve", "representations", "spectral_signatures"]
@@ -58,14 +58,10 @@ def representations(model, x: torch.Tensor, *, batch_size: int = 1024) -> torch.
     validate.positive("batch_size", batch_size, integer=True)
     if not hasattr(model, "penultimate"):
         raise ConfigError("model must expose .penultimate(x) (see threatlab.models.Classifier)")
-    was = model.training
-    model.eval()
-    try:
+    with runtime.eval_mode(model):  # every submodule's own flag comes back afterwards
         dev = next(model.parameters()).device
         out = [model.penultimate(x[i:i + batch_size].to(dev)).to(x.device)
                for i in range(0, x.shape[0], batch_size)]
-    finally:
-        model.train(was)
     return torch.cat(out)
 
 

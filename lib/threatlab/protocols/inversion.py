@@ -296,7 +296,7 @@ def dp_membership(pools: MembershipPools, x_test: torch.Tensor, y_test: torch.Te
     validate.positive("noise_multiplier", noise_multiplier)
     validate.number("delta", delta, low=0, high=1, low_open=True, high_open=True)
     validate.non_negative("seed", seed, integer=True)
-    from ..defenses import dp_sgd
+    from ..defenses.dp_sgd import dp_sgd_train
 
     member = pools.reference_in[0]
     n_member = int(member.sum())
@@ -306,7 +306,7 @@ def dp_membership(pools: MembershipPools, x_test: torch.Tensor, y_test: torch.Te
     xa, ya = pools.x[cand].cpu(), pools.y[cand].cpu()
     net = models.build("mlp", in_shape=tuple(xa.shape[1:]), num_classes=num_classes, seed=seed * 1000,
                        **arch_params).to(device)
-    hist = dp_sgd.dp_sgd_train(net, xa[member], ya[member], epochs=epochs, lot_size=lot_size, lr=lr, clip=clip,
+    hist = dp_sgd_train(net, xa[member], ya[member], epochs=epochs, lot_size=lot_size, lr=lr, clip=clip,
                                noise_multiplier=noise_multiplier, delta=delta, seed=seed)
     eps = dp_epsilons(hist["q"], noise_multiplier, hist["steps"], delta)
     targets = (("non-private", pools.reference.model(0).to(device)), ("DP-SGD", net))
@@ -329,7 +329,7 @@ def dp_epsilons(q: float, sigma: float, steps: int, delta: float) -> dict[str, f
     privacy-loss distributions, tighter than RDP)}. Imports Opacus (notebooks group)."""
     from opacus.accountants import PRVAccountant, RDPAccountant
 
-    from ..defenses import dp_sgd
+    from ..defenses.dp_sgd import dp_epsilon
 
     validate.fraction("q", q)
     validate.positive("sigma", sigma)
@@ -339,7 +339,7 @@ def dp_epsilons(q: float, sigma: float, steps: int, delta: float) -> dict[str, f
     rdp.history = [(float(sigma), float(q), int(steps))]
     prv = PRVAccountant()
     prv.history = [(float(sigma), float(q), int(steps))]
-    return {"rdp": dp_sgd.dp_epsilon(q, sigma, steps, delta)[0], "rdp_opacus": float(rdp.get_epsilon(delta=delta)),
+    return {"rdp": dp_epsilon(q, sigma, steps, delta)[0], "rdp_opacus": float(rdp.get_epsilon(delta=delta)),
             "prv": float(prv.get_epsilon(delta=delta))}
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .. import attacks, metrics, models, runtime, validate
 from ..attacks import poisoning
-from ..defenses import spectral_signatures
+from ..defenses.spectral_signatures import detection_scores
 from ..errors import ConfigError
 from ..runtime import progress_disabled
 
@@ -117,7 +117,7 @@ def evaluate_filter(flagged: torch.Tensor, is_poison: torch.Tensor, retrained, x
     success (triggered test images of `source_class`, or of every other class, sent to
     `target_class`) and clean accuracy.
     """
-    recall, precision = spectral_signatures.detection_scores(flagged.cpu(), is_poison.cpu())
+    recall, precision = detection_scores(flagged.cpu(), is_poison.cpu())
     return {"removed": int(flagged.sum()), "recall": recall, "precision": precision,
             "success_after": poisoning.backdoor_success(retrained, x_test, y_test, target_class=target_class,
                                                         trigger=trigger, source_class=source_class),
