@@ -30,6 +30,7 @@ CONSOLE_COMMANDS: list[tuple[list[str], str]] = [
     (["--help"], "sweep"),
     (["run", "--help"], "--profile"),
     (["sweep", "--help"], "--seeds"),
+    (["audit", "--help"], "--model"),
 ]
 
 ATTACK = textwrap.dedent("""

@@ -825,6 +825,9 @@ def parse_args_and_run(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--version", action="version", version=f"threatlab {package_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    # Listed for --help only: `threatlab.__main__.main` hands `audit ...` to threatlab.audit
+    # before this parser runs, so its own flags are parsed (and documented) there.
+    sub.add_parser("audit", help="audit your own model across the four threat families (threatlab audit --help)")
     r = sub.add_parser("run", help="execute notebooks under a profile")
     r.add_argument("--profile", default="quick", help=f"one of {profile_names()} or a .yaml path")
     r.add_argument("--only", nargs="*", help="notebook names or prefixes (e.g. 04 05)")
