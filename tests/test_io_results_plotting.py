@@ -228,6 +228,7 @@ def test_frame_rounds_and_takes_rows_columns_or_one_row():
     cols = plotting.frame({"eps": [0.1, 0.2], "success": [0.51234, 0.9]}, digits=2)
     assert cols.shape == (2, 2) and cols["success"].tolist() == [0.51, 0.9]
     assert plotting.frame({"epsilon": 2.123456, "acc": 0.9}).shape == (1, 2)
+    assert plotting.frame([], index="finding").empty  # nothing measured: an empty table, no error
     with pytest.raises(ValueError, match="digits"):
         plotting.frame([{"a": 1.0}], digits=-1)
     with pytest.raises(ValueError, match="index"):

@@ -116,7 +116,7 @@ def frame(rows: list[dict] | dict, *, digits: int = 3, index: str | None = None)
         raise ValueError(f"frame: the columns have different lengths {[len(v) for v in rows.values()]}")
     # A dict of equal-length lists is a table by columns; any other dict is one row.
     df = pd.DataFrame(dict(rows) if columns else [rows] if isinstance(rows, dict) else list(rows))
-    if index is not None:
+    if index is not None and not df.empty:  # no rows: an empty table, whatever its index
         if index not in df.columns:
             raise ValueError(f"index={index!r} is not a column; columns: {list(df.columns)}")
         df = df.set_index(index)
