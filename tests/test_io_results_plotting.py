@@ -173,10 +173,11 @@ def test_bars_at_zero_stay_visible_with_their_value():
     fig, ax = plt.subplots()
     ax.set_ylim(0, 1)
     plotting.bars(ax, [0, 1, 2], [0.0, 0.75, float("nan")], 0.3, label="bpda")
-    heights = sorted(round(p.get_height(), 4) for p in ax.patches)
+    heights = sorted(round(p.get_height(), 4) for p in ax.patches if np.isfinite(p.get_height()))
     assert heights == [0.015, 0.75]  # the zero bar drawn at 1.5 % of the range, NaN left out
     assert [t.get_text() for t in ax.texts] == ["0.00", "0.75", "n/a"]
-    assert [h.get_label() for h in ax.get_legend_handles_labels()[0]] == ["bpda"]
+    handles, labels = ax.get_legend_handles_labels()
+    assert labels == ["bpda"] and not handles[0].patches[0].get_hatch()  # solid, not the stub's hatch
     fig2, ax2 = plt.subplots()
     plotting.bars(ax2, [0], [0.0], 0.3, label="only zeros")  # the legend still names the series
     assert ax2.get_legend_handles_labels()[1] == ["only zeros"]

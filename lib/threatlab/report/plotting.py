@@ -177,14 +177,18 @@ def bars(ax: "plt.Axes", x, heights, width: float, *, label: str | None = None, 
     stub = 0.015 * (hi - lo)
     measured = np.isfinite(h)
     zero = measured & (np.abs(h) < stub)
-    # One call, so the series has one colour (the cycle's) and one legend entry.
-    drawn = ax.bar(x[measured], np.where(zero, stub, h)[measured], width, label=label, color=color)
+    # One call, so the series has one colour (the cycle's); its legend entry is a solid
+    # proxy (an undrawn NaN bar), never a hatched stub.
+    drawn = ax.bar(x[measured], np.where(zero, stub, h)[measured], width, color=color)
+    solid = drawn.patches[0].get_facecolor() if drawn.patches else color
     for patch, is_zero in zip(drawn.patches, zero[measured]):
         if is_zero:
             patch.set_edgecolor(patch.get_facecolor())
             patch.set_facecolor("white")
             patch.set_hatch("////")
             patch.set_linewidth(0.8)
+    if label is not None:
+        ax.bar([np.nan], [np.nan], width, color=solid, label=label)
     for xi, hi_, ok in zip(x, h, measured):
         text = fmt.format(hi_) if ok else "n/a"
         ax.text(xi, (max(hi_, stub) if ok else 0) + 0.01 * (hi - lo), text, ha="center", va="bottom",
