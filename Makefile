@@ -25,6 +25,7 @@ SWEEP_ARGS = --profile $(PROFILE) --seeds $(SEEDS) --datasets $(DATASETS) \
 help:
 	@echo "make figures   set up, then sweep every notebook over SEEDS=$(SEEDS) x DATASETS=$(DATASETS) (PROFILE=$(PROFILE)),"
 	@echo "               regenerate figures/ (seed 0, MNIST), figures/sweep/, the verdicts and docs/chapters/"
+	@echo "               (fewer seeds or data sets: build/figures-<profile>-s<seeds>-<data sets>/ instead)"
 	@echo "make sweep     the same; e.g. make sweep PROFILE=smoke SEEDS=0-1 ONLY=\"03 05\""
 	@echo "make test      set up, then unit tests, every notebook under the smoke profile, nbval on tutorials"
 	@echo "               (tutorials twice: this CPU's float kernels, then ATEN_CPU_CAPABILITY=default)"
@@ -52,7 +53,9 @@ data: $(STAMP)
 # land in figures/ as a single run writes them, the gathered table in figures/sweep/,
 # 05's findings are judged over all of it (figures/findings.md, the README's verdict
 # matrix, docs/findings.md), and the executed notebooks become docs/chapters/.
-# `make figures SEEDS=0 DATASETS=mnist` is one run of each notebook (minutes).
+# Only the published design (5+ seeds x mnist,fashion_mnist, quick or full) writes
+# figures/, docs/ and README's table: `make figures SEEDS=0 DATASETS=mnist` is one run
+# of each notebook (minutes) into build/figures-quick-s0-mnist/, named in its last line.
 figures: setup
 	$(PY) -m threatlab sweep $(SWEEP_ARGS)
 

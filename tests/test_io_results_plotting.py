@@ -161,3 +161,78 @@ def test_provenance_lists_every_distribution_and_the_thread_pools(tmp_path):
     blas = [p for p in th["pools"] if p["user_api"] == "blas"]
     assert blas and all(isinstance(p["num_threads"], int) and p["filepath"] for p in blas)
     assert prov["seed"] == 3 and prov["device"] in ("cpu", "cuda")
+
+
+# ------------------------------------------------------------ readers' figures
+
+def test_bars_at_zero_stay_visible_with_their_value():
+    """BPDA driving a defense to accuracy 0 (F18) must be seen: a zero bar is a hatched stub
+    with a label "0.00"; NaN is "n/a"; every bar carries its value."""
+    from threatlab.report import plotting
+
+    fig, ax = plt.subplots()
+    ax.set_ylim(0, 1)
+    plotting.bars(ax, [0, 1, 2], [0.0, 0.75, float("nan")], 0.3, label="bpda")
+    heights = sorted(round(p.get_height(), 4) for p in ax.patches if np.isfinite(p.get_height()))
+    assert heights == [0.015, 0.75]  # the zero bar drawn at 1.5 % of the range, NaN left out
+    assert [t.get_text() for t in ax.texts] == ["0.00", "0.75", "n/a"]
+    handles, labels = ax.get_legend_handles_labels()
+    assert labels == ["bpda"] and not handles[0].patches[0].get_hatch()  # solid, not the stub's hatch
+    fig2, ax2 = plt.subplots()
+    plotting.bars(ax2, [0], [0.0], 0.3, label="only zeros")  # the legend still names the series
+    assert ax2.get_legend_handles_labels()[1] == ["only zeros"]
+    with pytest.raises(ValueError, match="positions"):
+        plotting.bars(ax, [0, 1], [0.5], 0.3)
+    plt.close("all")
+
+
+def test_caption_names_data_set_and_model_once(tmp_path):
+    from threatlab.report import plotting
+
+    assert plotting.caption("fashion_mnist", "lenet5", "seed 0") == "Fashion-MNIST · LeNet-5 · seed 0"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    cap = plotting.caption("mnist", "cnn")
+    plotting.save_figure(fig, "t", tmp_path, close=False, caption=cap)
+    plotting.save_figure(fig, "t", tmp_path, close=False, caption=cap)
+    assert [t.get_text() for t in fig.texts] == ["MNIST · CNN"]
+    assert "MNIST · CNN" in (tmp_path / "t.svg").read_text()
+    with pytest.raises(ValueError, match="caption"):
+        plotting.save_figure(fig, "t", tmp_path, caption=" ")
+    plt.close("all")
+
+
+def test_verdict_heatmap_colours_by_verdict_and_writes_k_of_n():
+    from threatlab.report import plotting
+
+    rows = [{"id": "F01", "claim": "a", "MNIST": "supported", "k/N MNIST": "5/5", "Fashion-MNIST": "not supported "
+             "(below its bar: x)", "k/N Fashion-MNIST": "1/5"},
+            {"id": "F02", "claim": "b", "MNIST": "not run: no evidence", "k/N MNIST": "",
+             "Fashion-MNIST": "inconclusive (interval straddles its bar)", "k/N Fashion-MNIST": "3/5"}]
+    fig = plotting.verdict_heatmap(rows, ["MNIST", "Fashion-MNIST"], title="t")
+    ax = fig.axes[0]
+    codes = ax.images[0].get_array().tolist()
+    st = list(plotting.VERDICT_COLORS)
+    assert codes == [[st.index("supported"), st.index("not supported")],
+                     [st.index("not run"), st.index("inconclusive")]]
+    assert [t.get_text() for t in ax.texts] == ["5/5", "1/5", "—", "3/5"]
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.verdict_heatmap([], ["MNIST"])
+    plt.close("all")
+
+
+def test_frame_rounds_and_takes_rows_columns_or_one_row():
+    from threatlab.report import plotting
+
+    df = plotting.frame([{"model": "a", "acc": 0.123456789}, {"model": "b", "acc": 1 / 3}], index="model")
+    assert df.loc["b", "acc"] == 0.333 and list(df.index) == ["a", "b"]
+    cols = plotting.frame({"eps": [0.1, 0.2], "success": [0.51234, 0.9]}, digits=2)
+    assert cols.shape == (2, 2) and cols["success"].tolist() == [0.51, 0.9]
+    assert plotting.frame({"epsilon": 2.123456, "acc": 0.9}).shape == (1, 2)
+    assert plotting.frame([], index="finding").empty  # nothing measured: an empty table, no error
+    with pytest.raises(ValueError, match="digits"):
+        plotting.frame([{"a": 1.0}], digits=-1)
+    with pytest.raises(ValueError, match="index"):
+        plotting.frame([{"a": 1.0}], index="b")
+    with pytest.raises(ValueError, match="different lengths"):
+        plotting.frame({"a": [1], "b": [1, 2]})

@@ -188,8 +188,20 @@ def test_readme_untouched_by_a_quick_run_into_another_out(tmp_path):
     run.run("quick", only=["05"], out=str(out), log=lambda m: None)
     assert readme.read_bytes() == before
     assert (out / "findings.md").exists() and (out / "executed" / "05_findings.ipynb").exists()
-    assert not run.readme_allowed("quick", out) and run.readme_allowed("quick", run.REPO / "figures")
-    assert not run.readme_allowed("smoke", run.REPO / "figures")
+    assert not run.readme_allowed("quick", out, design_met=True)
+    assert run.readme_allowed("quick", run.REPO / "figures", design_met=True)
+    assert not run.readme_allowed("quick", run.REPO / "figures")  # a single run never meets the design
+    assert not run.readme_allowed("smoke", run.REPO / "figures", design_met=True)
+
+
+def test_a_run_never_writes_the_published_figures(tmp_path):
+    """`python -m threatlab run --profile quick` is one seed: it resolves under build/, and
+    --out figures/ is refused before anything runs."""
+    with pytest.raises(ConfigError, match="published results"):
+        run.run("quick", only=["00"], out=str(run.REPO / "figures"), log=lambda m: None)
+    with pytest.raises(ConfigError, match="published results"):
+        run.run("quick", only=["00"], out=str(run.REPO / "docs" / "x"), log=lambda m: None)
+    assert run.scratch_out("quick", [0], ["mnist"]) == (run.REPO / "build" / "figures-quick-s0-mnist").resolve()
 
 
 @pytest.mark.notebooks

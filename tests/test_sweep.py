@@ -5,6 +5,7 @@ checkpoint cache takes concurrent writers of one key."""
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -342,3 +343,61 @@ def test_submission_order_is_longest_first_and_keeps_aggregators_last(toy, tmp_p
     order = sweep.submission_order(p.points, {"05_findings": 10_000, "01_toy": 5})
     assert [q.aggregator for q in order] == [False, False, True, True]
     assert names(order) == [("01_toy", 0), ("01_toy", 1), ("05_findings", 0), ("05_findings", 1)]
+
+
+# ------------------------------------------------------- the published results
+
+def test_only_the_published_design_resolves_to_figures_and_docs():
+    """figures/, docs/ and README's table are the 5 seeds x 2 data sets sweep's; a smaller
+    sweep of the quick profile resolves under build/, before anything runs."""
+    both = ["mnist", "fashion_mnist"]
+    full = sweep.plan("quick", seeds=[0, 1, 2, 3, 4], datasets=both)
+    assert full.publish_dir == run.REPO_FIGURES.resolve() and full.docs_dir == run.REPO_DOCS.resolve()
+    assert full.short_of_design is None
+    assert run.readme_allowed("quick", full.publish_dir, design_met=True)
+    build = (run.REPO / "build").resolve()
+    for seeds, datasets, only in (([0], ["mnist"], None), ([0, 1, 2, 3], both, None),
+                                  ([0, 1, 2, 3, 4], ["mnist"], None), ([0, 1, 2, 3, 4], both, ["04", "05"])):
+        p = sweep.plan("quick", seeds=seeds, datasets=datasets, only=only)
+        assert p.short_of_design and build in p.publish_dir.parents and build in p.docs_dir.parents
+        assert not run.is_published(p.publish_dir) and not run.is_published(p.docs_dir)
+    one = sweep.plan("quick", seeds=[0], datasets=["mnist"])
+    assert one.publish_dir == build / "figures-quick-s0-mnist" and one.docs_dir == build / "docs-quick-s0-mnist"
+    assert "figures-quick-s0-4-mnist_fashion_mnist" in str(sweep.plan("quick", seeds=[0, 1, 2, 3, 4],
+                                                                      datasets=both, only=["01"]).publish_dir)
+    # Asked for by name, the published folder is refused with one line.
+    with pytest.raises(ConfigError, match="published results.*1 seed < 5"):
+        sweep.plan("quick", seeds=[0], datasets=["mnist"], out=str(run.REPO))
+    assert not run.readme_allowed("quick", run.REPO_FIGURES) and not run.readme_allowed("smoke", run.REPO_FIGURES,
+                                                                                          design_met=True)
+
+
+@pytest.mark.notebooks
+def test_one_seed_sweep_of_a_profile_naming_figures_leaves_them_and_says_where(tmp_path, monkeypatch):
+    """A profile whose out is figures/ and docs docs/ (as quick's), swept over one seed:
+    git status stays clean in figures/, docs/ and README.md; the last line names build/."""
+    folder = tmp_path / "nbs"
+    prof = write_toy(folder, profile_extra="out: figures\ndocs: docs\n")
+    monkeypatch.setattr(run, "NOTEBOOKS", folder)
+    name = f"gate{os.getpid()}"
+    prof = prof.rename(prof.with_name(f"{name}.yaml"))
+    scratch = run.REPO / "build" / f"figures-{name}-s0-mnist"
+    made = [scratch, scratch.with_name(f"docs-{name}-s0-mnist"), run.REPO / "build" / "sweep" / name]
+
+    def status() -> str:
+        return subprocess.run(["git", "status", "--porcelain", "--", "figures", "docs", "README.md"],
+                              cwd=run.REPO, capture_output=True, text=True, check=True).stdout
+
+    before = status()
+    lines: list[str] = []
+    try:
+        res = sweep.sweep(str(prof), seeds=[0], datasets=["mnist"], workers=0, log=lines.append)
+        assert not res.failures
+        assert status() == before
+        assert (scratch / "findings.md").exists() and (made[1] / "index.html").exists()
+        where = f"[threatlab] sweep: figures, tables and findings in build/figures-{name}-s0-mnist/"
+        assert lines[-1].startswith(where)
+        assert "figures/, docs/ and README.md keep the published results" in lines[-1]
+    finally:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Attack budgets per data set, in one table (FINDINGS.md rule G2).
+"""Attack budgets per data set, in one table (the findings' general rule G2).
 
 Wherever a finding uses "the" L-inf budget -- F04's transfer through a stolen copy,
 F16's transfer between architectures, F18's adversarial training and the top of F14's
@@ -28,7 +28,7 @@ __all__ = ["EPS_GRID_STEP", "EPS_LINF", "eps_grid", "eps_linf", "fractions_of"]
 #: "The" L-inf budget of each data set (rule G2).
 EPS_LINF: dict[str, float] = {"mnist": 0.3, "fashion_mnist": 0.1}
 
-#: Step of F14's eps grid per data set (FINDINGS.md, F14's protocol: steps of 0.025 up to
+#: Step of F14's eps grid per data set (F14's protocol: steps of 0.025 up to
 #: 0.3 on MNIST, 0.0125 up to 0.1 on Fashion-MNIST).
 EPS_GRID_STEP: dict[str, float] = {"mnist": 0.025, "fashion_mnist": 0.0125}
 

@@ -97,7 +97,7 @@ def queries_to_reach(queries, values, level: float, *, not_reached_factor: float
     geometrically, so a straight line in log-queries is the natural reading between two
     of them). Reached at the first budget: that budget (the curve says nothing about
     fewer queries, so this is an upper bound). Never reached: the largest budget times
-    `not_reached_factor` (register v2's stand-in for "more than we tried", a finite
+    `not_reached_factor` (the stand-in for "more than we tried", a finite
     number so that ratios and margins stay finite), with reached = False.
 
     Returns (queries as a float, reached).

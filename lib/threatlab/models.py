@@ -492,7 +492,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
 
 # ------------------------------------------------------------- early stopping (rule G1)
 
-#: The early-stopping rule every converged victim trains under (FINDINGS.md, rule G1):
+#: The early-stopping rule every converged victim trains under (the findings' general rule G1):
 #: held-out loss on 1,000 training images kept out of training, patience 3 epochs, at
 #: least 3 and at most 15 epochs, the best epoch's weights kept.
 EARLY_STOP_DEFAULTS: dict[str, int] = {"holdout": 1000, "patience": 3, "min_epochs": 3, "max_epochs": 15}
@@ -592,7 +592,7 @@ def train_early_stopping(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
                          desc: str | None = None) -> dict[str, Any]:
     """Train `model` in place until its held-out loss stops improving; keep the best epoch.
 
-    Rule G1 of FINDINGS.md ("victims at convergence"): `holdout` rows of (x, y), drawn by
+    The findings' general rule G1 ("victims at convergence"): `holdout` rows of (x, y), drawn by
     `holdout_split(n, holdout, seed)`, are kept out of training; after every epoch the
     mean cross-entropy on them is measured (eval mode, one read per epoch), and
     `stopping_epoch` decides: stop after `patience` epochs without a lower held-out loss,

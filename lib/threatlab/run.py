@@ -16,7 +16,9 @@ only when every notebook succeeded, so an interrupted run leaves the previous co
 folder; a lock beside the folder refuses a second concurrent run into it. The runner
 touches only names it created there, listed in the folder's ``.threatlab-run.json``: a
 non-empty folder it did not write is refused unless ``--force`` (see `claim`). README.md is
-rewritten only by the quick profile writing into the repository's own figures/.
+rewritten only by a sweep that meets the published design (5+ seeds x both data sets,
+see `short_of_design`); a run never writes the repository's figures/ or docs/: where
+the profile names them, it writes `scratch_out` (build/figures-<profile>-s<seed>-<data set>/).
 """
 from __future__ import annotations
 
@@ -48,8 +50,14 @@ from .errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 PROFILES = NOTEBOOKS / "profiles"
-#: The folder the quick profile publishes to; only a run into it may rewrite README.md.
+#: The published results: only a sweep that meets their design (`short_of_design`)
+#: writes these folders and README.md's table; smaller runs go to `scratch_out`.
 REPO_FIGURES = REPO / "figures"
+REPO_DOCS = REPO / "docs"
+#: The published design (the verdicts' MIN_SEEDS, over both data sets).
+PUBLISHED_MIN_SEEDS = 5
+PUBLISHED_DATASETS = ("mnist", "fashion_mnist")
+PUBLISHED_PROFILES = ("quick", "full")
 #: Injected by the runner into every notebook; not allowed in profiles.
 RUNNER_PARAMS = ("out_dir", "profile")
 #: Top-level profile keys and what each must be.
@@ -379,9 +387,53 @@ def default_out(profile_name: str, profile: dict[str, Any]) -> Path:
     return (REPO / out).resolve()
 
 
-def readme_allowed(profile_name: str, out_dir: Path) -> bool:
-    """Only the quick profile writing into the repository's own figures/ rewrites README."""
-    return Path(profile_name).stem == "quick" and Path(out_dir).resolve() == REPO_FIGURES.resolve()
+def is_published(path: Path) -> bool:
+    """Whether `path` is (or lies inside) the repository's published figures/ or docs/."""
+    path = Path(path).resolve()
+    return any(path == root or root in path.parents for root in (REPO_FIGURES.resolve(), REPO_DOCS.resolve()))
+
+
+def short_of_design(profile_name: str, seeds: list[int], datasets: list[str], *, every_notebook: bool = True,
+                    grid: dict[str, list[Any]] | None = None) -> str | None:
+    """Why a sweep may not write the published results, or None when it meets their design:
+    at least `PUBLISHED_MIN_SEEDS` seeds over every data set of `PUBLISHED_DATASETS`, a
+    profile of `PUBLISHED_PROFILES`, every notebook, no extra grid. Fewer runs would turn
+    the published verdicts into "inconclusive (1 run)" (He et al. 2019's findings are
+    judged over 5 seeds x 2 data sets)."""
+    if Path(profile_name).stem not in PUBLISHED_PROFILES or Path(profile_name).suffix:
+        return f"profile {profile_name!r} is not one of {list(PUBLISHED_PROFILES)}"
+    if len(seeds) < PUBLISHED_MIN_SEEDS:
+        return f"{len(seeds)} seed{'s' * (len(seeds) != 1)} < {PUBLISHED_MIN_SEEDS}"
+    missing = [d for d in PUBLISHED_DATASETS if d not in datasets]
+    if missing:
+        return f"data sets {','.join(datasets)} lack {','.join(missing)}"
+    if not every_notebook:
+        return "only some notebooks (--only)"
+    if grid:
+        return "an extra --grid"
+    return None
+
+
+def scratch_out(profile_name: str, seeds: list[int], datasets: list[str]) -> Path:
+    """Where a run smaller than the published design writes: build/figures-<profile>-s<seeds>-<data sets>."""
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1:
+        tag = f"{seeds[0]}-{seeds[-1]}"
+    else:
+        tag = "_".join(str(s) for s in seeds[:8]) + ("_etc" if len(seeds) > 8 else "")
+    return (REPO / "build" / f"figures-{Path(profile_name).stem}-s{tag}-{'_'.join(datasets)}").resolve()
+
+
+def readme_allowed(profile_name: str, out_dir: Path, *, design_met: bool = False) -> bool:
+    """Only a sweep that meets the published design (`short_of_design`), of the quick or
+    full profile, writing into the repository's own figures/ rewrites README."""
+    return (design_met and Path(profile_name).stem in PUBLISHED_PROFILES
+            and Path(out_dir).resolve() == REPO_FIGURES.resolve())
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (what a reader types)."""
+    path = Path(path).resolve()
+    return f"{path.relative_to(REPO)}/" if REPO in path.parents else str(path)
 
 
 def _print(msg: str) -> None:
@@ -461,7 +513,27 @@ def execute(path: Path, target: Path, params: dict[str, Any], *, timeout_s: int,
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
             why = f"{type(e).__name__}: {_first_line(e)}" + (f" (kernel: {tail[0][:200]})" if tail else "")
             return Failure(path.stem, None, why, target)
+    hide_injected(target)
     return None
+
+
+def hide_injected(executed: Path) -> None:
+    """Tag papermill's injected-parameters cell `remove-cell`: it repeats every parameter
+    (tens of lines) before the first experiment; the notebook's own parameters cell, tagged
+    `hide-input`, stays one click away in the rendered pages."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+            changed = True
+    if changed:
+        from .io import atomic_write
+
+        atomic_write(executed, nbformat.writes(nb))
 
 
 # --------------------------------------------------------- contained output folders
@@ -740,6 +812,14 @@ def run(profile_name: str, *, only: list[str] | None = None, out: str | None = N
     """
     profile = load_profile(profile_name, notebooks_dir=notebooks_dir)
     out_dir = Path(out).resolve() if out else default_out(profile_name, profile)
+    if is_published(out_dir):
+        # One run of each notebook is one seed: never the published results.
+        if out:
+            raise ConfigError(f"--out {out}: {out_dir} holds the published results, which only a sweep of "
+                              f"{PUBLISHED_MIN_SEEDS}+ seeds x {','.join(PUBLISHED_DATASETS)} writes "
+                              "(python -m threatlab sweep); give another --out, or leave it out")
+        out_dir = scratch_out(profile_name, [profile["defaults"].get("seed", 0)],
+                              [profile["defaults"].get("dataset", "mnist")])
     every = notebook_paths(notebooks_dir)
     paths = select(every, only)
     check_defaults_used(profile, paths, every)
@@ -846,8 +926,10 @@ def parse_args_and_run(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         validate.check_env_switches()  # a bad switch is one line now, not mid-run
         if args.cmd == "run":
-            run(args.profile, only=args.only, out=args.out, force=args.force)
-            print(f"[threatlab] profile {args.profile}: all done in {time.perf_counter() - t0:.1f} s")
+            done = run(args.profile, only=args.only, out=args.out, force=args.force)
+            where = done[0].parent.parent if done else Path(args.out or ".")
+            print(f"[threatlab] profile {args.profile}: all done in {time.perf_counter() - t0:.1f} s; "
+                  f"figures, tables and results in {_shown(where)}")
             return 0
         return _sweep.cli(args)
     except RunFailed as e:

@@ -19,7 +19,11 @@ their folder starts with a copy of those points' results/.
 Where things go. Without ``--out``: points under build/sweep/<profile>/points, the
 manifest beside them, and the gathered table, the first seed's first data set's
 figures/tables/results and executed copies in the profile's ``out`` folder (figures/ for
-quick), exactly as `threatlab.run` writes them. With ``--out DIR`` everything stays
+quick), exactly as `threatlab.run` writes them. Only a sweep that meets the published
+design (5+ seeds x mnist,fashion_mnist, quick or full, every notebook, no grid:
+`threatlab.run.short_of_design`) writes figures/, docs/ and README's table; a smaller
+one whose profile names them writes build/figures-<profile>-s<seeds>-<data sets>/ (and
+build/docs-.../) instead, and its last line says where. With ``--out DIR`` everything stays
 under DIR: DIR/points, DIR/manifest.json, and DIR/figures for the published view.
 
 Engine. Default: an in-process ``LocalCluster`` with one single-threaded worker process
@@ -246,6 +250,7 @@ class Plan:
     contained: bool           # --out given: everything under root
     first: set[str] = field(default_factory=set)  # digests published
     force: bool = False       # publish into a folder threatlab did not write (R.claim)
+    short_of_design: str | None = None  # why it may not write the published results; None: it may
 
     @property
     def notebook_of(self) -> dict[str, str]:
@@ -289,6 +294,17 @@ def plan(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict
     docs_dir = None
     if profile.get("docs"):
         docs_dir = (root / "docs") if contained else (R.REPO / profile["docs"]).resolve()
+    short = R.short_of_design(profile_name, seeds, datasets, every_notebook=len(paths) == len(every), grid=grid)
+    published = [d for d in (publish_dir, docs_dir) if d is not None and R.is_published(d)]
+    if published and short is not None:
+        if contained:
+            raise ConfigError(f"--out {out}: {published[0]} holds the published results, which only a sweep of "
+                              f"{R.PUBLISHED_MIN_SEEDS}+ seeds x {','.join(R.PUBLISHED_DATASETS)} of every notebook "
+                              f"writes ({short}); give another --out")
+        # Smaller than the published design: its own folder under build/, never figures/.
+        publish_dir = R.scratch_out(profile_name, seeds, datasets)
+        if docs_dir is not None:
+            docs_dir = publish_dir.with_name(publish_dir.name.replace("figures-", "docs-", 1))
     gpu_key = profile.get("gpu", False)
     keys = list(grid)
     combos = [dict(zip(keys, c)) for c in itertools.product(*(grid[k] for k in keys))] or [{}]
@@ -329,7 +345,8 @@ def plan(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dict
     points.sort(key=lambda p: p.aggregator)  # families first: a valid topological order
     return Plan(profile_name, profile, seeds, datasets, grid, points, root, store, publish_dir, docs_dir,
                 int(profile.get("timeout_s", R.DEFAULT_TIMEOUT_S)),
-                Path(notebooks_dir) if notebooks_dir is not None else R.NOTEBOOKS, contained, first)
+                Path(notebooks_dir) if notebooks_dir is not None else R.NOTEBOOKS, contained, first,
+                short_of_design=short)
 
 
 # ----------------------------------------------------------------- execution
@@ -740,7 +757,22 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
               for s in (("done",), ("skipped",), ("failed", "blocked"))}
     log(f"[threatlab] sweep {profile_name}: {counts[('done',)]} run, {counts[('skipped',)]} skipped, "
         f"{counts[('failed', 'blocked')]} failed in {time.perf_counter() - t0:.1f} s; manifest {manifest}")
+    if publish:
+        log(where_line(plan_))
     return SweepResult(plan_, outcomes, manifest, table)
+
+
+def where_line(plan_: Plan) -> str:
+    """The sweep's last line: where its figures went and, below the published design, why
+    not into figures/."""
+    where = R._shown(plan_.publish_dir)
+    if plan_.docs_dir is not None:
+        where += f" (pages in {R._shown(plan_.docs_dir)})"
+    if plan_.short_of_design is not None and not plan_.contained:
+        return (f"[threatlab] sweep: figures, tables and findings in {where}; figures/, docs/ and README.md "
+                f"keep the published results ({plan_.short_of_design}: they need {R.PUBLISHED_MIN_SEEDS}+ "
+                f"seeds x {','.join(R.PUBLISHED_DATASETS)})")
+    return f"[threatlab] sweep: figures, tables and findings in {where}"
 
 
 # ---------------------------------------------------------- collect / publish
@@ -836,8 +868,16 @@ def collect(profile_name: str = "quick", *, out: str | None = None) -> Path:
         folder = R.default_out(profile_name, profile)
     if not store.exists():
         raise ConfigError(f"no sweep points under {store}; run `python -m threatlab sweep` first")
+    rows = collect_rows(store)
+    if R.is_published(folder):
+        seeds_of = {ds: {r["seed"] for r in rows if r["dataset"] == ds} for ds in R.PUBLISHED_DATASETS}
+        short = R.short_of_design(profile_name, sorted(min(seeds_of.values(), key=len)),
+                                  [ds for ds, s in seeds_of.items() if s])
+        if short is not None:  # the published table is the design's, never a smaller store's
+            raise ConfigError(f"sweep collect: {folder} holds the published results and the points under "
+                              f"{store} fall short of their design ({short}); give --out")
     with R.folder_lock(folder):
-        return write_table(collect_rows(store), folder, store)
+        return write_table(rows, folder, store)
 
 
 def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callable[[str], None]) -> Path:
@@ -882,7 +922,8 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
                     continue
                 params = {**p.params, "out_dir": str(staging)}
                 if "update_readme" in params:
-                    params["update_readme"] = R.readme_allowed(plan_.profile_name, folder)
+                    params["update_readme"] = R.readme_allowed(plan_.profile_name, folder,
+                                                               design_met=plan_.short_of_design is None)
                 target = staging / "executed" / f"{p.notebook}.ipynb"
                 t0 = time.perf_counter()
                 fail = R.execute(p.path, target, params, timeout_s=plan_.timeout_s, cwd=plan_.cwd)

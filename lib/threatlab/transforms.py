@@ -10,7 +10,7 @@ differentiable in the input (`grid_sample`, convolution, addition, clamp), so at
 can back-propagate through it, and every draw comes from the `torch.Generator` passed
 in, so the same seed gives the same transformations. `draw_transform` and
 `apply_transform` split a call in two (the parameters can be inspected or reused);
-`augment` / `augmentation_hook` train with register v3's F17 distribution
+`augment` / `augmentation_hook` train with F17's distribution
 (`F17_AUGMENTATION`).
 
     >>> t = RandomTransform(("shift", "rotate", "noise", "blur"), max_shift=3, max_angle=20)
@@ -213,9 +213,9 @@ def accuracy_under_transforms(model: torch.nn.Module, x: torch.Tensor, y: torch.
                                                 generator=generator).mean())
 
 
-# ------------------------------------------------------- F17's augmentation (v3)
+# ------------------------------------------------------- F17's augmentation
 
-#: Register v3's F17 transformation distribution, fixed before any run (no calibration
+#: F17's transformation distribution, fixed before any run (no calibration
 #: search): shift <= 2 px, rotation <= 15 degrees, blur sigma <= 0.5 px, Gaussian noise
 #: std 0.05. The target is trained with it as augmentation and attacked under it.
 F17_AUGMENTATION = {"max_shift": 2.0, "max_angle": 15.0, "max_blur": 0.5, "noise_std": 0.05}

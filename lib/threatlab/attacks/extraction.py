@@ -918,7 +918,7 @@ def solve_equations(x: torch.Tensor, answers: torch.Tensor) -> EquationSolvingRe
     """Equation solving on queries the caller already asked: least squares of the
     centred log-probabilities on [x.flatten(), 1], as in `equation_solving` (Tramèr,
     Zhang, Juels, Reiter, Ristenpart 2016, arXiv 1609.02943), but for any query rows,
-    not only uniform noise. Register v3's F01 gives this solver and a substitute
+    not only uniform noise. F01's gives this solver and a substitute
     (`fit_on_answers`) the same pool images, so the two learners differ only in the model
     class they fit.
 
@@ -966,7 +966,7 @@ def fit_on_answers(x: torch.Tensor, answers: torch.Tensor, *, arch: str = "mlp",
     """`train_substitute` without the asking: fit a fresh substitute on answers already
     bought (Papernot et al. 2017, arXiv 1602.02697; soft targets as Orekondy et al. 2019,
     arXiv 1812.02766), with `fit_substitute`'s recipe. Lets two learners share one set of
-    counted queries (register v3, F01).
+    counted queries (F01).
 
     Args:
         x: the queries [n, ...] in [0, 1]; answers: the victim's answers on them (Long

@@ -933,7 +933,7 @@ def psnr(x_rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def baseline_psnr(x: torch.Tensor, x_train: torch.Tensor) -> dict[str, float]:
-    """Mean PSNR of the trivial reconstructions the register compares DLG with: the
+    """Mean PSNR of the trivial reconstructions F08 compares DLG with: the
     all-black image and the training-set mean image, scored against the originals x
     exactly like a reconstruction. Returns {"black": dB, "mean_image": dB}."""
     checks.images(x, nonempty=True)
@@ -966,7 +966,7 @@ def match_psnr(x_rec: torch.Tensor, x: torch.Tensor, *, batch_size: int) -> torc
     return torch.from_numpy(out.reshape(-1))
 
 
-# ------------------------------------------- membership: population-calibrated (v3)
+# ------------------------------------------- membership: population-calibrated
 
 
 def class_medians(values: torch.Tensor, classes: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -997,7 +997,7 @@ def mi_class_threshold(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, x_
     """Population-calibrated class threshold: the loss attack with a per-class offset read
     off the target's answers on records the attacker knows are not members.
 
-    Register v3, F06's fourth shadow-free attack. The calibration is attack P of Ye,
+    F06's fourth shadow-free attack. The calibration is attack P of Ye,
     Maddi, Murakonda, Bindschaedler, Shokri (2022), "Enhanced Membership Inference
     Attacks against Machine Learning Models", CCS, arXiv 2111.09679 (thresholds from the
     target's signal on population data, no shadow model), made class-dependent as in

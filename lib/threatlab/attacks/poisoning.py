@@ -476,15 +476,15 @@ def feature_collision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
 
 
 # ------------------------------------------------- register v3: F09 label budgets (count-based)
-# Register v3 (F09) gives both attackers the same label budget B, a count of training
+# F09 gives both attackers the same label budget B, a count of training
 # labels; the rate-based kernels above give the targeted attacker a fraction of one class
-# only. These count-based kernels keep the rate-based ones untouched for v2 results.
+# only. These count-based kernels keep the rate-based ones untouched for earlier results.
 
 
 def label_budget(n_train: int, fraction: float) -> int:
     """Labels an attacker may change: round(fraction * n_train), halves rounded up.
 
-    F09 (register v3) sets B in {2 %, 5 %, 10 %} of the training set. Python's ``round``
+    F09 sets B in {2 %, 5 %, 10 %} of the training set. Python's ``round``
     rounds halves to even (round(2.5) = 2); a budget should not depend on parity, so
     halves go up.
     """
@@ -501,7 +501,7 @@ def random_flip(x, y, *, budget, num_classes=None, generator=None) -> PoisonedSe
     """Random label noise with a label budget: `budget` rows, drawn uniformly from the
     whole training set, relabelled to a uniformly random *other* class.
 
-    The comparison of register v3's F09: the same number of labels as `targeted_flip`,
+    The comparison of F09's: the same number of labels as `targeted_flip`,
     spent without aim. Baseline of Biggio, Nelson, Laskov (2012), arXiv 1206.6389;
     random noise on DNNs: Rolnick et al. (2017), arXiv 1705.10694.
 
@@ -534,7 +534,7 @@ def targeted_flip(x, y, *, budget, source, target, num_classes=None, generator=N
     """Class-pair label flipping with a label budget: min(budget, n_source) labels of
     class `source`, drawn uniformly, set to `target`.
 
-    Register v3's F09 attacker (Biggio et al. 2012, arXiv 1206.6389; Xiao, Xiao, Eckert
+    F09's attacker (Biggio et al. 2012, arXiv 1206.6389; Xiao, Xiao, Eckert
     2012, ECAI): the same budget B as `random_flip`, concentrated on one class pair. When
     the source class has fewer than B examples, all of them are flipped and the rest of
     the budget is unspent (extra["unspent"]).
@@ -569,7 +569,7 @@ def targeted_flip(x, y, *, budget, source, target, num_classes=None, generator=N
 def nearest_class(features: torch.Tensor, labels: torch.Tensor, target_class: int) -> int:
     """The class whose mean feature is nearest (L2) to `target_class`'s mean feature.
 
-    F11's base class (register v3): the binary task is target class vs the class the
+    F11's base class: the binary task is target class vs the class the
     feature extractor already finds most similar, so a collision is within reach.
     Classes absent from `labels` are skipped; ties go to the lowest class id.
     Shapes: features [n, d] (finite), labels [n] Long.

@@ -192,7 +192,7 @@ def cached_adversarial(arch: str, dataset_name: str, x: torch.Tensor, y: torch.T
                    "history": hist}
 
 
-#: Register v3's F18 protocol (Madry et al. 2018, arXiv 1706.06083): PGD-7 from a random
+#: F18's protocol (Madry et al. 2018, arXiv 1706.06083): PGD-7 from a random
 #: start, step 2.5 eps / 7, the budget ramped over the first 30 % of training, 16
 #: epochs (of 20k examples in the quick profile) in batches of 64.
 F18_PGD = {"method": "pgd", "steps": 7, "warmup": 0.3, "epochs": 16, "batch_size": 64}
@@ -202,7 +202,7 @@ def cached_madry(arch: str, dataset_name: str, x: torch.Tensor, y: torch.Tensor,
                  epochs: int = F18_PGD["epochs"], batch_size: int = F18_PGD["batch_size"], lr: float = 1e-3,
                  seed: int = 0, num_classes: int = 10, cache_dir: str | os.PathLike | None = None,
                  progress: bool = True) -> tuple[models.Classifier, dict[str, Any]]:
-    """PGD adversarial training as register v3's F18 asks, cached: `cached_adversarial`
+    """PGD adversarial training as F18's asks, cached: `cached_adversarial`
     with `F18_PGD` (Madry et al. 2018, arXiv 1706.06083; L-inf budget `eps` per G2).
 
     Args:

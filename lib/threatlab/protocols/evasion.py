@@ -300,7 +300,7 @@ def blackbox_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     ball `eps`, the same per-example budget `max_queries` and a fresh generator seeded
     `seed`. Every query must have come through the counter (RuntimeError otherwise).
 
-    Scored as register v2 asks: per example the queries until the attack first held an
+    Scored as F15's rule asks: per example the queries until the attack first held an
     adversarial within the ball (`queries_to_success`), the success-vs-queries curve on
     a log grid of `grid_points` budgets from 1 to `max_queries`, and the queries each
     attack needs to reach each success level of `levels` (`queries_at_levels`; the
@@ -466,7 +466,7 @@ def minimal_perturbation_suite(model: torch.nn.Module, x: torch.Tensor, y: torch
     arXiv 1511.07528), C&W-L2 (Carlini & Wagner 2017, arXiv 1608.04644), DeepFool
     (Moosavi-Dezfooli et al. 2016, arXiv 1511.04599) and the minimal L-inf PGD
     (Madry et al. 2018, arXiv 1706.06083, with per-example bisection over eps), as
-    register v2's F13 asks, so each norm is the smallest one the attack found.
+    F13's rule asks, so each norm is the smallest one the attack found.
 
     Returns {"results": {attack: AttackResult}, "norms": `minimal_norms` plus
     "passes_per_example" {attack: model passes}, "jsma_cap" (pixels JSMA may change:
@@ -627,7 +627,7 @@ def _median(values: Sequence[float]) -> float:
 def norm_robustness(models_: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, *,
                     jsma_cap: float = 0.2, pointwise_queries: int = 5000, pointwise_init_steps: int = 100,
                     bisection_steps: int = 10, steps: int = 20, seed: int = 0) -> dict[str, Any]:
-    """F13 (register v3): minimal L-inf and minimal L0 of each model of `models_` on the
+    """F13: minimal L-inf and minimal L0 of each model of `models_` on the
     same examples (x, y), failures counted as infinite, medians over all of them.
 
     Minimal L-inf: `min_linf` (PGD with a per-example bisection over eps up to 1;
@@ -755,7 +755,7 @@ def sign_noise_success(models_: Mapping[str, torch.nn.Module], x: torch.Tensor, 
 
 def augmented_target(arch: str, dataset: str, x: torch.Tensor, y: torch.Tensor, *, seed: int, num_classes: int,
                      cache_dir: Any = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """F17's target (register v3): `arch` trained with F17's fixed transformation
+    """F17's target: `arch` trained with F17's fixed transformation
     distribution as augmentation (`transforms.F17_AUGMENTATION`: every training batch
     transformed by a fresh draw, `transforms.augmentation_hook`), with G1's early
     stopping on the clean held-out loss (1,000 rows, patience 3, 3-15 epochs, best
@@ -817,7 +817,7 @@ def augmented_target(arch: str, dataset: str, x: torch.Tensor, y: torch.Tensor, 
     return model, {"from_cache": False, "train_seconds": hist["seconds"], "best_epoch": best, "path": str(path)}
 
 
-#: Register v3's F17 eps rule: the smallest of these at which plain PGD fools >= 90 %.
+#: F17's eps rule: the smallest of these at which plain PGD fools >= 90 %.
 F17_EPS_GRID = (0.05, 0.1, 0.15, 0.2, 0.3)
 
 
@@ -878,7 +878,7 @@ def _victim(dataset: str, architecture: str, accuracy: float) -> dict[str, Any]:
 
 def evidence_f13(norms: dict[str, Any], *, standard: str, adversarial: str, dataset: str, architecture: str,
                  accuracy: float) -> dict[str, Any]:
-    """F13 (register v3; Carlini & Wagner 2017, arXiv 1608.04644, on norms; Schott et
+    """F13 (Carlini & Wagner 2017, arXiv 1608.04644, on norms; Schott et
     al. 2019, arXiv 1805.09190, on L0 robustness of adversarially trained models): the
     median minimal L-inf and minimal L0 of the standard target and of the adversarially
     trained one (`norm_robustness`), failures counted as infinite (None in the file),
@@ -899,7 +899,7 @@ def evidence_f13(norms: dict[str, Any], *, standard: str, adversarial: str, data
 
 def evidence_f14(eps_grid: Sequence[float], success: dict[str, list[float]], minimal_run: dict[str, Any], *,
                  dataset: str, architecture: str, accuracy: float, cw: dict[str, Any]) -> dict[str, Any]:
-    """F14 (register v3): FGSM (Goodfellow et al. 2015, arXiv 1412.6572) vs PGD (Madry
+    """F14: FGSM (Goodfellow et al. 2015, arXiv 1412.6572) vs PGD (Madry
     et al. 2018, arXiv 1706.06083) success over `eps_grid` (`success_vs_eps`), the
     smallest eps where PGD reaches 90 % (None if none), C&W-L2 (Carlini & Wagner 2017,
     at `cw`'s budget) vs DeepFool median L2 and model passes per example
@@ -975,7 +975,7 @@ def evidence_f16(transfer_mean: dict[str, list[float]], transfer_eps: Sequence[f
 def evidence_f17(eot_run: dict[str, Any], *, eps_rule: dict[str, Any], stable: dict[str, Any],
                  clean_accuracy: float, clean_accuracy_under_transform: float, dataset: str,
                  architecture: str) -> dict[str, Any]:
-    """F17 (register v3; EOT, Athalye et al. 2018, arXiv 1707.07397): the fraction of
+    """F17 (EOT, Athalye et al. 2018, arXiv 1707.07397): the fraction of
     clean, plain-PGD and EOT examples fooled in >= 90 % of fresh draws and the mean
     over draws (`eot_vs_plain_pgd`, kappa = 0), on examples stable under clean draws
     (`stable_examples`), at the eps of `eps_by_rule`; the augmented target's
@@ -1001,7 +1001,7 @@ def evidence_f17(eot_run: dict[str, Any], *, eps_rule: dict[str, Any], stable: d
 
 def evidence_f18(defense: dict[str, dict[str, Any]], cost: dict[str, Any], *, eps: float, dataset: str,
                  architecture: str, n_attack: int) -> dict[str, Any]:
-    """F18 (register v3; PGD adversarial training, Madry et al. 2018, arXiv 1706.06083;
+    """F18 (PGD adversarial training, Madry et al. 2018, arXiv 1706.06083;
     masking, Athalye, Carlini, Wagner 2018, arXiv 1802.00420): clean, PGD and
     worst-case accuracies of the standard target and the adversarially trained model
     and the quantized model's plain-PGD vs BPDA accuracy (`defense_accuracies`), with

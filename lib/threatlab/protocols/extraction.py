@@ -310,12 +310,12 @@ def prada_rows(streams: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *, delt
     return rows, results
 
 
-# --------------------------------------------- F01: one set of queries, two learners (v3)
+# --------------------------------------------- F01: one set of queries, two learners
 
 
 @dataclass
 class SharedQueryContrast:
-    """F01 (register v3): the linear solver and a substitute fed the same pool queries.
+    """F01: the linear solver and a substitute fed the same pool queries.
 
     solver_agreement, substitute_agreement: agreement with the victim's labels on the
         evaluation set (the judged pair).
@@ -353,7 +353,7 @@ def shared_query_contrast(victim: torch.nn.Module, pool: torch.Tensor, x_eval: t
                           eval_labels: torch.Tensor, *, generator: torch.Generator | None,
                           noise_generator: torch.Generator | None = None,
                           sub_kw: Mapping[str, Any] | None = None) -> SharedQueryContrast:
-    """Register v3, F01: against one victim, equation solving (Tramèr et al. 2016, arXiv
+    """F01: against one victim, equation solving (Tramèr et al. 2016, arXiv
     1609.02943: least squares on centred log-probabilities) and an MLP substitute trained
     on the probabilities (Papernot et al. 2017, arXiv 1602.02697) learn from **the same
     d + 1 pool images**, so their agreements differ only by the model class each fits.
@@ -419,11 +419,11 @@ def shared_query_contrast(victim: torch.nn.Module, pool: torch.Tensor, x_eval: t
                                noise_oracle.total, solver.model, sub.model)
 
 
-# ------------------------------------------------- F03: the comparison level by rule (v3)
+# ------------------------------------------------- F03: the comparison level by rule
 
-#: Register v3, F03: the query budgets of every strategy's curve.
+#: F03: the query budgets of every strategy's curve.
 F03_BUDGETS = (25, 50, 100, 200, 400, 800, 1600, 3200)
-#: Register v3, F03: the comparison level is the pool baseline's agreement at this many queries.
+#: F03: the comparison level is the pool baseline's agreement at this many queries.
 F03_LEVEL_AT = 400
 
 
@@ -440,7 +440,7 @@ def _curve_points(name: str, curve: Any) -> tuple[list[float], list[float]]:
 
 
 def comparison_level(queries: Sequence[float], agreement: Sequence[float], *, at: float = F03_LEVEL_AT) -> float:
-    """Register v3, F03's level L: the curve's agreement at `at` queries, interpolated
+    """F03's level L: the curve's agreement at `at` queries, interpolated
     linearly in log(queries) between the measured budgets, rounded down to 0.01.
 
     Set by rule from the pool baseline alone, before any informed strategy is read, so
@@ -473,7 +473,7 @@ def comparison_level(queries: Sequence[float], agreement: Sequence[float], *, at
 
 @dataclass
 class ComparisonQueries:
-    """F03 (register v3) at its rule-set level.
+    """F03 at its rule-set level.
 
     level: L (`comparison_level` of the baseline); baseline: its name.
     queries: strategy -> queries to reach L (log-interpolated; never reached = its
@@ -495,7 +495,7 @@ class ComparisonQueries:
 
 def comparison_queries(curves: Mapping[str, Any], *, baseline: str = F03_BASELINE, at: float = F03_LEVEL_AT,
                        not_reached_factor: float = 2.0) -> ComparisonQueries:
-    """Register v3, F03: L from the baseline's curve (`comparison_level`), then every
+    """F03: L from the baseline's curve (`comparison_level`), then every
     curve's queries to reach L (`metrics.queries_to_reach`, never reached = largest
     budget x `not_reached_factor`).
 

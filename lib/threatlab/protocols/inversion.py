@@ -50,12 +50,12 @@ __all__ = ["MembershipPools", "membership_pools", "membership_scores", "membersh
            "GradientLeakage", "gradient_leakage", "check_split_fits", "SHADOW_FREE", "SHADOW_BASED", "ATTACKS",
            "INVERSION_TARGETS", "LEAKAGE_TARGETS"]
 
-#: Register v3, F06: attacks that train no model (the first three need nothing at all;
+#: F06: attacks that train no model (the first three need nothing at all;
 #: the population-calibrated class threshold needs only the target's answers on the
 #: attacker's own rows, known non-members).
 SHADOW_FREE = ("loss", "confidence", "entropy", "class_threshold")
-#: Register v3, F06: attacks calibrated on shadow models' outputs (Shokri's attack model,
-#: and v2's class thresholds fitted on shadow in/out labels, filed here since v3).
+#: F06: attacks calibrated on shadow models' outputs (Shokri's attack model,
+#: and the class thresholds fitted on shadow in/out labels).
 SHADOW_BASED = ("shadow", "class_loss")
 #: Every attack `membership_scores` runs, in table / figure order.
 ATTACKS = SHADOW_FREE + SHADOW_BASED + ("lira", "lira_offline", "label_only")
@@ -580,7 +580,7 @@ def gradient_leakage(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch
     return GradientLeakage(sweeps, rows, baseline, seconds)
 
 
-# ------------------------------------------------- F06: selection on halves (register v3)
+# ------------------------------------------------- F06: selection on halves
 
 
 @dataclass
@@ -610,7 +610,7 @@ class HalfSelection:
 def best_on_half(scores_by_attack: Mapping[str, Any], membership: Any, generator: torch.Generator | None, *,
                  sides: Mapping[str, Sequence[str]] | None = None, fpr: float = 0.001) -> HalfSelection:
     """Choose each side's best attack on a random half of the candidate rows and report
-    its AUC on the other half (register v3, F06).
+    its AUC on the other half (F06).
 
     Taking the best of several attacks by the AUC it is then credited with biases the
     maximum upwards (a winner's curse that grows with the number of attacks per side);
@@ -685,7 +685,7 @@ __all__ += ["HalfSelection", "best_on_half"]
 
 def shadow_evidence(mi: MembershipComparison, *, n_reference: int, generator: torch.Generator | None,
                     fpr: float = 0.001) -> tuple[dict[str, Any], HalfSelection]:
-    """F06's evidence from a `MembershipComparison` (register v3).
+    """F06's evidence from a `MembershipComparison`.
 
     Each side's best attack (shadow-free `SHADOW_FREE`, shadow-based `SHADOW_BASED`) is
     chosen on a random stratified half of the pooled (target, candidate) rows and its AUC

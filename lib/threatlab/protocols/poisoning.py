@@ -100,8 +100,8 @@ def flip_effects(model, x: torch.Tensor, y: torch.Tensor, *, source: int, target
 
     Returns {"acc": overall accuracy, "confusion": fraction of true-`source` images
     predicted `target` (`metrics.confusion_rate`), "source_recall": accuracy on class
-    `source`}. The confusion rate is F09's register-v2 metric; the recall is kept for
-    comparison with v1 (random flips inflate it: they relabel other classes as `source`).
+    `source`}. The confusion rate is F09's metric; the recall is kept for
+    comparison with the earlier metric (random flips inflate it: they relabel other classes as `source`).
     """
     pred = models.predict(model, x).to(y.device)
     cm = metrics.confusion_matrix(pred, y, num_classes)
@@ -171,7 +171,7 @@ def badnets_sweep(victim: Callable[[torch.Tensor, torch.Tensor, str], torch.nn.M
 
 # ============================================================= register v3 (issue #30)
 # F09's pair rule, F11's two retraining regimes with their controls, F12's trial per poison
-# draw. Appended as new functions; the register-v2 helpers above are unchanged.
+# draw. Appended as new functions; the earlier helpers above are unchanged.
 
 
 @dataclass(frozen=True)
@@ -188,10 +188,10 @@ class ConfusionPair:
 
 def confusion_pair(model_or_logits, x_heldout: torch.Tensor | None, y_heldout: torch.Tensor, *,
                    num_classes: int) -> ConfusionPair:
-    """The off-diagonal (true, predicted) pair the clean victim confuses most (register v3, F09).
+    """The off-diagonal (true, predicted) pair the clean victim confuses most (F09).
 
     Chosen before any poisoning, from the clean victim's predictions on held-out training
-    images (1,000 in the register): the targeted flip then attacks the pair the model
+    images (1,000 in the rule): the targeted flip then attacks the pair the model
     already finds closest, as class-pair flips do (Xiao, Xiao, Eckert 2012, ECAI;
     Biggio, Nelson, Laskov 2012, arXiv 1206.6389). Ties go to the lowest (true,
     predicted) pair in row-major order; a victim that confuses nothing gives (0, 1) with
@@ -263,7 +263,7 @@ def fit_logistic_head(features: torch.Tensor, labels: torch.Tensor, *, num_class
                       max_iter: int = 500, tol: float = 1e-10) -> LogisticHead:
     """Logistic regression retrained from scratch on frozen features, by L-BFGS, batched.
 
-    F11's transfer regime (register v3): Poison Frogs' victim retrains only its last
+    F11's transfer regime: Poison Frogs' victim retrains only its last
     layer on frozen features (Shafahi et al. 2018, arXiv 1804.00792, Sec. 4.1), here to
     convergence. Objective per head: mean cross-entropy + (l2 / 2) ||W||^2, the bias
     unpenalised; binary = one sigmoid logit (as scikit-learn parametrises it). This is
@@ -280,7 +280,7 @@ def fit_logistic_head(features: torch.Tensor, labels: torch.Tensor, *, num_class
     Args:
         features: [n, d] or [M, n, d], finite. labels: [n] or [M, n], in 0..num_classes-1.
         num_classes: 2 (binary, the F11 task) or more (multinomial).
-        l2: L2 weight (>= 0); default 1e-4 (the register's). max_iter: <= 500 in the register.
+        l2: L2 weight (>= 0); default 1e-4 (the rule's). max_iter: <= 500 in the rule.
         tol: gradient tolerance of L-BFGS.
     Returns a LogisticHead (M = 1 for unbatched input).
 
@@ -355,14 +355,14 @@ def collision_outcomes(model, x_clean: torch.Tensor, y_clean: torch.Tensor, x_po
                        regimes: Sequence[str] = REGIMES, l2: float = 1e-4, max_iter: int = 500,
                        epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
                        progress: bool = False) -> CollisionOutcomes:
-    """F11 (register v3): does each target's poisons make the retrained victim label it
+    """F11: does each target's poisons make the retrained victim label it
     as the base class, under the transfer and the end-to-end regime, with controls.
 
     Shafahi et al. (2018), "Poison Frogs!", arXiv 1804.00792: clean-label feature
     collision succeeds when only the last layer is retrained (their one-shot kill) and
     much less when the whole network is (their Sec. 4.2). Binary task: `target_class`
-    vs `base_class`; (x_clean, y_clean) hold only these two classes (500 + 500 in the
-    register), and every poison carries the base label.
+    vs `base_class`; (x_clean, y_clean) hold only these two classes (500 + 500 in F11's
+    rule), and every poison carries the base label.
 
     - "transfer": the trained victim's `model.features` stay frozen; a logistic
       regression (`fit_logistic_head`, L-BFGS <= `max_iter`, L2 `l2`) is fitted from
@@ -457,7 +457,7 @@ def collision_outcomes(model, x_clean: torch.Tensor, y_clean: torch.Tensor, x_po
 
 
 def poison_draw_generator(seed: int, draw: int) -> torch.Generator:
-    """The generator of poison draw `draw` (0 or 1 in register v3's F12: two draws per
+    """The generator of poison draw `draw` (0 or 1 in F12's: two draws per
     seed, G5) of run `seed`: seeded ``1000 * seed + draw``, distinct for every
     (seed, draw) with draw < 1000, the same on every call."""
     validate.non_negative("seed", seed, integer=True)
@@ -469,7 +469,7 @@ def spectral_trial(victim: Callable[[torch.Tensor, torch.Tensor, str], torch.nn.
                    y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *, rate: float,
                    target_class: int, source_class: int, trigger: torch.Tensor, num_classes: int, seed: int,
                    draw: int = 0, multiple: float = 1.5) -> dict[str, Any]:
-    """F12 (register v3): one spectral-signature trial for one poison draw.
+    """F12: one spectral-signature trial for one poison draw.
 
     Tran, Li, Madry (2018), "Spectral Signatures in Backdoor Attacks", arXiv 1811.00636:
     source-specific BadNets poisons (Gu et al. 2017, arXiv 1708.06733; rate `rate` of the
@@ -557,7 +557,7 @@ def flip_budget_trials(train_many: TrainMany, clean, x_train: torch.Tensor, y_tr
                        x_heldout: torch.Tensor, y_heldout: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
                        *, budgets: Sequence[float], noise_rates: Sequence[float], num_classes: int,
                        seed: int) -> dict[str, Any]:
-    """F09 (register v3): random label noise against a targeted class-pair flip with the
+    """F09: random label noise against a targeted class-pair flip with the
     same label budget.
 
     1. The pair: `confusion_pair` of the clean victim on (x_heldout, y_heldout), chosen
@@ -622,7 +622,7 @@ def frogs_experiment(model, x_train: torch.Tensor, y_train: torch.Tensor, x_pool
                      n_clean_per_class: int = 500, n_poisons: int = 5, opacity: float = 0.3, steps: int = 1000,
                      rel_tol: float = 0.01, power_tol: float = 0.05, epochs: int = 10, lr: float = 1e-3,
                      batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
-    """F11 (register v3): Poison Frogs (Shafahi et al. 2018, arXiv 1804.00792) in a CPU
+    """F11: Poison Frogs (Shafahi et al. 2018, arXiv 1804.00792) in a CPU
     version of its setting, with no-poison controls.
 
     - Task: binary, target class vs base class. The target class is drawn by a generator
@@ -752,7 +752,7 @@ def spectral_trials(train_many: TrainMany, x_train: torch.Tensor, y_train: torch
                     y_test: torch.Tensor, *, rate: float, target_class: int, source_class: int,
                     trigger: torch.Tensor, num_classes: int, seed: int, draws: int = 2,
                     multiple: float = 1.5) -> tuple[list[dict[str, Any]], list[Any]]:
-    """F12 (register v3): `spectral_trial` for poison draws 0..draws-1 of run `seed`, the
+    """F12: `spectral_trial` for poison draws 0..draws-1 of run `seed`, the
     victims of every draw trained by one `train_many` call (then the retrained ones by
     another: the filtered sets of the draws have equal sizes, so they train at once too).
     Returns (one result dict per draw, as `spectral_trial`; plus per draw

@@ -61,7 +61,7 @@ def minimal_l0(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, jsma
                generator: torch.Generator | None = None) -> MinimalL0:
     """Minimal L0 per example: the smaller of JSMA's and the pointwise attack's.
 
-    Register v3's F13: JSMA (Papernot et al. 2016, arXiv 1511.07528; untargeted,
+    F13's: JSMA (Papernot et al. 2016, arXiv 1511.07528; untargeted,
     theta = 1, at most `jsma_cap` of the features) needs the model's gradients; the
     pointwise attack (Schott et al. 2019, arXiv 1805.09190) needs only its labels, so a
     model whose gradients mislead JSMA cannot look L0-robust. Failures count as inf.

@@ -2,7 +2,7 @@
 
 The survey (He et al., arXiv 1911.12562) states its findings in prose; the full text is
 not available offline here, so each claim is restated in this project's own words as a
-measurable statement (FINDINGS.md, register v3). Thresholds are the claims'
+measurable statement (the findings' testable rules). Thresholds are the claims'
 quantitative form, fixed before any run.
 
 The judges live in `report/judges/<family>.py`, one module per family, on the machinery
@@ -33,7 +33,8 @@ from .verdicts import (CONFIDENCE, INCONCLUSIVE, MIN_SEEDS, NOT_RUN, NOT_SUPPORT
                        decide, flatten, identity_check, judged, num, power_check)
 
 __all__ = ["FINDINGS", "BY_ID", "SHORT", "get", "judge_all", "aggregate", "sweep_aggregates", "sweep_rows", "single_run_rows",
-           "points_from_results", "load_points", "select_points", "seed_runs", "margin_rows", "verdict_figure",
+           "points_from_results", "load_points", "select_points", "seed_runs", "margin_rows",
+           "verdict_frame", "verdict_figure",
            "fmt_interval", "fmt_numbers", "mean_interval", "rejudge_lines", "DATASETS", "STATUSES", "SUPPORTED",
            "NOT_SUPPORTED", "INCONCLUSIVE", "NOT_RUN", "MIN_SEEDS", "CONFIDENCE", "NOTEBOOK", "Verdict", "Finding",
            "Aggregate", "Condition", "ConditionSummary", "Check", "Exact", "judged", "power_check", "identity_check",
@@ -327,7 +328,7 @@ def sweep_rows(points: Sequence[dict[str, Any]], *, figure_prefix: str = "",
     its best reachable value in every run) with its margin's Student-t interval, its G0
     state and its baseline; "numbers": every other deciding number (dicts and lists
     flattened to key.subkey) as 'mean [low, high]' (a text number shows its most
-    common value and how many runs gave it); "baseline": the register's trivial
+    common value and how many runs gave it); "baseline": the finding's trivial
     baselines; "exact": conditions decided on counts pooled over seeds. Values are
     formatted strings, ready for Markdown or CSV.
     """
@@ -429,6 +430,18 @@ def margin_rows(points: Sequence[dict[str, Any]], datasets: dict[str, str] | Non
                     rows.append({"finding": f.id, "condition": f"{f.id} {c.name}", "unit": c.unit, "dataset": label,
                                  "seed": p["seed"], "margin": c.margin, "usable": v.usable})
     return rows
+
+
+def verdict_frame(rows: Sequence[dict[str, Any]], datasets: Sequence[str] = tuple(DATASETS.values())):
+    """The verdicts as a DataFrame indexed by finding (an HTML table in a notebook): the
+    claim and, per data set, the whole verdict and k/N runs supported. rows: `sweep_rows`
+    or `single_run_rows` output."""
+    import pandas as pd
+
+    cols = ["claim"] + [c for ds in datasets for c in (ds, f"k/N {ds}")]
+    frame = pd.DataFrame([{"finding": r["id"], **{c: r.get(c, "") for c in cols}} for r in rows],
+                         columns=["finding", *cols])
+    return frame.set_index("finding")
 
 
 def verdict_figure(margins: Sequence[dict[str, Any]], *, datasets: Sequence[str] = tuple(DATASETS.values()),

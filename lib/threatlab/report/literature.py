@@ -389,8 +389,14 @@ def family_table(rows: list[dict[str, Any]], family: str) -> list[dict[str, Any]
             for r in rows if r["family"] == family]
 
 
+#: The survey's year (He et al., arXiv 1911.12562, November 2019): later work is marked.
+SURVEY_YEAR = 2019
+
+
 def timeline(rows: list[dict[str, Any]]):
-    """A figure: one band per family, each attack a dot at its year on its own line, named."""
+    """A figure: one band per family, each attack a dot at its year on its own line, named.
+    Work the survey covers (to `SURVEY_YEAR`) is a circle; later work, which the notebooks
+    also measure, a diamond named "(after the survey)"."""
     import matplotlib.pyplot as plt
 
     from .plotting import FAMILY_COLORS
@@ -406,15 +412,21 @@ def timeline(rows: list[dict[str, Any]]):
         for i, r in enumerate(mine):
             y = base + step * i
             color = FAMILY_COLORS[fam]
-            ax.scatter([r["year"]], [y], s=30, edgecolors=color,
+            later = r["year"] > SURVEY_YEAR
+            ax.scatter([r["year"]], [y], s=34 if later else 30, edgecolors=color, marker="D" if later else "o",
                        facecolors=color if r["verified"] == "yes" else "white", zorder=3)
-            ax.annotate(f"{r['attack']} ({r['authors'].split(',')[0]})", (r["year"], y), xytext=(6, 0),
-                        textcoords="offset points", fontsize=7, va="center")
+            ax.annotate(f"{r['attack']} ({r['authors'].split(',')[0]})" + (", after the survey" if later else ""),
+                        (r["year"], y), xytext=(6, 0), textcoords="offset points", fontsize=7, va="center")
         base += step * (len(mine) + 1)
         ax.axhline(base - step, color="#dddddd", lw=0.8)
     ax.set(yticks=ticks, yticklabels=fams, ylim=(-step, base - step), xlabel="year",
            xlim=(min(years) - 0.5, max(years) + 3.5))
     ax.set_xticks(range(min(years), max(years) + 1))
     ax.grid(axis="y", visible=False)
-    ax.set_title("Surveyed attacks by family and year (filled: number verified in the paper's text)")
+    if any(r["year"] > SURVEY_YEAR for r in rows):
+        ax.axvline(SURVEY_YEAR + 0.5, color="#999999", ls="--", lw=0.8)
+        what = f"Attacks the survey covers (to {SURVEY_YEAR}, circles) and later work (diamonds)"
+    else:
+        what = f"Attacks the survey covers (to {SURVEY_YEAR})"
+    ax.set_title(f"{what} by family and year; filled: number verified in the paper's text")
     return fig

@@ -1,4 +1,4 @@
-"""Statistics over seeds for the verdicts (FINDINGS.md, G3): intervals and exact tests.
+"""Statistics over seeds for the verdicts (the findings' general rule G3): intervals and exact tests.
 
 Every interval or test here is scipy.stats': the Student-t interval of a mean
 (`t_interval`), the bootstrap percentile interval that stays inside the data's range

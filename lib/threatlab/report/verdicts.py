@@ -1,4 +1,4 @@
-"""The verdict machinery every judge uses (FINDINGS.md, general rules G0-G3).
+"""The verdict machinery every judge uses (the findings' general rules G0-G3).
 
 A judge (`report/judges/<family>.py`) turns one run's evidence into a `Verdict` made of:
 
@@ -103,7 +103,7 @@ class Condition:
     scale "linear": margin = value - bar (">=", ">") or bar - value ("<=", "<"), in the
     condition's unit; scale "log" (a "k x" bar, value and bar > 0): margin =
     log(value / bar) or log(bar / value). why: what bounds the reach, in words.
-    design: a register G0 rule that decides this condition by design in this run, in
+    design: a G0 rule that decides this condition by design in this run, in
     words ("" when none applies). baseline: the trivial baseline the bar is relative to,
     in words with its value ("" when the bar is absolute). half: the half-count of a
     rate measured on n items, 0.5 / n (G3.2): the bar is compared with value + half for
@@ -255,7 +255,7 @@ def accuracy_check(dataset: str, architecture: str, accuracy: float, *, who: str
 def victim_checks(e: dict[str, Any], accuracy_key: str, *, architecture_key: str = "architecture",
                   who: str = "victim") -> list[Check]:
     """G1's check from an evidence dict, applied when the evidence records the data set,
-    the architecture and the accuracy (the notebooks record them from register v3 on);
+    the architecture and the accuracy (the notebooks record them for every finding);
     [] when any is missing (no value is invented)."""
     ds, arch, acc = e.get("dataset"), e.get(architecture_key), e.get(accuracy_key)
     if ds is None or arch is None or acc is None:
@@ -362,7 +362,7 @@ class Finding:
     judge_fn(evidence) -> Verdict for one run; evidence may carry "dataset" (added from
     the sweep point when the notebook did not record it). pooled(evidences) -> exact
     conditions recomputed on counts pooled over the usable runs. baselines: names in the
-    verdict's `numbers` that are the register's trivial baselines. short: the claim in
+    verdict's `numbers` that are the finding's trivial baselines. short: the claim in
     at most 10 words, for the README's verdict matrix (set by `report.findings`).
     """
 

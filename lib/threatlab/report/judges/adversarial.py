@@ -1,13 +1,13 @@
 """Judges of findings F13-F18: adversarial examples (notebook 04), on the machinery of
-`report.verdicts` (FINDINGS.md register v3, applied to the evidence notebook 04 records).
+`report.verdicts` (the findings' testable rules, applied to the evidence notebook 04 records).
 
 Each judge is a pure function of the evidence notebook 04 records with
 `rec.evidence("F1x", {...})`. Every condition is in its own unit and declares its reach
-(G0). Where v3 fixes eps per data set (G2: 0.3 on MNIST, 0.1 on Fashion-MNIST) and the
+(G0). Where the rules fix eps per data set (G2: 0.3 on MNIST, 0.1 on Fashion-MNIST) and the
 evidence holds a grid, the judge reads the grid at that eps (F14, F16); it needs the
 data set, which the sweep adds from the point when the notebook did not record it.
 G1's accuracy check is applied where the evidence records the model's architecture
-("architecture") and clean accuracy, as notebook 04 does from register v3 on.
+("architecture") and clean accuracy, as notebook 04 does.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _at(grid, values, eps: float) -> float:
 
 def _f13(e: dict[str, Any]) -> Verdict:
     """Two models, the standard target and the adversarially trained one, on the same
-    examples (register v3): median minimal L-inf(AT) / median minimal L-inf(standard)
+    examples: median minimal L-inf(AT) / median minimal L-inf(standard)
     >= 2, and median minimal L0(AT) / median minimal L0(standard) <= 1. Failures count
     as infinite; an infinite median is read as the statistic's bound (L-inf: the
     bisection's eps_max; L0: the pixel count), which the minimal perturbation would
@@ -112,7 +112,7 @@ def _l2_ratio(e: dict[str, Any]) -> float:
 def _f14(e: dict[str, Any]) -> Verdict:
     """The largest PGD - FGSM success gap over the eps grid up to G2's eps >= 20 points,
     and median L2(C&W) < median L2(DeepFool). Model passes per example are shown, not
-    judged (FINDINGS.md F14)."""
+    judged (F14's rule)."""
     eps, pgd, fgsm = e["eps"], e["success"]["pgd_linf"], e["success"]["fgsm"]
     if not (len(eps) == len(pgd) == len(fgsm)) or not eps:
         raise ValueError("eps, success['pgd_linf'] and success['fgsm'] must be equally long and non-empty")
@@ -197,7 +197,7 @@ def _f16(e: dict[str, Any]) -> Verdict:
 def _f17(e: dict[str, Any]) -> Verdict:
     """The fraction fooled in >= 90 % of fresh draws: EOT >= plain PGD + 20 points.
     G0: EOT's fraction is <= 1, so the gap lies in [-plain, 1 - plain]. Power check
-    (v3), applied where the evidence records the untransformed clean accuracy
+   , applied where the evidence records the untransformed clean accuracy
     ("clean_accuracy"): clean accuracy under the draws >= it - 3 points."""
     f = e["fooled_in_90pct"]
     eot, plain, clean = num(f["eot"]), num(f["plain"]), num(f["clean"])

@@ -1,5 +1,5 @@
 """Judges of findings F01-F04: model extraction (notebook 01), on the machinery of
-`report.verdicts` (FINDINGS.md register v3, applied to the evidence notebook 01 records).
+`report.verdicts` (the findings' testable rules, applied to the evidence notebook 01 records).
 
 Each judge is a pure function of the evidence dict notebook 01 records; it recomputes
 what it decides from the raw numbers (curves, counts), so a judge never trusts a
@@ -20,7 +20,7 @@ from ...metrics import queries_to_reach
 from ..verdicts import (RATE, Condition, Finding, Verdict, grid_ratio_reach, half, identity_check, judged,
                         minus_reach, multiple_reach, num, victim_checks)
 
-#: FINDINGS.md constants, fixed before any run.
+#: The findings' constants, fixed before any run.
 F01_LR_AGREEMENT = 0.999
 F01_PARAM_ERROR = 1e-6        # largest parameter error / largest weight (the identity check)
 F01_MLP_GAP = 0.10
@@ -46,7 +46,7 @@ def _curve_queries(budgets, agreement, level: float) -> tuple[float, bool]:
 def _levels(e, expected) -> None:
     got = tuple(float(v) for v in e["levels"])
     if len(got) != len(expected) or any(abs(a - b) > 1e-12 for a, b in zip(got, expected)):
-        raise ValueError(f"evidence levels {got} are not the register's {expected}")
+        raise ValueError(f"evidence levels {got} are not the finding's {expected}")
 
 
 def f01(e) -> Verdict:
@@ -111,7 +111,7 @@ def f02(e) -> Verdict:
 
 def f03_level(budgets, pool) -> float:
     """The comparison level L: the pool baseline's agreement at 400 queries
-    (interpolated in log queries), rounded down to 0.01 (FINDINGS.md F03)."""
+    (interpolated in log queries), rounded down to 0.01 (F03's rule)."""
     b = np.log(np.asarray([num(x) for x in budgets], dtype=float))
     a = np.interp(math.log(F03_LEVEL_BUDGET), b, [num(x) for x in pool])
     if not b[0] <= math.log(F03_LEVEL_BUDGET) <= b[-1]:

@@ -1,5 +1,5 @@
 """Judges of findings F05-F08: model inversion and membership inference (notebook 02),
-on the machinery of `report.verdicts` (FINDINGS.md register v3, applied to the evidence
+on the machinery of `report.verdicts` (the findings' testable rules, applied to the evidence
 notebook 02 records).
 
 Every condition is in its own unit (AUC and accuracy differences as fractions, "k x"
@@ -37,7 +37,7 @@ from ..verdicts import (CORRELATION, Condition, Finding, half, judged, minus_rea
 F05_RHO = 0.8
 F06_AUC_SLACK = 0.03
 F06_TPR_RATIO = 2.0
-#: v3 files the class thresholds fitted on shadow outputs as shadow-based (FINDINGS.md F06).
+#: F06 files the class thresholds fitted on shadow outputs as shadow-based (F06's rule).
 F06_SHADOW_BASED = ("shadow", "class_loss")
 F07_ACCURACY = 0.80
 F08_PSNR = 25.0
@@ -124,7 +124,7 @@ def _f07(e):
 
 
 def _f08(e):
-    """Sigmoid LeNet target, all bars one-sided (FINDINGS.md F08): PSNR(batch 1, no
+    """Sigmoid LeNet target, all bars one-sided (F08's rule): PSNR(batch 1, no
     noise) >= 25 dB and >= the better of the black and mean-image baselines + 10 dB;
     PSNR(batch 4) <= PSNR(batch 1) - 10 dB; PSNR at the largest noise multiplier <=
     better baseline + 3 dB. Reports the smallest noise multiplier at which the leak is

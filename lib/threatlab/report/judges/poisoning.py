@@ -1,5 +1,5 @@
 """Judges of findings F09-F12: poisoning (notebook 03), on the machinery of
-`report.verdicts` (FINDINGS.md register v3, applied to the evidence notebook 03 records).
+`report.verdicts` (the findings' testable rules, applied to the evidence notebook 03 records).
 
 Rates measured on n examples use the half-count (k + 0.5)/n in the claim's favour
 (G3.2): half a count up for ">=" bars, down for "<=" ones, so a value exactly at its bar
@@ -8,7 +8,7 @@ F12's per-run pass / fail) are decided on counts pooled over the seeds (G3.3): t
 finding's `pooled` function recomputes them over the usable runs; a run's own verdict
 uses the same rule on that run's counts alone. G1's accuracy check is applied where the
 evidence records the data set and the victim's architecture ("architecture"), as notebook
-03 does from register v3 on.
+03 does for every finding.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ F10_SUCCESS = 0.90
 F10_DROP = 0.01
 #: F11: success(transfer) >= 2 x success(end-to-end) on pooled half-counts, Fisher p < ALPHA.
 F11_RATIO = 2.0
-#: F11 (power, v3): at least this fraction of poisons collided.
+#: F11 (power): at least this fraction of poisons collided.
 F11_COLLIDED = 0.80
 #: F12: recall at 1.5 x the poison count removed; "success after < 20 %" in >= 9 of 10 runs.
 F12_RECALL = 0.80
@@ -46,7 +46,7 @@ def _index(values, at, what):
 
 
 def _f09(e):
-    """Register v3: random flips at 20 % of the training set cost <= 5 points of accuracy,
+    """F09's rule: random flips at 20 % of the training set cost <= 5 points of accuracy,
     and at label budget B = 5 % the targeted flip's source->target confusion (the pair the
     clean victim confused most on held-out images, min(B, n_source) labels spent) exceeds
     the random flips' at the same B by >= 20 points (half-counts over the test images)."""
@@ -129,8 +129,8 @@ def _f11_pooled(evidences):
 def _f11(e):
     """One run's F11 verdict: the pooled rule on that run's counts alone (see
     `_f11_pooled`), on the 1-poison row (the flat keys; "rows" holds every row, shown
-    as numbers). Power check (v3): >= 80 % of poisons within 5 % of their starting feature
-    distance. Control condition (v3): success(transfer) - success(transfer, no poisons)
+    as numbers). Power check: >= 80 % of poisons within 5 % of their starting feature
+    distance. Control condition: success(transfer) - success(transfer, no poisons)
     >= 30 points (half-count), when the evidence records the control."""
     n, k_t, k_e = _f11_counts(e)
     conds = []
@@ -156,8 +156,8 @@ def _f11(e):
 
 
 def _f12_runs(e):
-    """The runs (poison draws) of one evidence: its "runs" list (register v3: two draws
-    per seed), or the evidence itself as one run (v2's shape)."""
+    """The runs (poison draws) of one evidence: its "runs" list (two draws
+    per seed), or the evidence itself as one run (the earlier shape)."""
     runs = e.get("runs")
     if runs is None:
         return [e]
@@ -172,7 +172,7 @@ def _f12_pooled(evidences):
     n = 10 is k >= 9; else -1. Shown with the pass rate's Clopper-Pearson interval and the
     exact binomial p-value of "pass rate > 90 %" (scipy.stats.binomtest), which no count of
     10 can make significant (10 / 10 gives p = 0.9^10 = 0.35): the bar is read as a count
-    rule, as the register words it ("in >= 9 of 10 runs")."""
+    rule, as the finding's rule words it ("in >= 9 of 10 runs")."""
     from scipy.stats import binomtest
 
     runs = [r for e in evidences for r in _f12_runs(e)]
