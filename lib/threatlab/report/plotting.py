@@ -218,7 +218,7 @@ def verdict_heatmap(rows: list[dict], datasets: list[str], *, title: str = "") -
 
     codes = np.array([[statuses.index(status(r.get(ds, ""))) for ds in datasets] for r in rows])
     cmap = mcolors.ListedColormap([VERDICT_COLORS[s] for s in statuses])
-    claims = [f"{r['id']}  {_short(r.get('claim', ''), 58)}" for r in rows]
+    claims = [f"{r['id']}  {_short(r.get('claim', ''), 72)}" for r in rows]
     fig, ax = plt.subplots(figsize=(3.2 + 1.25 * len(datasets) + 3.6, 0.3 * len(rows) + 1.4))
     ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(statuses) - 0.5, aspect="auto")
     ax.grid(False)
