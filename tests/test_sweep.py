@@ -352,7 +352,7 @@ def test_only_the_published_design_resolves_to_figures_and_docs():
     sweep of the quick profile resolves under build/, before anything runs."""
     both = ["mnist", "fashion_mnist"]
     full = sweep.plan("quick", seeds=[0, 1, 2, 3, 4], datasets=both)
-    assert full.publish_dir == run.REPO_FIGURES.resolve() and full.docs_dir == run.REPO_DOCS.resolve()
+    assert full.publish_dir == run.REPO_FIGURES.resolve() and full.docs_dir == (run.REPO_DOCS / "chapters").resolve()
     assert full.short_of_design is None
     assert run.readme_allowed("quick", full.publish_dir, design_met=True)
     build = (run.REPO / "build").resolve()
