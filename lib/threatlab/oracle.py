@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import runtime, validate
+from .pooling import fast_max_pool
 from .errors import QueryBudgetExceeded
 
 MODES = ("probs", "topk", "label", "rounded")
@@ -140,9 +141,11 @@ class BlackBox:
             parts = [x[i:i + self.max_batch] for i in range(0, x.shape[0], self.max_batch)]
         else:
             parts = [x[rows] for rows in runtime.row_slices(x.shape[0], x.device)]
-        if len(parts) <= 1:
-            return self.model(x)
-        return torch.cat([self.model(part) for part in parts])
+        # Bit-identical answers, in about half the CPU time on pooling CNNs (`pooling`).
+        with fast_max_pool():
+            if len(parts) <= 1:
+                return self.model(x)
+            return torch.cat([self.model(part) for part in parts])
 
     def query_log(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every query answered so far, in arrival order: (inputs [N, ...] on the CPU,
