@@ -39,6 +39,9 @@ class BlackBox:
             attacks ask for tens of thousands of rows in one call (HopSkipJump's
             gradient probes); on a CPU that costs 2.5x more per row than chunks of 128
             whose activations stay in cache. Answers do not depend on the chunking.
+            The model runs under `pooling.fast_max_pool` (its NCHW max-pooling computed
+            as element-wise maxima on the CPU): the same bits, about half the forward
+            time on pooling CNNs.
         keep_log: also keep every query (input rows, on the CPU) and the victim's top-1
             label on it, in arrival order, for a defender's stream monitor such as
             PRADA (`query_log`). Default False: nothing is stored.
