@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import runtime, validate
+from .pooling import fast_max_pool
 from .errors import QueryBudgetExceeded
 
 MODES = ("probs", "topk", "label", "rounded")
@@ -39,6 +40,9 @@ class BlackBox:
             attacks ask for tens of thousands of rows in one call (HopSkipJump's
             gradient probes); on a CPU that costs 2.5x more per row than chunks of 128
             whose activations stay in cache. Answers do not depend on the chunking.
+            The model runs under `pooling.fast_max_pool` (its NCHW max-pooling computed
+            as element-wise maxima on the CPU): the same bits, about half the forward
+            time on pooling CNNs.
         keep_log: also keep every query (input rows, on the CPU) and the victim's top-1
             label on it, in arrival order, for a defender's stream monitor such as
             PRADA (`query_log`). Default False: nothing is stored.
@@ -143,9 +147,11 @@ class BlackBox:
             parts = [x[i:i + step] for i in range(0, x.shape[0], step)]
         else:
             parts = [x[rows] for rows in runtime.row_slices(x.shape[0], x.device)]
-        if len(parts) <= 1:
-            return self.model(x)
-        return torch.cat([self.model(part) for part in parts])
+        # Bit-identical answers, in about half the CPU time on pooling CNNs (`pooling`).
+        with fast_max_pool():
+            if len(parts) <= 1:
+                return self.model(x)
+            return torch.cat([self.model(part) for part in parts])
 
     def query_log(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every query answered so far, in arrival order: (inputs [N, ...] on the CPU,

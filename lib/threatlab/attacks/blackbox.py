@@ -40,6 +40,7 @@ import torch
 from .. import runtime, validate
 from ..errors import ConfigError
 from ..oracle import BlackBox
+from ..pooling import fast_max_pool
 from .adversarial import _check_batch, _positive
 from .norms import _TINY, L2Ball, LinfBall, _per_example, _rand, flat_norm
 from . import checks
@@ -120,8 +121,11 @@ def _labels(out: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _final(oracle: BlackBox, x_adv, y, ledger, trace, extra=None) -> AttackResult:
     # The experimenter's check, not the attacker's: uncharged.
-    # In row chunks like the oracle's own calls (batch_size=; runtime.row_slices).
-    pred = torch.cat([oracle.model(x_adv[rows]).argmax(1) for rows in runtime.row_slices(x_adv.shape[0], x_adv.device)])
+    # In row chunks like the oracle's own calls (batch_size=; runtime.row_slices), with the
+    # oracle's exact fast pooling (same bits as the model's own).
+    with fast_max_pool():
+        pred = torch.cat([oracle.model(x_adv[rows]).argmax(1)
+                          for rows in runtime.row_slices(x_adv.shape[0], x_adv.device)])
     success = pred != y
     out = {"trace": trace.done()}
     out.update(extra or {})
@@ -188,22 +192,28 @@ def _square(oracle, x, y, *, eps, norm, max_queries, p_init, generator):
             break
         p = _p_schedule(p_init, it, n_iters)
         s = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1))
+        # Every draw is made for all n rows, running or not, so a row's squares and
+        # signs do not depend on which other rows still run; the arithmetic then runs
+        # on the running rows only (on a clean model most rows stop early).
         r = _randint(h - s + 1, n, generator, dev)
         col = _randint(w - s + 1, n, generator, dev)
-        win = _window(r, col, s, h, w)
-        delta = x_cur - x
-        if norm == "linf":
-            new = eps * torch.where(_rand("uniform", x, generator, (n, c, 1, 1)) < 0.5, -1.0, 1.0)
-            cand_delta = torch.where(win, new.expand(n, c, h, w), delta)
-        else:
-            cand_delta = _square_l2_update(delta, win, r, col, s, eps, generator)
-        cand = torch.clamp(x + cand_delta, 0, 1)
         idx = active.nonzero().squeeze(1).to(dev)
-        m_new = _margin(ledger.ask(cand[idx], idx), y[idx])
-        better = torch.zeros(n, dtype=torch.bool, device=dev)
-        better[idx] = m_new < margin[idx]
-        margin = torch.where(better, torch.zeros_like(margin).index_put((idx,), m_new), margin)
-        x_cur = torch.where(_per_example(better, x), cand, x_cur)
+        x_i, delta = x[idx], x_cur[idx] - x[idx]
+        if norm == "linf":
+            signs = _rand("uniform", x, generator, (n, c, 1, 1))[idx]
+            win = _window(r[idx], col[idx], s, h, w)
+            new = eps * torch.where(signs < 0.5, -1.0, 1.0)
+            cand_delta = torch.where(win, new.expand(idx.numel(), c, h, w), delta)
+        else:
+            win = _window(r, col, s, h, w)
+            cand_delta = _square_l2_update(x_cur - x, win, r, col, s, eps, generator)[idx]
+        cand = torch.clamp(x_i + cand_delta, 0, 1)
+        m_new = _margin(ledger.ask(cand, idx), y[idx])
+        m_old = margin[idx]
+        better = m_new < m_old
+        # In place on the kernel's own tensors: rows outside idx are untouched.
+        margin[idx] = torch.where(better, m_new, m_old)
+        x_cur[idx] = torch.where(_per_example(better, cand), cand, x_cur[idx])
         trace.add(ledger, x_cur, x, margin < 0)
     return _final(oracle, x_cur, y, ledger, trace)
 
@@ -625,9 +635,11 @@ def _boundary_proposals(x, x_adv, sph, src, generator):
     """Brendel et al.'s proposal, as in Foolbox: an orthogonal step of relative size
     `sph` on the sphere around x through x_adv, then a step of relative size `src`
     towards x (corrected for the sphere's deviation after clipping). Returns
-    (spherical candidate, combined candidate), both clipped to [0, 1]."""
+    (spherical candidate, combined candidate), both clipped to [0, 1], and
+    ||x - x_adv||_2 per row."""
     diff = x - x_adv
-    dist = flat_norm(diff).clamp_min(_TINY)
+    dist_raw = flat_norm(diff)
+    dist = dist_raw.clamp_min(_TINY)
     unit = diff / _per_example(dist, x)
     eta = _rand("normal", x, generator)
     eta = eta - unit * _per_example((eta * unit).flatten(1).sum(1), x)
@@ -639,7 +651,7 @@ def _boundary_proposals(x, x_adv, sph, src, generator):
     to_x_norm = flat_norm(to_x).clamp_min(_TINY)
     length = (src * dist + (to_x_norm - dist)).clamp_min(0) / to_x_norm
     combined = torch.clamp(spherical + _per_example(length, x) * to_x, 0, 1)
-    return spherical, combined
+    return spherical, combined, dist_raw
 
 
 @register("adversarial", "boundary")
@@ -729,18 +741,19 @@ def boundary(oracle: BlackBox, x: torch.Tensor, y: torch.Tensor, *, max_queries:
                 break
         idx = active.nonzero().squeeze(1).to(dev)
         m = idx.numel()
-        rep = lambda t: t[idx].repeat_interleave(k, 0)  # noqa: E731  [m * k, ...], candidate-minor
-        spherical, cand = _boundary_proposals(rep(x), rep(x_adv), rep(sph), rep(src), generator)
-        ids = idx.repeat_interleave(k)
+        # [m * k, ...], candidate-minor; each row gathered once per iteration.
+        rep = (lambda t: t[idx]) if k == 1 else (lambda t: t[idx].repeat_interleave(k, 0))  # noqa: E731
+        x_r, a_r = rep(x), x_adv[idx]
+        spherical, cand, dist = _boundary_proposals(x_r, a_r if k == 1 else a_r.repeat_interleave(k, 0),
+                                                    rep(sph), rep(src), generator)
+        ids = idx if k == 1 else idx.repeat_interleave(k)
         ok = _is_adv(ledger, cand, ids, y).reshape(m, k)
-        closer = (flat_norm(cand - rep(x)) < flat_norm(rep(x_adv) - rep(x))).reshape(m, k)
+        closer = (flat_norm(cand - x_r) < dist).reshape(m, k)
         good = ok & closer
         first = good.to(torch.int8).argmax(1)  # the first good candidate (0 if none)
-        take = torch.zeros(n, dtype=torch.bool, device=dev)
-        take[idx] = good.any(1)
-        picked = x_adv.clone()
-        picked[idx] = cand.reshape(m, k, *x.shape[1:])[torch.arange(m, device=dev), first]
-        x_adv = torch.where(_per_example(take, x), picked, x_adv)
+        picked = cand if k == 1 else cand.reshape(m, k, *x.shape[1:])[torch.arange(m, device=dev), first]
+        # In place on the kernel's own tensor: rows outside idx are untouched.
+        x_adv[idx] = torch.where(_per_example(good.any(1), a_r), picked, a_r)
         if probe:
             sph_ok = _is_adv(ledger, spherical, ids, y).reshape(m, k)
             for j in range(k):  # a loop over the few candidates, not over examples
