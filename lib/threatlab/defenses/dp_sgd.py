@@ -15,9 +15,9 @@ binomial expansion of their Section 3.3), composed over steps, and converted to
 - the same accounting Opacus' and TF-Privacy's RDP accountants do, restricted to
 integer orders (so epsilon is at most slightly larger than theirs: conservative).
 
-    >>> from threatlab.defenses import dp_sgd
-    >>> hist = dp_sgd.dp_sgd_train(model, x, y, epochs=10, lot_size=256, lr=0.1,
-    ...                              clip=1.0, noise_multiplier=1.1, delta=1e-5, seed=0)
+    >>> from threatlab.defenses import dp_sgd      # the registered defense: dp_sgd_train
+    >>> hist = dp_sgd(model, x, y, epochs=10, lot_size=256, lr=0.1,
+    ...               clip=1.0, noise_multiplier=1.1, delta=1e-5, seed=0)
     >>> hist["epsilon"]
 """
 from __future__ import annotations
