@@ -32,6 +32,17 @@ def to_json(doc: dict[str, Any]) -> str:
     return json.dumps(jsonable(doc), indent=1, sort_keys=False) + "\n"
 
 
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend: the report's figures are rendered to PNG
+    without a display (imported lazily: only a report with figures needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -70,10 +81,7 @@ def _cost(c: dict[str, Any]) -> str:
 
 
 def _evasion(s: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = [f"<p>Clean accuracy on {s['n']} test examples: <b>{_ci(s['clean_accuracy'])}</b> "
             "(95 % Clopper-Pearson).</p>"]
@@ -98,10 +106,7 @@ def _evasion(s: dict[str, Any]) -> str:
 
 
 def _membership(s: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     names = {"loss": "loss threshold (Yeom et al. 2018)",
              "population": "population-calibrated class threshold (Ye et al. 2022)",
@@ -132,10 +137,7 @@ def _membership(s: dict[str, Any]) -> str:
 
 
 def _extraction(s: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = [f"<p>Queries a substitute ({s['substitute']}) needs to agree with the model on "
             f"{s['level']:.0%} of {s['n_eval']} held-out test records, budgets {s['budgets']}:</p>"
@@ -155,10 +157,7 @@ def _extraction(s: dict[str, Any]) -> str:
 
 
 def _backdoor(s: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = [f"<p class='verdict'>{html.escape(s['verdict'])}</p><p>Neural Cleanse reversed a trigger for each "
             f"class on {s['n_clean']} clean test images ({s['steps']} steps). A class is flagged when its mask's "
