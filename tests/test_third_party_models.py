@@ -374,3 +374,21 @@ def test_trained_here_trains_once_then_reads_the_cache(third_party, tmp_path):
         torch.manual_seed(0)
         untrained = third_party.AdvertorchLeNet5()
     assert not torch.equal(untrained.linear2.weight, a.linear2.weight)  # it did train
+
+
+@pytest.mark.parametrize("name, kw", [("square_linf", {"eps": 0.3, "max_queries": 60}),
+                                      ("hopskipjump", {"max_queries": 200}),
+                                      ("boundary", {"max_queries": 200})])
+def test_black_box_kernels_run_a_view_flatten_model_as_its_twin(digits_cnn, name, kw):
+    """The black-box kernels answer through `BlackBox`, whose max-pooling rewrite
+    (threatlab.pooling) changes neither layout nor bits: a `.view`-flattening model runs,
+    and its adversarials and query counts are its `nn.Flatten` twin's, bit for bit."""
+    from threatlab.oracle import BlackBox
+
+    state, x, y = digits_cnn
+    viewed, twin = _build(TinyCNN, state, flatten="view"), _build(TinyCNN, state, flatten="module")
+    kernel = attacks.get(name)
+    a = kernel(BlackBox(viewed, mode="probs" if name == "square_linf" else "label"), x, y, generator=_gen(), **kw)
+    b = kernel(BlackBox(twin, mode="probs" if name == "square_linf" else "label"), x, y, generator=_gen(), **kw)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)
+    assert torch.equal(a.queries, b.queries) and bool(a.success.any())
