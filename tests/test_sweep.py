@@ -402,3 +402,15 @@ def test_one_seed_sweep_of_a_profile_naming_figures_leaves_them_and_says_where(t
     finally:
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def test_no_dashboard_link_without_bokeh(monkeypatch):
+    """Without bokeh, Dask's dashboard page only asks to install it: the sweep prints no
+    link (it did, to a page saying "Dask needs bokeh"); with bokeh it prints the address."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cl, Client(cl) as client:
+        monkeypatch.setattr(sweep, "_has_bokeh", lambda: False)
+        assert sweep._dashboard(client) is None
+        monkeypatch.setattr(sweep, "_has_bokeh", lambda: True)
+        assert sweep._dashboard(client) == client.dashboard_link

@@ -550,7 +550,8 @@ def _connect(scheduler: str | None, workers: int | None, need_gpu: bool, log: Ca
             raise ConfigError("the profile marks points as gpu but this machine has no CUDA device; submit to a "
                               "cluster with GPU workers (--scheduler) or drop the profile's gpu key")
         resources = {"GPU": 1}  # every local worker may run a GPU point; they share the device(s)
-    # ":0": a free port, so two sweeps on one machine never collide on 8787.
+    # ":0": a free port, so two sweeps on one machine never collide on 8787 (Dask's
+    # scheduler serves HTTP there with or without a dashboard).
     dashboard = ":0"
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0,
                            dashboard_address=dashboard, resources=resources, silence_logs=logging.ERROR)
@@ -566,7 +567,17 @@ def _run_sequential(plan_: Plan, progress: _Progress) -> dict[str, dict[str, Any
     return outcomes
 
 
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
 def _dashboard(client: Any) -> str | None:
+    """The dashboard's address, or None when there is none worth opening (no bokeh: Dask
+    would serve a page that only asks to install it)."""
+    if not _has_bokeh():
+        return None
     try:
         if "dashboard" in client.scheduler_info().get("services", {}):
             return client.dashboard_link
