@@ -587,6 +587,61 @@ def test_cw_a_row_that_diverges_late_keeps_its_best_finite_result(digits):
     assert not bool(res.x_adv.isnan().any())
 
 
+class _Constant(nn.Module):
+    """Logits that ignore the input: the true class always wins by 5, so C&W's loss never
+    changes and no step can succeed."""
+
+    def forward(self, z):
+        out = torch.zeros(z.shape[0], 10, dtype=z.dtype, device=z.device)
+        return out.index_fill(1, torch.tensor([0], device=z.device), 5.0)
+
+
+def test_cw_abort_early_stops_a_stalled_example_at_the_next_check():
+    # The reference (Carlini & Wagner's l2_attack.py, ABORT_EARLY) compares the loss every
+    # steps // 10 steps with 0.9999 x the last check's: a constant loss stops at the
+    # second check, i.e. after steps // 10 steps of every binary-search round.
+    x = torch.rand(3, 1, 4, 4, generator=gen(0))
+    y = torch.zeros(3, dtype=torch.long)
+    res = attacks.get("cw_l2")(_Constant(), x, y, steps=50, binary_search_steps=3, abort_early=True)
+    assert res.extra["steps"].tolist() == [3 * 5] * 3
+    assert not bool(res.success.any()) and torch.equal(res.x_adv, x)
+    full = attacks.get("cw_l2")(_Constant(), x, y, steps=50, binary_search_steps=3)
+    assert full.extra["steps"].tolist() == [3 * 50] * 3
+
+
+def test_cw_abort_early_takes_fewer_steps_for_about_the_same_distortion(digits):
+    model, x, y = digits
+    kw = dict(steps=200, binary_search_steps=4, initial_const=1.0)
+    full = attacks.get("cw_l2")(model, x, y, **kw)
+    early = attacks.get("cw_l2")(model, x, y, **kw, abort_early=True)
+    assert bool((early.extra["steps"] <= full.extra["steps"]).all())
+    assert int(early.extra["steps"].sum()) < int(full.extra["steps"].sum())
+    ok = full.success & early.success
+    assert int(ok.sum()) >= 0.9 * int(full.success.sum())
+    ratio = float((early.extra["l2"][ok] / full.extra["l2"][ok]).median())
+    assert 0.9 <= ratio <= 1.1, ratio
+    # A success is a real one, at the distance reported.
+    torch.testing.assert_close(flat_norm(early.x_adv - x)[early.success], early.extra["l2"][early.success])
+
+
+def test_cw_abort_early_checks_each_example_on_its_own(digits):
+    # Unlike the reference's summed batch loss: an example stops on its own loss only,
+    # so its result does not depend on the rows beside it.
+    model, x, y = digits
+    kw = dict(steps=100, binary_search_steps=2, initial_const=1.0, abort_early=True)
+    batch = attacks.get("cw_l2")(model, x[:8], y[:8], **kw)
+    for i in range(8):
+        alone = attacks.get("cw_l2")(model, x[i:i + 1], y[i:i + 1], **kw)
+        assert int(alone.extra["steps"][0]) == int(batch.extra["steps"][i])
+        torch.testing.assert_close(alone.x_adv[0], batch.x_adv[i], rtol=1e-4, atol=1e-5)
+
+
+def test_cw_abort_early_must_be_a_bool(digits):
+    model, x, y = digits
+    with pytest.raises(ConfigError, match="abort_early"):
+        attacks.get("cw_l2")(model, x, y, steps=5, abort_early="yes")
+
+
 # ------------------------------------------------------------------ row chunks (CPU)
 
 

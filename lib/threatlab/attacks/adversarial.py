@@ -301,7 +301,8 @@ def pgd_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
 @in_row_chunks
 def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 100, lr: float = 0.01,
           confidence: float = 0.0, binary_search_steps: int = 9, initial_const: float = 1e-3, targeted: bool = False,
-          target: torch.Tensor | None = None, generator: torch.Generator | None = None) -> AttackResult:
+          target: torch.Tensor | None = None, generator: torch.Generator | None = None,
+          abort_early: bool = False) -> AttackResult:
     """Carlini-Wagner L2: minimize ||delta||^2 + c * margin loss, c found by binary search.
 
     Carlini, Wagner (2017), "Towards Evaluating the Robustness of Neural Networks",
@@ -321,6 +322,13 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: in
             example has never succeeded, bisected once it has.
         targeted, target: if True, make `target` ([n] Long) win by `confidence`.
         generator: unused (deterministic); accepted for the common signature.
+        abort_early: the reference code's ABORT_EARLY (on there by default): every
+            steps // 10 Adam steps, an example whose loss has not fallen below 0.9999 x
+            its loss at the previous check stops for the rest of that binary-search
+            step, and the step ends once every example has stopped (one host read per
+            check). The reference checks the summed loss of its batch; here each
+            example is checked on its own, so a result never depends on the rows
+            beside it. Default False: exactly `steps` steps per round.
     Shapes: x [n, ...] in [0, 1], y [n] Long -> x_adv like x (x itself where no
         success was found), success [n] bool; extra["l2"] [n] (inf on failure),
         extra["const"] [n] (c of the kept adversarial, nan on failure),
@@ -330,6 +338,8 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: in
         other rows, whose losses are separate terms of the sum, run on unchanged, and
         the next binary-search step starts it afresh from x (a diverged step counts as
         a failure for the search on c). Its best finite result so far is kept.
+        extra["steps"] [n] int64: Adam steps each example took over all rounds
+        (binary_search_steps x steps unless abort_early stopped it sooner).
 
     Example:
         >>> res = cw_l2(model, x, y, steps=200, binary_search_steps=6)
@@ -341,6 +351,7 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: in
     _non_negative("confidence", confidence)
     _positive("binary_search_steps", binary_search_steps, integer=True)
     _positive("initial_const", initial_const)
+    validate.of_type("abort_early", abort_early, bool)
     _check_batch(x, y, targeted, target, attack="cw_l2")
 
     n, dev, dt = x.shape[0], x.device, x.dtype
@@ -358,6 +369,8 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: in
     best_const = torch.full((n,), math.nan, device=dev, dtype=dt)
     best_adv = x.clone()
     diverged = torch.zeros(n, dtype=torch.int64, device=dev)
+    steps_taken = torch.zeros(n, dtype=torch.int64, device=dev)
+    check_every = max(1, steps // 10)  # the reference's MAX_ITERATIONS // 10
 
     for _ in range(binary_search_steps):
         # Fresh start per constant, as in the reference code: a run with a too-small c
@@ -367,6 +380,8 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: in
         adam_v = torch.zeros_like(w)
         found = torch.zeros(n, dtype=torch.bool, device=dev)
         alive = torch.ones(n, dtype=torch.bool, device=dev)  # finite so far in this binary-search step
+        moving = torch.ones(n, dtype=torch.bool, device=dev)  # not stopped by abort_early
+        prev = torch.full((n,), 1e6, device=dev, dtype=dt)  # the reference's starting "prev"
         for t in range(1, steps + 1):
             w = w.detach().requires_grad_(True)
             with torch.enable_grad():
@@ -386,8 +401,16 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: in
                 # binary-search step (on the device: no host read); the mask keeps its
                 # NaNs out of the other rows' bookkeeping and out of its own Adam state.
                 alive &= torch.isfinite(row_loss.detach()) & torch.isfinite(grad).flatten(1).all(1)
+                if abort_early and (t - 1) % check_every == 0:
+                    # Checked on the loss at the point just evaluated, as the reference does.
+                    moving &= ~(row_loss.detach() > prev * 0.9999)
+                    prev = torch.where(moving, row_loss.detach(), prev)
+                    if not bool((moving & alive).any()):  # the one host read of a check
+                        break
                 margin = margin.detach()
-                succ = (margin < 0) & (margin + confidence <= 0) & alive
+                # A row abort_early stopped records nothing more (the reference breaks
+                # before its bookkeeping), so a frozen point is never taken for a new one.
+                succ = (margin < 0) & (margin + confidence <= 0) & alive & moving
                 l2 = l2sq.detach().sqrt()
                 better = succ & (l2 < best_l2)
                 best_l2 = torch.where(better, l2, best_l2)
@@ -396,7 +419,8 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: in
                 found |= succ
                 # Adam (Kingma & Ba defaults), written out: elementwise, so each example
                 # is optimized independently, and torch.optim's import cost is avoided.
-                live = _per_example(alive, w)
+                steps_taken += (alive & moving).long()
+                live = _per_example(alive & moving, w)
                 grad = torch.where(live, grad, 0.0)
                 # The same ops as before the mask, so live rows keep their exact bits.
                 adam_m = torch.where(live, adam_m.mul(0.9).add_(grad, alpha=0.1), adam_m)
@@ -413,7 +437,7 @@ def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: in
 
     x_adv = best_adv.detach()
     return AttackResult(x_adv, _success(model, x_adv, y, target, targeted),
-                        extra={"l2": best_l2, "const": best_const, "diverged": diverged})
+                        extra={"l2": best_l2, "const": best_const, "diverged": diverged, "steps": steps_taken})
 
 
 # ------------------------------------------------------------------------- DeepFool
