@@ -145,6 +145,27 @@ def test_m02_m03_collect_refuses_a_tampered_point_naming_its_folder(toy, tmp_pat
         sweep.collect_rows(root / "points")
 
 
+def test_collect_writes_only_into_a_folder_threatlab_owns(toy, tmp_path, capsys):
+    # `sweep collect --out` writes <out>/figures/sweep/: a figures folder the user made is
+    # refused in one line (as a sweep's --out is), --force adds the table beside the
+    # user's files, and the marker then names "sweep" as the runner's.
+    root = tmp_path / "sw"
+    fake_point(root / "points", 1.0)
+    mine = root / "figures" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my notes")
+    assert run.main(["sweep", "collect", "--profile", str(toy), "--out", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "threatlab did not write" in err and "--force" in err
+    assert sorted(p.name for p in (root / "figures").iterdir()) == ["notes.txt"]
+    assert run.main(["sweep", "collect", "--profile", str(toy), "--out", str(root), "--force"]) == 0
+    assert mine.read_text() == "my notes"
+    assert len((root / "figures" / "sweep" / sweep.POINTS_JSONL).read_text().splitlines()) == 1
+    assert run.owned_names(root / "figures") == {"sweep"}
+    # A folder the runner owns is written again without --force.
+    assert run.main(["sweep", "collect", "--profile", str(toy), "--out", str(root)]) == 0
+
+
 # ------------------------------------------------------- S16 silent scheduler
 
 def test_s16_a_scheduler_that_accepts_and_never_answers_fails_in_one_line(toy, tmp_path, monkeypatch):

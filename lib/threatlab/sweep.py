@@ -868,8 +868,12 @@ def write_table(rows: list[dict[str, Any]], folder: Path, store: Path) -> Path:
     return path
 
 
-def collect(profile_name: str = "quick", *, out: str | None = None) -> Path:
-    """`sweep collect`: gather every complete point of the store into the table."""
+def collect(profile_name: str = "quick", *, out: str | None = None, force: bool = False) -> Path:
+    """`sweep collect`: gather every complete point of the store into the table.
+
+    The table goes to <figures folder>/sweep/ like a sweep's: a folder threatlab did not
+    write is refused in one line unless `force` (`run.claim`), and "sweep" joins the
+    names its marker says the runner owns."""
     profile = R.load_profile(profile_name)
     if out is not None:
         root = Path(out).resolve()
@@ -888,7 +892,11 @@ def collect(profile_name: str = "quick", *, out: str | None = None) -> Path:
             raise ConfigError(f"sweep collect: {folder} holds the published results and the points under "
                               f"{store} fall short of their design ({short}); give --out")
     with R.folder_lock(folder):
-        return write_table(rows, folder, store)
+        owned = R.claim(folder, force=force)
+        path = write_table(rows, folder, store)
+        if "sweep" not in owned:
+            R._write_marker(folder, owned | {"sweep"})
+        return path
 
 
 def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callable[[str], None]) -> Path:
@@ -991,12 +999,13 @@ def add_cli(sub: Any) -> None:
     s.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     s.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
     s.add_argument("--force", action="store_true",
-                   help="publish into a non-empty folder threatlab did not write (its files are left alone)")
+                   help="publish (or collect) into a non-empty folder threatlab did not write (its files are "
+                        "left alone)")
 
 
 def cli(args: Any) -> int:
     if args.action == "collect":
-        path = collect(args.profile, out=args.out)
+        path = collect(args.profile, out=args.out, force=args.force)
         print(f"[threatlab] sweep collect: {path}")
         return 0
     seeds = parse_seeds(args.seeds)
