@@ -66,14 +66,38 @@ def test_two_executions_give_identical_chapters_without_run_details(executed, tm
     assert str(executed["root"]) not in text and "results in figures" in text
 
 
-def test_export_removes_stale_chapters_and_refuses_bad_input(executed, tmp_path):
+def test_export_removes_only_the_stale_chapters_it_wrote_and_refuses_bad_input(executed, tmp_path):
     out = tmp_path / "chapters"
     out.mkdir()
-    (out / "09_gone.ipynb").write_text("{}")                   # a notebook that no longer exists
-    (out / "notes.ipynb").write_text("{}")                     # not a chapter: left alone
+    (out / "09_gone.ipynb").write_text("{}")       # a chapter of a notebook that no longer exists
     written = site.export_chapters(executed["runs"][:1], out, root=executed["root"])
     assert [p.name for p in written] == ["01_model_extraction.ipynb"]
-    assert sorted(p.name for p in out.iterdir()) == ["01_model_extraction.ipynb", "notes.ipynb"]
+    # A folder of chapters only (written before the marker existed) is threatlab's: the
+    # stale chapter goes, and the marker now lists what this export wrote.
+    assert sorted(p.name for p in out.iterdir()) == [site.CHAPTERS_MARKER, "01_model_extraction.ipynb"]
+    assert site.owned_chapters(out) == {"01_model_extraction.ipynb"}
+    # Files threatlab did not write are never touched: a folder holding them is refused in
+    # one line, before anything is written ...
+    (out / "notes.ipynb").write_text("{}")
+    (out / site.CHAPTERS_MARKER).unlink()
+    (out / "03_mine.ipynb").write_text("{}")
+    with pytest.raises(ConfigError, match=r"holds files threatlab did not write .* --force") as exc:
+        site.export_chapters(executed["runs"][:1], out, root=executed["root"])
+    assert "\n" not in str(exc.value)
+    # ... and with force the chapters are added beside them, removing nothing.
+    site.export_chapters(executed["runs"][:1], out, root=executed["root"], force=True)
+    assert sorted(p.name for p in out.iterdir()) == [site.CHAPTERS_MARKER, "01_model_extraction.ipynb",
+                                                     "03_mine.ipynb", "notes.ipynb"]
+    # With a marker, only the chapters it lists are the export's to remove.
+    (out / site.CHAPTERS_MARKER).write_text(json.dumps({"chapters": ["01_model_extraction.ipynb",
+                                                                     "02_model_inversion.ipynb"]}))
+    (out / "02_model_inversion.ipynb").write_text("{}")
+    site.export_chapters(executed["runs"][:1], out, root=executed["root"])
+    assert sorted(p.name for p in out.iterdir()) == [site.CHAPTERS_MARKER, "01_model_extraction.ipynb",
+                                                     "03_mine.ipynb", "notes.ipynb"]
+    (out / site.CHAPTERS_MARKER).write_text("{not json")
+    with pytest.raises(ConfigError, match="does not read as threatlab's list of chapters"):
+        site.export_chapters(executed["runs"][:1], out, root=executed["root"])
     with pytest.raises(ConfigError, match=r"notebooks=\[\] is empty"):
         site.export_chapters([], out)
     with pytest.raises(ConfigError, match="is not an .ipynb file"):
@@ -83,7 +107,7 @@ def test_export_removes_stale_chapters_and_refuses_bad_input(executed, tmp_path)
 def test_cli(executed, tmp_path, capsys):
     out = tmp_path / "c"
     assert site.main(["--executed", str(executed["runs"][0].parent), "--out", str(out)]) == 0
-    assert [p.name for p in out.iterdir()] == ["01_model_extraction.ipynb"]
+    assert sorted(p.name for p in out.iterdir()) == [site.CHAPTERS_MARKER, "01_model_extraction.ipynb"]
     assert site.main(["--executed", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "is not a folder" in capsys.readouterr().err
 

@@ -313,10 +313,18 @@ def test_profile_naming_docs_gets_the_published_notebooks_as_chapters(tmp_path, 
                       log=lambda m: None)
     assert not res.failures
     # Contained in --out: <out>/docs, one sanitized executed notebook per published one.
-    chapters = sorted((tmp_path / "o" / "docs").iterdir())
+    chapters = sorted((tmp_path / "o" / "docs").glob("*.ipynb"))
     assert [p.name for p in chapters] == ["01_toy.ipynb", "05_findings.ipynb"]
     nb = json.loads(chapters[0].read_text())
     assert "papermill" not in nb["metadata"] and any(c.get("outputs") for c in nb["cells"])
+    # A docs folder holding someone else's files is refused before any point runs.
+    (tmp_path / "o2" / "docs").mkdir(parents=True)
+    (tmp_path / "o2" / "docs" / "draft.md").write_text("mine")
+    with pytest.raises(ConfigError, match=r"docs folder .* holds files threatlab did not write"):
+        sweep.sweep(str(prof), seeds=[0], datasets=["mnist"], out=str(tmp_path / "o2"), workers=0,
+                    log=lambda m: None)
+    assert not list((tmp_path / "o2").rglob("point.json"))
+    assert [p.name for p in (tmp_path / "o2" / "docs").iterdir()] == ["draft.md"]
 
 
 def test_cost_hints_put_the_previous_sweeps_longest_notebook_first(toy, tmp_path):

@@ -726,6 +726,10 @@ def sweep(profile_name: str, *, seeds: list[int], datasets: list[str], grid: dic
             R.check_writable(plan_.publish_dir.parent)
             # Refused before any point runs, not at publishing after hours of them.
             R.claim(plan_.publish_dir, force=force, flag="the published folder")
+            if plan_.docs_dir is not None:
+                from .report import site
+
+                site.claim_chapters(plan_.docs_dir, force=force)
     except BaseException:
         if remote is not None:
             remote.close()
@@ -969,16 +973,16 @@ def publish_sweep(plan_: Plan, outcomes: dict[str, dict[str, Any]], log: Callabl
                 shutil.rmtree(staging, ignore_errors=True)
     log(f"[threatlab] sweep: {len(rows)} point results gathered into {folder / 'sweep' / POINTS_JSONL}")
     if ok and plan_.docs_dir is not None and executed:
-        export_docs(executed, plan_.docs_dir, log)
+        export_docs(executed, plan_.docs_dir, log, force=plan_.force)
     return folder / "sweep" / table.name
 
 
-def export_docs(executed: list[Path], docs_dir: Path, log: Callable[[str], None]) -> bool:
+def export_docs(executed: list[Path], docs_dir: Path, log: Callable[[str], None], *, force: bool = False) -> bool:
     """The published notebooks, executed and sanitized, as the docs site's chapters
     (`threatlab.report.site.export_chapters`); `make docs` builds the site from them."""
     from .report import site
 
-    site.export_chapters(executed, docs_dir, root=R.REPO)
+    site.export_chapters(executed, docs_dir, root=R.REPO, force=force)
     log(f"[threatlab] sweep: executed notebooks exported as docs chapters into {docs_dir}")
     return True
 

@@ -180,18 +180,69 @@ UNEXECUTED_NOTE = ("```{note}\nThis chapter shows the notebook as committed, wit
                    "`docs/chapters/` yet.\n```")
 
 
+#: Lists the chapters an export wrote, so the next export removes only those.
+CHAPTERS_MARKER = ".threatlab-chapters.json"
+
+
+def owned_chapters(chapters_dir: str | os.PathLike) -> set[str] | None:
+    """The chapter files threatlab owns in `chapters_dir`: set() for a missing or empty
+    folder; the names its marker (`CHAPTERS_MARKER`) lists; for a folder written before
+    markers existed (every entry a chapter-named file, ``NN_name.ipynb``), those; None for
+    any other folder (someone else's). ConfigError for a marker that does not read."""
+    import json
+
+    d = Path(chapters_dir)
+    if not d.exists():
+        return set()
+    if not d.is_dir():
+        raise ConfigError(f"docs folder {d} is a file, not a folder")
+    marker = d / CHAPTERS_MARKER
+    if marker.exists():
+        try:
+            names = json.loads(marker.read_text(encoding="utf-8"))["chapters"]
+            if not isinstance(names, list) or not all(
+                    isinstance(n, str) and n.endswith(".ipynb") and "/" not in n and not n.startswith(".")
+                    for n in names):
+                raise ValueError
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"docs folder {d}: {CHAPTERS_MARKER} does not read as threatlab's list of "
+                              "chapters; restore it or name another docs folder") from None
+        return set(names)
+    entries = list(d.iterdir())
+    if all(e.is_file() and not e.is_symlink() and _CHAPTER.match(e.name) for e in entries):
+        return {e.name for e in entries}
+    return None
+
+
+def claim_chapters(chapters_dir: str | os.PathLike, *, force: bool = False) -> set[str]:
+    """`owned_chapters`, refusing in one line a folder threatlab did not write unless
+    `force` (then it owns nothing there: chapters are added beside the other files)."""
+    owned = owned_chapters(chapters_dir)
+    if owned is None:
+        if not force:
+            raise ConfigError(f"docs folder {chapters_dir} holds files threatlab did not write (no "
+                              f"{CHAPTERS_MARKER}); name a new or empty folder in the profile's docs key, "
+                              "or pass --force to add the chapters beside them (theirs are left alone)")
+        return set()
+    return owned
+
+
 def export_chapters(notebooks: Iterable[str | os.PathLike], chapters_dir: str | os.PathLike, *,
-                    root: str | os.PathLike = REPO) -> list[Path]:
+                    root: str | os.PathLike = REPO, force: bool = False) -> list[Path]:
     """Write each executed notebook, sanitized, as ``<chapters_dir>/<name>.ipynb``.
 
     Args:
         notebooks: executed notebooks (papermill output), e.g. figures/executed/*.ipynb.
-        chapters_dir: where the chapters go (created; earlier chapters of notebooks not
-            in this export are removed, so the folder is exactly what this run published).
+        chapters_dir: where the chapters go (created). Chapters an earlier export wrote
+            (its marker, `CHAPTERS_MARKER`) that are not in this one are removed, so the
+            folder holds exactly what this run published; nothing else is touched. A
+            folder threatlab did not write is refused unless `force` (`claim_chapters`).
         root: the checkout; absolute paths under it are written relative to it.
 
     Returns the written files in name order.
     """
+    import json
+
     import nbformat
 
     paths = sorted((Path(p) for p in notebooks), key=lambda p: p.name)
@@ -201,14 +252,16 @@ def export_chapters(notebooks: Iterable[str | os.PathLike], chapters_dir: str | 
         if p.suffix != ".ipynb" or not p.is_file():
             raise ConfigError(f"notebook={str(p)!r} is not an .ipynb file")
     chapters_dir = Path(chapters_dir)
+    owned = claim_chapters(chapters_dir, force=force)
     written = []
     for p in paths:
         nb = sanitize(nbformat.read(str(p), as_version=4), root=root)
         written.append(atomic_write(chapters_dir / p.name, nbformat.writes(nb) + "\n"))
     keep = {p.name for p in paths}
-    for stale in chapters_dir.glob("*.ipynb"):
-        if _CHAPTER.match(stale.name) and stale.name not in keep:
-            stale.unlink()
+    for name in sorted(owned - keep):
+        (chapters_dir / name).unlink(missing_ok=True)
+    atomic_write(chapters_dir / CHAPTERS_MARKER, json.dumps({"written_by": "threatlab", "chapters": sorted(keep)},
+                                                            indent=1) + "\n")
     return written
 
 
@@ -249,12 +302,14 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Publish executed notebooks as the docs site's chapters.")
     ap.add_argument("--executed", required=True, help="folder of executed notebooks (e.g. figures/executed)")
     ap.add_argument("--out", default=str(REPO / "docs" / "chapters"), help="where the chapters go")
+    ap.add_argument("--force", action="store_true",
+                    help="add the chapters to a folder threatlab did not write (its files are left alone)")
     args = ap.parse_args(argv)
     executed = Path(args.executed)
     try:
         if not executed.is_dir():
             raise ConfigError(f"--executed={args.executed!r} is not a folder")
-        written = export_chapters(sorted(executed.glob("[0-9][0-9]_*.ipynb")), args.out)
+        written = export_chapters(sorted(executed.glob("[0-9][0-9]_*.ipynb")), args.out, force=args.force)
     except ConfigError as exc:
         print(f"threatlab: {exc}", file=sys.stderr)
         return 2
