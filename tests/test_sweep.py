@@ -344,6 +344,52 @@ def test_cost_hints_put_the_previous_sweeps_longest_notebook_first(toy, tmp_path
     assert sweep.cost_hints(p) == {"04_x": 250, "01_toy": 80}
 
 
+def test_the_cluster_never_holds_more_points_than_it_has_threads(tmp_path, monkeypatch):
+    """Dask gives a submitted task to a worker at once and did not steal it back: with
+    all points submitted up front, one of two workers ran five points in a row while the
+    other idled (make figures SEEDS=5). Points now go out only when a thread is free,
+    longest first, aggregators once their dependencies finished (with their outcomes)."""
+    from distributed import Client, LocalCluster
+
+    folder = tmp_path / "nbs"
+    prof = write_toy(folder, families=("01_toy", "02_toy"))
+    monkeypatch.setattr(run, "NOTEBOOKS", folder)
+    p = sweep.plan(str(prof), seeds=[0, 1, 2], datasets=["mnist"], out=str(tmp_path / "o"))
+    started: list[tuple[str, int]] = []
+
+    def fake_point(spec, *deps):
+        time.sleep(0.05)
+        return sweep._outcome(spec, "done", deps=[d["digest"] for d in deps])
+
+    monkeypatch.setattr(sweep, "execute_point", fake_point)
+
+    class Watched:
+        """The client, counting the points it holds that have not finished at each submit."""
+
+        def __init__(self, client):
+            self.client, self.futures = client, []
+
+        def submit(self, fn, spec, *deps, **kw):
+            started.append((spec["stem"], sum(not f.done() for f in self.futures)))
+            fut = self.client.submit(fn, spec, *deps, **kw)
+            self.futures.append(fut)
+            return fut
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cl, \
+            Client(cl) as client:
+        outcomes = sweep._run_dask(p, sweep._Progress(len(p.points), lambda m: None), Watched(client),
+                                   lambda m: None)
+    assert len(started) == len(p.points) == 9 and all(o["status"] == "done" for o in outcomes.values())
+    assert max(busy for _, busy in started) <= 1          # at most 2 in flight: 1 running + the new one
+    # Each 05 ran after its seed's family points and was handed exactly their outcomes.
+    for q in p.points:
+        if q.aggregator:
+            assert sorted(outcomes[q.digest]["deps"]) == sorted(q.deps)
+
+
 def test_submission_order_is_longest_first_and_keeps_aggregators_last(toy, tmp_path):
     p = sweep.plan(str(toy), seeds=[0, 1], datasets=["mnist"], out=str(tmp_path / "a"))
     names = lambda pts: [(q.notebook, q.seed) for q in pts]  # noqa: E731

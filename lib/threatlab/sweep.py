@@ -587,14 +587,14 @@ def _dashboard(client: Any) -> str | None:
 
 
 def cost_hints(plan_: Plan, log: Callable[[str], None] = lambda m: None) -> dict[str, int]:
-    """Dask priorities, longest notebook first: notebook -> its median wall seconds over
+    """Timing hints, longest notebook first: notebook -> its median wall seconds over
     the points the previous sweep in this folder ran (manifest rows with status "done").
 
     Points are independent, so on W workers the sweep's wall time is the makespan of
     their queue; starting the longest points first (the longest-processing-time rule)
     keeps a long point from starting last while the other workers run out of work.
-    Without a previous manifest every priority is 0 and Dask keeps the plan's order.
-    Priorities only reorder: every point runs with the same parameters either way, and
+    Without a previous manifest every hint is 0 and the plan's order stays.
+    Hints only reorder: every point runs with the same parameters either way, and
     each point's results depend on its parameters alone.
     """
     path = plan_.root / MANIFEST
@@ -628,41 +628,59 @@ def cost_hints(plan_: Plan, log: Callable[[str], None] = lambda m: None) -> dict
 def submission_order(points: list[Point], hints: dict[str, int]) -> list[Point]:
     """`points` in the order they are submitted: family points by descending hint
     (`cost_hints`; ties keep the plan's order), then the aggregators, whose
-    dependencies must exist before them. The order matters as much as the priorities:
-    an idle worker starts the first task it is given while the rest are still being
-    submitted, so it decides which W points run first."""
+    dependencies must finish before them. `_run_dask` submits a point only when a worker
+    thread is free, so this order is the order in which points start."""
     return sorted(points, key=lambda q: (q.aggregator, -hints.get(q.notebook, 0)))
+
+
+def _slots(client: Any) -> int:
+    """Points that may run at once: the cluster's worker threads now (at least 1, so a
+    scheduler still waiting for its workers gets one point to hand the first to join)."""
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:
+        return 1
 
 
 def _run_dask(plan_: Plan, progress: _Progress, client: Any,
               log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    from dask.distributed import as_completed
+    """Run the points on the cluster, never more at once than it has worker threads.
+
+    Dask assigns a submitted task to a worker at once; with every point submitted up
+    front it queued them on a worker by estimated durations it did not know yet, and
+    did not steal them back: measured on 2 workers (make figures SEEDS=5), one worker ran
+    five points in a row while the other sat idle. Here a point is submitted only when a
+    thread is free, longest first (`submission_order`), an aggregator once its
+    dependencies have finished (it gets their outcomes, not futures); the count is
+    re-read after every completion, so workers that join a remote scheduler are used."""
+    from dask.distributed import wait
 
     link = _dashboard(client)
     if link:
         log(f"[threatlab] sweep: dashboard at {link}")
-    futures: dict[str, Any] = {}
     hints = cost_hints(plan_, log)
-    for p in submission_order(plan_.points, hints):
-        futures[p.digest] = client.submit(
-            execute_point, spec_of(p, plan_), *(futures[d] for d in p.deps),
-            key=f"{p.notebook}-{p.digest}", pure=False, retries=0, priority=hints.get(p.notebook, 0),
-            resources={"GPU": 1} if p.gpu else None)
+    pending = submission_order(plan_.points, hints)
+    running: dict[Any, Point] = {}
     outcomes: dict[str, dict[str, Any]] = {}
-    by_key = {f.key: d for d, f in futures.items()}
-    for fut in as_completed(list(futures.values())):
-        d = by_key[fut.key]
-        point = next(q for q in plan_.points if q.digest == d)
-        try:
-            o = fut.result()
-        except Exception as e:  # the worker itself died (twice): record, go on
-            o = _outcome(spec_of(point, plan_), "failed", error=f"{type(e).__name__}: {R._first_line(e)}")
-        outcomes[d] = o
-        try:
-            running = sum(len(v) for v in client.processing().values())
-        except Exception:
-            running = 0
-        progress.update(o, running=running)
+    while pending or running:
+        free = _slots(client) - len(running)
+        for p in [q for q in pending if all(d in outcomes for d in q.deps)][:max(0, free)]:
+            fut = client.submit(execute_point, spec_of(p, plan_), *(outcomes[d] for d in p.deps),
+                                key=f"{p.notebook}-{p.digest}", pure=False, retries=0,
+                                resources={"GPU": 1} if p.gpu else None)
+            running[fut] = p
+            pending.remove(p)
+        if not running:  # cannot happen (dependencies come first in the plan); never spin
+            raise RuntimeError(f"sweep: {len(pending)} points wait for dependencies that never ran")
+        done, _ = wait(list(running), return_when="FIRST_COMPLETED")
+        for fut in done:
+            point = running.pop(fut)
+            try:
+                o = fut.result()
+            except Exception as e:  # the worker itself died (twice): record, go on
+                o = _outcome(spec_of(point, plan_), "failed", error=f"{type(e).__name__}: {R._first_line(e)}")
+            outcomes[point.digest] = o
+            progress.update(o, running=len(running))
     return outcomes
 
 
