@@ -165,6 +165,15 @@ def spread(ts: list[float]) -> dict[str, float]:
     return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "n": len(ts)}
 
 
+def identical_share(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of examples whose adversarial is the same image in every pixel in both
+    outputs (compared as float32, the models' input type): how often two libraries
+    given the same seed return the very same adversarial, not just one as good."""
+    a = a.detach().to("cpu", torch.float32).flatten(1)
+    b = b.detach().to("cpu", torch.float32).reshape(a.shape)
+    return float((a == b).all(1).float().mean())
+
+
 def evaluate_evasion(model, x, y, out: Outcome, *, threat: str, eps: float | None) -> dict[str, Any]:
     """Robust accuracy from the model's own predictions on the returned adversarials,
     median L2 / L-inf over the successful ones, and whether the output respects the
@@ -275,10 +284,17 @@ def run_case(case: Case, ctx: dict[str, Any], *, repeats: int, seed: int,
         # Rotate the order each round: no implementation always runs right after another.
         libs = list(runners)
         libs = libs[r % len(libs):] + libs[:r % len(libs)] if libs else libs
+        outs: dict[str, Outcome] = {}
         for lib in libs:
             out, t = call(lib, seed + r)
             times[lib].append(t)
             metrics_per_round[lib].append(evaluate(model, x, y, out))  # outside the clock
+            outs[lib] = out
+        if "threatlab" in outs and outs["threatlab"].x_adv is not None:
+            for lib, out in outs.items():
+                if lib != "threatlab" and out.x_adv is not None:
+                    metrics_per_round[lib][-1]["identical_to_threatlab"] = identical_share(
+                        outs["threatlab"].x_adv, out.x_adv)
         if case.grad_evals:
             for k, fn in units.items():
                 unit[k].extend(timed(fn, device)[1] for _ in range(5))

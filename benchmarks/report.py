@@ -131,6 +131,10 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
           "On clean MNIST "
           "the pass is cheaper (blank backgrounds: the last column under Targets), which no "
           "iterate after the first enjoys; both are in results.json.",
+          "- Same images as threatlab: the share of the n examples for which the peer, called with "
+          "the same seed in the same round, returned threatlab's adversarial in every pixel (compared "
+          "as float32; mean over the rounds). Two correct implementations need not agree to the bit "
+          "(other random draws, other summation order), so this says how alike, not which is right.",
           f"- Targets (from the issue): |Δ robust acc| <= {AGREE_PTS:g} points vs each peer; threatlab / "
           f"fastest peer <= {PEER_RATIO:g} on CPU; PGD <= {PGD_BOUND:g} x bound.",
           f"- torch threads: {run['threads']}; device {run['device']}; total benchmark wall time "
@@ -139,8 +143,8 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
     L += ["## Results", "",
           "| attack | library | robust acc | Δ pts (threatlab − peer) | median L2 | median L-inf "
           "| valid | forward rows / example | time s, median (min–max) | x bound | threatlab / fastest peer "
-          "| robust acc (MI: AUC) per round |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "| robust acc (MI: AUC) per round | same images as threatlab |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         for lib, row in r["rows"].items():
             ratio = (f"**{row['ratio_to_fastest_peer']:.2f}** (vs {row['fastest_peer']})"
@@ -149,9 +153,10 @@ def markdown(run: dict[str, Any], results: list[dict[str, Any]]) -> str:
                      f"{_f(row.get('delta_robust_acc_pts'), '+.1f')} | {_f(row.get('median_l2'), '.3f')} | "
                      f"{_f(row.get('median_linf'), '.3f')} | {row.get('valid', '–')} | "
                      f"{_f(row.get('forward_rows_per_example'), '.1f')} | {_time(row['time'])} | "
-                     f"{_f(row.get('ratio_to_bound'), '.2f')} | {ratio} | {_rounds(row)} |")
+                     f"{_f(row.get('ratio_to_bound'), '.2f')} | {ratio} | {_rounds(row)} | "
+                     f"{_f(row.get('identical_to_threatlab'), '.0%')} |")
         for lib, why in r["skipped"].items():
-            L.append(f"| {r['case']} | {lib} | not run: {why} | | | | | | | | | |")
+            L.append(f"| {r['case']} | {lib} | not run: {why} | | | | | | | | | | |")
     bb = [(r, lib, row) for r in results if r["threat"] != "membership" for lib, row in r["rows"].items()
           if "queries_per_example" in row]
     if bb:

@@ -60,3 +60,32 @@ def test_fwd_bwd_chunked_does_the_same_passes():
     harness.fwd_bwd(model, x, y)()
     harness.fwd_bwd(model, x, y, chunked=True)()
     assert calls == [300, 100, 100, 100]
+
+
+def test_identical_share_counts_whole_images_equal_in_every_pixel():
+    a = torch.rand(4, 1, 3, 3)
+    b = a.clone().double()  # a peer returning float64 of the same values is identical
+    b[1, 0, 2, 2] += 1e-3   # one pixel off: that image is not
+    b[3] = 0.0
+    assert harness.identical_share(a, b) == 0.5
+
+
+def test_run_case_records_how_often_a_peer_returns_threatlabs_adversarials():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x, y = torch.rand(6, 1, 2, 2), torch.zeros(6, dtype=torch.long)
+
+    def ours(ctx):
+        return lambda xx, yy, seed: harness.Outcome(x_adv=(xx + 0.1).clamp(0, 1))
+
+    def peer(ctx):
+        def run(xx, yy, seed):
+            out = (xx + 0.1).clamp(0, 1)
+            out[:2] = xx[:2]  # two of six differ
+            return harness.Outcome(x_adv=out)
+        return run
+
+    case = harness.Case("toy", "linf", {}, {"threatlab": ("", ours), "peer": ("", peer)}, eps=0.1)
+    res = harness.run_case(case, {"model": model, "x": x, "y": y, "device": torch.device("cpu")},
+                           repeats=2, seed=0, log=lambda s: None)
+    assert res["rows"]["peer"]["identical_to_threatlab"] == pytest.approx(4 / 6)
+    assert "identical_to_threatlab" not in res["rows"]["threatlab"]
