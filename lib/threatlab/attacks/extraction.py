@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import metrics, models, runtime, validate
+from .. import ensemble, metrics, models, runtime, validate
 from ..errors import ConfigError
 from ..oracle import BlackBox
 from .registry import register
@@ -659,6 +659,77 @@ def pool_queries(oracle: BlackBox, x: torch.Tensor, *, budgets: Sequence[int], a
                                num_classes=num_classes, max_epochs=max_epochs, patience=patience,
                                val_fraction=val_fraction, min_steps=min_steps, batch_size=batch_size, lr=lr, eval_x=eval_x,
                                eval_labels=eval_labels, generator=generator)
+
+
+def pool_queries_many(oracles: Sequence[BlackBox], x: torch.Tensor, *, budgets: Sequence[int],
+                      generators: Sequence[torch.Generator], arch: str = "mlp", arch_params: dict | None = None,
+                      num_classes: int | None = None, max_epochs: int = 100, patience: int = 10,
+                      val_fraction: float = 0.2, min_steps: int = 300, batch_size: int = 64, lr: float = 1e-3,
+                      eval_x: torch.Tensor | None = None, eval_labels: torch.Tensor | None = None,
+                      stacked: bool = True) -> list[ExtractionCurve]:
+    """`pool_queries` for several oracles at once, oracle m drawing from ``generators[m]``:
+    ``[pool_queries(o, x, generator=g, ...) for o, g in zip(oracles, generators)]``, with
+    the substitutes of each budget fitted together when they can be.
+
+    Tramèr et al. (2016), arXiv 1609.02943, compare what each output mode (scores,
+    rounded scores, labels) of one victim gives an attacker who asks the same queries;
+    notebook 01 (F02) seeds every mode's generator alike, so the modes ask the same rows
+    in the same order and their substitutes differ only in the answers they fit. Then
+    the fits of one budget share their inputs and architecture and train as one stacked
+    ensemble (`ensemble.fit_substitutes`: every draw, stop and kept epoch as the
+    sequential fit, numbers to float tolerance). When the orders differ, the
+    architecture cannot be stacked, or ``stacked=False``, each curve is fitted on its own
+    exactly as `pool_queries` does. Queries are charged to each oracle as there.
+
+    Args: as `pool_queries`, with `oracles` and one `generators` entry per oracle.
+    Returns one `ExtractionCurve` per oracle, in order.
+    """
+    if isinstance(oracles, BlackBox) or not isinstance(oracles, Sequence) or not oracles:
+        raise ConfigError(f"oracles must be a non-empty list of BlackBox; got {type(oracles).__name__}")
+    if isinstance(generators, torch.Generator) or not isinstance(generators, Sequence) \
+            or len(generators) != len(oracles):
+        raise ConfigError(f"generators must be a list of {len(oracles)} torch.Generator (one per oracle)")
+    for o in oracles:  # every check before the first query
+        checked = _curve_setup(o, x, budgets, arch, arch_params, (max_epochs, patience, val_fraction, min_steps),
+                               batch_size, lr, eval_x, eval_labels, attack="pool", pool_rows=True)
+    budgets = checked
+    kw = dict(arch=arch, arch_params=arch_params, num_classes=num_classes, max_epochs=max_epochs,
+              patience=patience, val_fraction=val_fraction, min_steps=min_steps, batch_size=batch_size, lr=lr,
+              eval_x=eval_x, eval_labels=eval_labels)
+    orders = [_randperm(x.shape[0], g, x.device)[:budgets[-1]] for g in generators]
+    probe = _new_substitute(arch, arch_params, x, num_classes or _num_classes(oracles[0], x), 0)  # forked RNG
+    try:
+        ensemble._layers(probe)
+        stackable = True
+    except ConfigError:
+        stackable = False
+    if not (stacked and stackable and len(oracles) > 1 and all(torch.equal(o, orders[0]) for o in orders)):
+        return [_nested_curve(o, x[order], budgets, generator=g, **kw)
+                for o, g, order in zip(oracles, generators, orders)]
+    xq = x[orders[0]]
+    asks = [_Ids(o) for o in oracles]
+    before = [o.total for o in oracles]
+    ks = [num_classes if num_classes is not None else _num_classes(o, xq) for o in oracles]
+    if len(set(ks)) != 1:
+        raise ConfigError(f"the oracles' models have different numbers of classes {ks}: they are not one victim")
+    inits = [_seed_from(g) for g in generators]
+    targets: list[list[torch.Tensor]] = [[] for _ in oracles]
+    out = [ExtractionCurve(list(budgets), [], [], [], xq, []) for _ in oracles]
+    done = 0
+    for b in budgets:
+        for m, ask in enumerate(asks):
+            targets[m].append(answers_to_targets(ask(xq[done:b])))
+        done = b
+        nets = [_new_substitute(arch, arch_params, xq, ks[0], init) for init in inits]
+        fits = ensemble.fit_substitutes(nets, xq[:b], [torch.cat(t) for t in targets], generators=generators,
+                                        max_epochs=max_epochs, patience=patience, val_fraction=val_fraction,
+                                        min_steps=min_steps, batch_size=batch_size, lr=lr)
+        for m, (net, fit) in enumerate(zip(nets, fits)):
+            out[m].queries.append(oracles[m].total - before[m])
+            out[m].agreement.append(_evaluate(net, eval_x, eval_labels))
+            out[m].substitutes.append(net)
+            out[m].epochs.append(fit["epochs"])
+    return out
 
 
 def jacobian_augment(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, lam: float) -> torch.Tensor:

@@ -46,7 +46,7 @@ def run_extraction(model: torch.nn.Module, pool: torch.Tensor, x_eval: torch.Ten
               "patience": patience, "min_steps": min_steps, "num_classes": num_classes}
     curves, oracles = {}, {}
     # One mode at a time for the progress bar; mode_curves seeds each mode afresh, so
-    # this is the same as one call with both modes.
+    # this is one call with both modes and stacked=False (each substitute fitted alone).
     for mode in tqdm(MODES, desc="audit extraction: APIs", disable=progress_disabled(), leave=False):
         c, o = mode_curves(model, pool, budgets, eval_x=x_eval, eval_labels=eval_labels, decimals=2, seed=seed,
                            sub_kw=sub_kw, modes=(mode,), log_modes=())

@@ -201,22 +201,24 @@ def equation_solving_evidence(lr_victim, mlp_victim, pool: torch.Tensor, x_eval:
 
 def mode_curves(victim, pool: torch.Tensor, budgets: Sequence[int], *, eval_x: torch.Tensor,
                 eval_labels: torch.Tensor, decimals: int, seed: int, sub_kw: Mapping[str, Any],
-                modes: Sequence[str] = F02_MODES, log_modes: Sequence[str] = ("probs",)
+                modes: Sequence[str] = F02_MODES, log_modes: Sequence[str] = ("probs",), stacked: bool = True
                 ) -> tuple[dict[str, ex.ExtractionCurve], dict[str, BlackBox]]:
     """F02: random pool queries against the victim answering in each output mode.
 
     A fresh generator with the same `seed` per mode gives every mode the same query
     order, hold-out splits' draws and initialisation, so the modes differ only in what
     the answers say. Oracles of `log_modes` keep their query log (PRADA reads it).
+    `stacked`: the modes' substitutes of each budget train as one stacked ensemble
+    (`attacks.extraction.pool_queries_many`; same draws and stopping rule, numbers to
+    float tolerance); False fits them one after another.
     Returns (curves, oracles) by mode."""
-    curves, oracles = {}, {}
     for mode in modes:
         validate.choice("mode", mode, ex.OUTPUT_MODES)
-        oracle = BlackBox(victim, mode=mode, decimals=decimals, keep_log=mode in log_modes)
-        curves[mode] = ex.pool_queries(oracle, pool, budgets=budgets, eval_x=eval_x, eval_labels=eval_labels,
-                                       generator=torch.Generator().manual_seed(int(seed)), **sub_kw)
-        oracles[mode] = oracle
-    return curves, oracles
+    oracles = {mode: BlackBox(victim, mode=mode, decimals=decimals, keep_log=mode in log_modes) for mode in modes}
+    curves = ex.pool_queries_many(list(oracles.values()), pool, budgets=budgets, eval_x=eval_x,
+                                  eval_labels=eval_labels, stacked=stacked,
+                                  generators=[torch.Generator().manual_seed(int(seed)) for _ in modes], **sub_kw)
+    return dict(zip(modes, curves)), oracles
 
 
 def strategy_curves(victim, inputs: Mapping[str, torch.Tensor], budgets: Sequence[int], *,
