@@ -1,4 +1,4 @@
-"""F02's substitutes fitted at once (ensemble.fit_substitutes via
+"""F02's substitutes fitted at once (attacks.extraction.fit_substitutes via
 attacks.extraction.pool_queries_many) against the same fits one after another."""
 import pytest
 import torch

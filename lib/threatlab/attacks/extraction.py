@@ -345,6 +345,114 @@ def fit_substitute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, 
     return FitReport(model.eval(), epoch, best_epoch, best_loss if n_val else None, n_tr, n_val)
 
 
+def fit_substitutes(nets: Sequence[nn.Module], x: torch.Tensor, targets: Sequence[torch.Tensor], *,
+                    generators: Sequence[torch.Generator | None], max_epochs: int, patience: int,
+                    val_fraction: float, min_steps: int, batch_size: int, lr: float) -> list[dict[str, Any]]:
+    """`attacks.extraction.fit_substitute` for M substitutes of one architecture on the
+    same query rows `x`, each with its own targets and generator, as one stacked ensemble.
+
+    Notebook 01's F02 (Tramèr et al. 2016, arXiv 1609.02943: richer answers, fewer
+    queries) fits one substitute per output mode on the same queries: the same shape,
+    the same inputs, only the answers differ. Model m gets exactly the draws
+    `fit_substitute` would take from ``generators[m]`` (its held-out split, then one
+    shuffle per epoch it runs, none after it stops, so the generator is left where the
+    sequential fit leaves it) and the same step floor, patience and best-epoch rule;
+    its loss is the cross-entropy against its own targets (labels as one-hot rows: the
+    same loss and gradient as ``F.cross_entropy`` on the label). A model that has
+    stopped keeps stepping on its last order until every model has stopped, but the
+    weights it returns are those of its best epoch, which no longer change. Results
+    agree with the sequential fits to float tolerance (tests/test_extraction_stacked.py).
+
+    The stacked layers are `threatlab.ensemble`'s (its stacked forward, layout and
+    fused Adam). This fitter lives here, beside `fit_substitute`, because the bytes of
+    ensemble.py are part of the cache name of notebook 03's stacked victims: code added
+    there would retrain them.
+
+    Args: nets (trained in place; their best epoch's weights loaded at the end), x [n, ...],
+    targets (M tensors: float [n, k] scores or Long [n] labels), generators (M), and
+    `fit_substitute`'s settings (already validated by the caller).
+    Returns M dicts {"epochs", "best_epoch", "val_loss", "n_train", "n_val"}.
+    """
+    m_count = len(nets)
+    if not (len(targets) == len(generators) == m_count) or m_count == 0:
+        raise ConfigError(f"fit_substitutes needs one target tensor and one generator per net; got "
+                          f"{m_count} nets, {len(targets)} targets, {len(generators)} generators")
+    dev = next(nets[0].parameters()).device
+    n = x.shape[0]
+    with torch.no_grad():
+        width = int(nets[0](x[:1].to(dev)).shape[-1])                 # the substitutes' classes
+    soft = [t.to(dev, x.dtype) if t.is_floating_point() else F.one_hot(t.to(dev).long(), width).to(x.dtype)
+            for t in targets]   # labels as one-hot rows: the same loss and gradient
+    tgt = torch.stack(soft)                                            # [M, n, k]
+    n_val = min(max(1, int(val_fraction * n)), n - 1) if val_fraction > 0 and n >= 2 else 0
+    splits = torch.stack([runtime.randperm(n, g, device=dev) for g in generators])   # [M, n]
+    val_rows, train_rows = splits[:, :n_val], splits[:, n_val:]
+    n_tr = n - n_val
+    per_epoch = -(-n_tr // batch_size)
+    warmup = -(-min_steps // per_epoch)
+    x = x.to(dev)
+    layers = ensemble._layers(nets[0])
+    params, buffers = torch.func.stack_module_state(list(nets))
+    lin = set(ensemble._linear_keys(layers))
+    params = {key: (v.detach().transpose(1, 2) if key in lin else v.detach()).contiguous().requires_grad_(True)
+              for key, v in params.items()}
+    buffers = {key: v.detach() for key, v in buffers.items()}
+    opt = torch.optim.Adam(list(params.values()), lr=lr, **ensemble._ADAM_IMPL)
+    ar = torch.arange(m_count, device=dev).unsqueeze(1)
+
+    def loss_per_model(rows: torch.Tensor) -> torch.Tensor:        # rows [M, B] -> [M]
+        logits = ensemble._stacked_forward(layers, params, buffers, x[rows])
+        t = tgt[ar, rows]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1, t.shape[-1]),
+                               reduction="none").view(m_count, -1).mean(1)
+
+    best_loss = [math.inf] * m_count
+    best_epoch, stale, ran = [0] * m_count, [0] * m_count, [0] * m_count
+    best_state: list[dict[str, torch.Tensor] | None] = [None] * m_count
+    active = [True] * m_count
+    order = None
+    for epoch in range(1, max(max_epochs, warmup) + 1):
+        fresh = [runtime.randperm(n_tr, g, device=dev) if a else None for g, a in zip(generators, active)]
+        order = torch.stack([f if f is not None else order[m] for m, f in enumerate(fresh)])
+        rows = torch.gather(train_rows, 1, order)
+        for i in range(0, n_tr, batch_size):
+            loss = loss_per_model(rows[:, i:i + batch_size]).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for m in range(m_count):
+            if active[m]:
+                ran[m] = epoch
+        if not n_val or epoch < warmup:
+            best_epoch = [epoch if a else b for a, b in zip(active, best_epoch)]
+            continue
+        with torch.no_grad():
+            val = loss_per_model(val_rows).tolist()                   # one host read per epoch
+        for m in range(m_count):
+            if not active[m]:
+                continue
+            if val[m] < best_loss[m]:
+                best_loss[m], best_epoch[m], stale[m] = val[m], epoch, 0
+                best_state[m] = {key: (v[m].detach().transpose(0, 1) if key in lin else v[m].detach()).clone()
+                                 for key, v in params.items()}
+            else:
+                stale[m] += 1
+                active[m] = stale[m] < patience
+        if not any(active):
+            break
+    for m, net in enumerate(nets):
+        state = dict(net.state_dict())
+        if best_state[m] is not None:
+            state.update(best_state[m])
+        else:   # nothing held out: the last epoch's weights
+            state.update({key: (v[m].detach().transpose(0, 1) if key in lin else v[m].detach()).clone()
+                          for key, v in params.items()})
+        net.load_state_dict(state)
+        net.eval()
+    return [{"epochs": ran[m], "best_epoch": best_epoch[m], "val_loss": best_loss[m] if n_val else None,
+             "n_train": n_tr, "n_val": n_val} for m in range(m_count)]
+
+
 def _new_substitute(arch, arch_params, x, num_classes, seed) -> nn.Module:
     return models.build(arch, in_shape=tuple(x.shape[1:]), num_classes=num_classes, seed=seed,
                         **(arch_params or {})).to(x.device)
@@ -676,7 +784,7 @@ def pool_queries_many(oracles: Sequence[BlackBox], x: torch.Tensor, *, budgets: 
     notebook 01 (F02) seeds every mode's generator alike, so the modes ask the same rows
     in the same order and their substitutes differ only in the answers they fit. Then
     the fits of one budget share their inputs and architecture and train as one stacked
-    ensemble (`ensemble.fit_substitutes`: every draw, stop and kept epoch as the
+    ensemble (`fit_substitutes`: every draw, stop and kept epoch as the
     sequential fit, numbers to float tolerance). When the orders differ, the
     architecture cannot be stacked, or ``stacked=False``, each curve is fitted on its own
     exactly as `pool_queries` does. Queries are charged to each oracle as there.
@@ -721,7 +829,7 @@ def pool_queries_many(oracles: Sequence[BlackBox], x: torch.Tensor, *, budgets: 
             targets[m].append(answers_to_targets(ask(xq[done:b])))
         done = b
         nets = [_new_substitute(arch, arch_params, xq, ks[0], init) for init in inits]
-        fits = ensemble.fit_substitutes(nets, xq[:b], [torch.cat(t) for t in targets], generators=generators,
+        fits = fit_substitutes(nets, xq[:b], [torch.cat(t) for t in targets], generators=generators,
                                         max_epochs=max_epochs, patience=patience, val_fraction=val_fraction,
                                         min_steps=min_steps, batch_size=batch_size, lr=lr)
         for m, (net, fit) in enumerate(zip(nets, fits)):
