@@ -14,10 +14,12 @@ a sweep folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO, Iterator
 
 
@@ -79,3 +81,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def read_marker_names(marker: str | os.PathLike, key: str, allowed: Callable[[str], bool]) -> set[str]:
+    """The names listed under `key` in the JSON marker file by which threatlab records
+    what it wrote into a folder (a run's --out, a docs folder), every one a string
+    `allowed` accepts. ValueError when the file does not read as such a list: the
+    caller says which folder and what to do, so nothing is deleted on a guess."""
+    try:
+        names = json.loads(Path(marker).read_text(encoding="utf-8"))[key]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{marker} does not read") from e
+    if not isinstance(names, list) or not all(isinstance(n, str) and allowed(n) for n in names):
+        raise ValueError(f"{marker}: {key} is not a list of names")
+    return set(names)

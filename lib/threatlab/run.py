@@ -46,6 +46,7 @@ import yaml
 
 from . import validate
 from .errors import ConfigError
+from .io import atomic_write, read_marker_names
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -531,8 +532,6 @@ def hide_injected(executed: Path) -> None:
             cell.metadata["tags"] = [*tags, "remove-cell"]
             changed = True
     if changed:
-        from .io import atomic_write
-
         atomic_write(executed, nbformat.writes(nb))
 
 
@@ -689,15 +688,10 @@ def owned_names(final: Path) -> set[str] | None:
     marker = final / MARKER
     if marker.exists():
         try:
-            doc = json.loads(marker.read_text(encoding="utf-8"))
-            names = doc["names"]
-            if not isinstance(names, list) or not all(
-                    isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
-                raise ValueError
-        except (OSError, ValueError, KeyError, TypeError):
+            return read_marker_names(marker, "names", lambda n: bool(n) and "/" not in n and n not in (".", ".."))
+        except ValueError:
             raise ConfigError(f"--out {final}: {MARKER} does not read as the runner's list of names; "
                               "restore it or choose another --out") from None
-        return set(names)
     entries = [e.name for e in final.iterdir()]
     if not entries:
         return set()
@@ -744,8 +738,6 @@ def stage(final: Path, owned: set[str] | None = None) -> Path:
 
 
 def _write_marker(folder: Path, names: set[str]) -> None:
-    from .io import atomic_write
-
     # No pid or time: the marker is the same bytes for the same outputs (figures/ is
     # committed).
     atomic_write(folder / MARKER, json.dumps({"written_by": "threatlab", "format": 1, "names": sorted(names)},
@@ -794,8 +786,6 @@ def _relocate(executed: Path, staging: Path, final: Path) -> None:
     if executed.exists():
         text = executed.read_text(encoding="utf-8")
         if str(staging) in text:
-            from .io import atomic_write
-
             atomic_write(executed, text.replace(str(staging), str(final)))
 
 

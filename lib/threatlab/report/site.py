@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError
-from ..io import atomic_write
+from ..io import atomic_write, read_marker_names
 
 REPO = Path(__file__).resolve().parents[3]
 NOTEBOOKS = REPO / "notebooks"
@@ -189,8 +189,6 @@ def owned_chapters(chapters_dir: str | os.PathLike) -> set[str] | None:
     folder; the names its marker (`CHAPTERS_MARKER`) lists; for a folder written before
     markers existed (every entry a chapter-named file, ``NN_name.ipynb``), those; None for
     any other folder (someone else's). ConfigError for a marker that does not read."""
-    import json
-
     d = Path(chapters_dir)
     if not d.exists():
         return set()
@@ -199,15 +197,11 @@ def owned_chapters(chapters_dir: str | os.PathLike) -> set[str] | None:
     marker = d / CHAPTERS_MARKER
     if marker.exists():
         try:
-            names = json.loads(marker.read_text(encoding="utf-8"))["chapters"]
-            if not isinstance(names, list) or not all(
-                    isinstance(n, str) and n.endswith(".ipynb") and "/" not in n and not n.startswith(".")
-                    for n in names):
-                raise ValueError
-        except (OSError, ValueError, KeyError, TypeError):
+            return read_marker_names(marker, "chapters", lambda n: n.endswith(".ipynb") and "/" not in n
+                                     and not n.startswith("."))
+        except ValueError:
             raise ConfigError(f"docs folder {d}: {CHAPTERS_MARKER} does not read as threatlab's list of "
                               "chapters; restore it or name another docs folder") from None
-        return set(names)
     entries = list(d.iterdir())
     if all(e.is_file() and not e.is_symlink() and _CHAPTER.match(e.name) for e in entries):
         return {e.name for e in entries}
