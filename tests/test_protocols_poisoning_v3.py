@@ -114,6 +114,44 @@ def test_logistic_heads_batched_equal_single():
         assert torch.allclose(batched.bias[i], one.bias[0], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("c", [2, 3])
+def test_shared_rows_give_the_heads_of_the_copied_rows(c):
+    """F11's form: 1,000-like shared clean rows + a few own rows per head, passed once,
+    against the same rows copied into every head's features."""
+    xs, ys = overlapping(n=200, c=c, seed=7)
+    own = [overlapping(n=4, c=c, seed=10 + i) for i in range(5)]
+    f_own, y_own = torch.stack([o[0] for o in own]), torch.stack([o[1] for o in own])
+    copied = PP.fit_logistic_head(torch.cat([xs.expand(5, *xs.shape), f_own], 1),
+                                  torch.cat([ys.expand(5, -1), y_own], 1), num_classes=c, l2=1e-2)
+    shared = PP.fit_logistic_head(f_own, y_own, num_classes=c, l2=1e-2, shared_features=xs, shared_labels=ys)
+    torch.testing.assert_close(shared.weight, copied.weight, rtol=1e-5, atol=1e-7)  # as batched vs single: L-BFGS stops within its tolerance
+    torch.testing.assert_close(shared.bias, copied.bias, rtol=1e-5, atol=1e-7)  # as batched vs single: L-BFGS stops within its tolerance
+    assert shared.grad_max < 1e-6
+    # and with no own rows at all, the shared rows alone are the single head's data
+    alone = PP.fit_logistic_head(xs[:0].unsqueeze(0), ys[:0].unsqueeze(0), num_classes=c, l2=1e-2,
+                                 shared_features=xs, shared_labels=ys)
+    one = PP.fit_logistic_head(xs, ys, num_classes=c, l2=1e-2)
+    torch.testing.assert_close(alone.weight, one.weight, rtol=1e-5, atol=1e-7)  # as batched vs single: L-BFGS stops within its tolerance
+
+
+def test_shared_rows_bad_input():
+    x, y = overlapping()
+    f = x[:3].unsqueeze(0)
+    yy = y[:3].unsqueeze(0)
+    with pytest.raises(ConfigError, match="go together"):
+        PP.fit_logistic_head(f, yy, shared_features=x)
+    with pytest.raises(ConfigError, match=r"shared_features must be a floating tensor \[n, 6\]"):
+        PP.fit_logistic_head(f, yy, shared_features=x[:, :1], shared_labels=y)
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ConfigError, match="shared_features must be finite"):
+        PP.fit_logistic_head(f, yy, shared_features=bad, shared_labels=y)
+    with pytest.raises(ConfigError, match="shared_labels must be an integer tensor"):
+        PP.fit_logistic_head(f, yy, shared_features=x, shared_labels=y[:-1])
+    with pytest.raises(ConfigError, match="labels must lie in 0..1"):
+        PP.fit_logistic_head(f, yy, shared_features=x, shared_labels=y + 1)
+
+
 def test_logistic_head_bad_input():
     x, y = overlapping()
     bad = x.clone()
