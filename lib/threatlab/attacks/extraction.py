@@ -348,7 +348,7 @@ def fit_substitute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, 
 def fit_substitutes(nets: Sequence[nn.Module], x: torch.Tensor, targets: Sequence[torch.Tensor], *,
                     generators: Sequence[torch.Generator | None], max_epochs: int, patience: int,
                     val_fraction: float, min_steps: int, batch_size: int, lr: float) -> list[dict[str, Any]]:
-    """`attacks.extraction.fit_substitute` for M substitutes of one architecture on the
+    """`fit_substitute` for M substitutes of one architecture on the
     same query rows `x`, each with its own targets and generator, as one stacked ensemble.
 
     Notebook 01's F02 (Tramèr et al. 2016, arXiv 1609.02943: richer answers, fewer
@@ -784,8 +784,8 @@ def pool_queries_many(oracles: Sequence[BlackBox], x: torch.Tensor, *, budgets: 
     notebook 01 (F02) seeds every mode's generator alike, so the modes ask the same rows
     in the same order and their substitutes differ only in the answers they fit. Then
     the fits of one budget share their inputs and architecture and train as one stacked
-    ensemble (`fit_substitutes`: every draw, stop and kept epoch as the
-    sequential fit, numbers to float tolerance). When the orders differ, the
+    ensemble (`fit_substitutes`: every draw, stop and kept epoch as the sequential fit,
+    numbers to float tolerance). When the orders differ, the
     architecture cannot be stacked, or ``stacked=False``, each curve is fitted on its own
     exactly as `pool_queries` does. Queries are charged to each oracle as there.
 
@@ -830,8 +830,8 @@ def pool_queries_many(oracles: Sequence[BlackBox], x: torch.Tensor, *, budgets: 
         done = b
         nets = [_new_substitute(arch, arch_params, xq, ks[0], init) for init in inits]
         fits = fit_substitutes(nets, xq[:b], [torch.cat(t) for t in targets], generators=generators,
-                                        max_epochs=max_epochs, patience=patience, val_fraction=val_fraction,
-                                        min_steps=min_steps, batch_size=batch_size, lr=lr)
+                               max_epochs=max_epochs, patience=patience, val_fraction=val_fraction,
+                               min_steps=min_steps, batch_size=batch_size, lr=lr)
         for m, (net, fit) in enumerate(zip(nets, fits)):
             out[m].queries.append(oracles[m].total - before[m])
             out[m].agreement.append(_evaluate(net, eval_x, eval_labels))
